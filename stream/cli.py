@@ -1,0 +1,317 @@
+"""The `trustgap` command: up/down the embedded stack, run a worker, simulate, show status, run the demo.
+
+Exit codes: 0 ok, 1 runtime failure (broker or Redis unreachable, ...), 2 bad usage or bad config.
+Errors are one line without a traceback, saying what to fix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .settings import ConfigError, Settings, load
+
+STATE_DIR_ENV = "TRUSTGAP_STATE_DIR"
+
+
+class CliError(Exception):
+    """A failure the user can fix; printed as one line."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def state_dir() -> Path:
+    return Path(os.environ.get(STATE_DIR_ENV, ".trustgap"))
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """Settings from --config / TRUSTGAP_CONFIG and env, falling back to the embedded stack's addresses."""
+    from .embedded import read_stack
+
+    config = getattr(args, "config", None) or os.environ.get("TRUSTGAP_CONFIG")
+    stack = read_stack(state_dir()) or {}
+    fallback = {k: stack[k] for k in ("broker_url", "redis_url") if k in stack}
+    try:
+        return load(config, fallback=fallback)
+    except ConfigError as err:
+        raise CliError(str(err), 2) from None
+
+
+# --- commands ---------------------------------------------------------------------------------------------------
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from .embedded import up
+
+    info = up(state_dir())
+    print(f"broker {info['broker_url']}  redis {info['redis_url']}  (state in {state_dir()}/stack.json)")
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from .embedded import down
+
+    print("stopped the embedded stack" if down(state_dir()) else "nothing was running")
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    from .admin import BrokerUnreachable, ensure_topics
+
+    try:
+        ensure_topics(settings)
+    except BrokerUnreachable as err:
+        raise CliError(f"{err}; check broker_url / TRUSTGAP_BROKER_URL") from None
+    _check_redis(settings)
+    import faust
+
+    from .app import create_app
+
+    app = create_app(settings)
+    worker = faust.Worker(app, loglevel=args.loglevel, quiet=True, redirect_stdouts=False)
+    worker.execute_from_commandline()
+    return 0
+
+
+def _check_redis(settings: Settings) -> None:
+    import redis
+
+    try:
+        redis.Redis.from_url(settings.redis_url.get_secret_value(), socket_connect_timeout=5).ping()
+    except redis.RedisError as err:
+        raise CliError(f"redis unreachable ({type(err).__name__}); check redis_url / TRUSTGAP_REDIS_URL") from None
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    from .admin import confluent_config, ensure_topics
+    from .client import BatchProducer
+    from .simulate import SCENARIOS, generate
+
+    if args.scenario not in SCENARIOS:
+        raise CliError(f"unknown scenario {args.scenario!r}; choose from {', '.join(sorted(SCENARIOS))}", 2)
+    ensure_topics(settings)
+    producer = BatchProducer(confluent_config(settings), settings.topics.model_dump())
+    started = time.monotonic()
+    sent = producer.send_all(generate(args.scenario, args.days, args.rate, args.seed, args.model))
+    print(f"sent {sent} events of scenario {args.scenario} in {time.monotonic() - started:.1f}s")
+    return 0
+
+
+def status_rows(settings: Settings, limit: int = 5) -> list[dict[str, Any]]:
+    """Latest closed windows per model with their rates, read from Redis (used by `status` and `demo`)."""
+    import orjson
+    import redis
+
+    from . import detect, keys
+
+    r = redis.Redis.from_url(settings.redis_url.get_secret_value(), socket_connect_timeout=5)
+    rows = []
+    for model in sorted(m.decode() for m in r.smembers(keys.MODELS)):
+        hist = r.hgetall(keys.model_history(model))
+        for start in sorted(hist, key=int)[-limit:]:
+            s = detect.Summary.from_json(orjson.loads(hist[start]))
+            row: dict[str, Any] = {"model": model, "window_start": s.start, "version": s.version}
+            for signal in detect.RATE_SIGNALS:
+                k, n = detect.rate(s.scopes.get("", {}), signal)
+                row[signal] = round(k / n, 4) if n else None
+                row[f"{signal}_n"] = n
+            row["predictions"] = s.scopes.get("", {}).get("n", 0)
+            rows.append(row)
+    return rows
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import orjson
+    import redis
+
+    settings = settings_from(args)
+    try:
+        rows = status_rows(settings, args.windows)
+    except redis.RedisError as err:
+        raise CliError(f"redis unreachable ({type(err).__name__}); check redis_url / TRUSTGAP_REDIS_URL") from None
+    if args.json:
+        sys.stdout.write(orjson.dumps(rows).decode() + "\n")
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="trustgap: latest closed windows")
+    for col in ("model", "window (UTC)", "version", "predictions", "override rate", "outcome mismatch"):
+        table.add_column(col)
+    for row in rows:
+        table.add_row(row["model"], _fmt_ms(row["window_start"]), row["version"], str(row["predictions"]),
+                      _pct(row["override_rate"], row["override_rate_n"]),
+                      _pct(row["outcome_mismatch"], row["outcome_mismatch_n"]))
+    Console().print(table if rows else "no closed windows yet")
+    return 0
+
+
+def _fmt_ms(ms: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.gmtime(ms / 1000))
+
+
+def _pct(value: float | None, n: int) -> str:
+    return "—" if value is None else f"{value:.1%} (n={n})"
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Embedded stack + worker + simulator, printing windows and alerts until the simulation is seen through."""
+    from .embedded import down, read_stack, up
+
+    started_stack = read_stack(state_dir()) is None
+    info = up(state_dir())
+    print(f"embedded broker {info['broker_url']}, redis {info['redis_url']}")
+    env = {**os.environ, "TRUSTGAP_BROKER_URL": info["broker_url"], "TRUSTGAP_REDIS_URL": info["redis_url"],
+           "TRUSTGAP_BROKER_SESSION_TIMEOUT": "6", "TRUSTGAP_BROKER_HEARTBEAT_INTERVAL": "1",
+           "TRUSTGAP_WEB_PORT": os.environ.get("TRUSTGAP_WEB_PORT", "6066")}
+    os.environ.update(env)
+    logs = state_dir() / "worker.log"
+    worker = subprocess.Popen([sys.executable, "-m", "stream.cli", "worker"], env=env,
+                              stdout=logs.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
+    print(f"worker pid {worker.pid} (log {logs}); metrics on http://127.0.0.1:{env['TRUSTGAP_WEB_PORT']}/metrics")
+    try:
+        return _demo_loop(args, worker)
+    except KeyboardInterrupt:
+        print("\nstopping")
+        return 0
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        try:
+            worker.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.pid, signal.SIGKILL)
+        if started_stack and not args.keep:
+            down(state_dir())
+            print("stopped the embedded stack")
+
+
+def _demo_loop(args: argparse.Namespace, worker: subprocess.Popen[bytes]) -> int:
+    import threading
+
+    from confluent_kafka import Consumer
+    from rich.console import Console
+
+    from .admin import confluent_config, ensure_topics
+    from .client import BatchProducer
+    from .simulate import generate
+
+    console = Console()
+    settings = Settings()
+    ensure_topics(settings)
+    consumer = Consumer(confluent_config(settings, **{"group.id": f"trustgap-demo-{os.getpid()}",
+                                                      "auto.offset.reset": "earliest"}))
+    consumer.subscribe([settings.topics.alerts])
+    sent: dict[str, int] = {}
+
+    def produce() -> None:
+        producer = BatchProducer(confluent_config(settings), settings.topics.model_dump())
+        sent["n"] = producer.send_all(generate(args.scenario, args.days, args.rate, args.seed))
+
+    thread = threading.Thread(target=produce, daemon=True)
+    thread.start()
+    console.print(f"simulating {args.days:g} days of scenario [bold]{args.scenario}[/] at {args.rate:g} "
+                  "predictions/hour; Ctrl-C stops everything")
+    seen: set[int] = set()
+    alerts = 0
+    quiet_since = time.monotonic()
+    import orjson
+
+    while worker.poll() is None:
+        msg = consumer.poll(0.5)
+        if msg is not None and not msg.error():
+            a = orjson.loads(msg.value())
+            alerts += 1
+            quiet_since = time.monotonic()
+            colour = {"page": "red", "ticket": "yellow"}.get(a["severity"], "cyan")
+            console.print(f"[{colour}]ALERT {a['status']} {a['classification']} {a['signal']}[/] {a['model']} "
+                          f"scope={a['scope'] or 'all'} window {a['window']['start'][:16]} observed "
+                          f"{a['observed']:.1%} vs baseline {a['baseline']:.1%} (n={a['n']}) -> "
+                          f"[bold]{a['recommendation']}[/]  {'; '.join(a['diagnosis'][:2])}")
+        for row in status_rows(settings, limit=3):
+            if row["window_start"] in seen:
+                continue
+            seen.add(row["window_start"])
+            quiet_since = time.monotonic()
+            console.print(f"window {_fmt_ms(row['window_start'])} {row['model']}: {row['predictions']} predictions,"
+                          f" override {_pct(row['override_rate'], row['override_rate_n'])}, mismatch "
+                          f"{_pct(row['outcome_mismatch'], row['outcome_mismatch_n'])}")
+        if not thread.is_alive() and time.monotonic() - quiet_since > args.linger:
+            console.print(f"done: {sent.get('n', 0)} events sent, {len(seen)} windows closed, {alerts} alerts")
+            return 0
+    raise CliError(f"the worker exited with code {worker.returncode}; see {state_dir() / 'worker.log'}")
+
+
+def cmd_schemas(args: argparse.Namespace) -> int:
+    from .schemas import write_schemas
+
+    for path in write_schemas(Path(args.out)):
+        print(path)
+    return 0
+
+
+# --- parser -----------------------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="trustgap", description="Watch human overrides and real outcomes after the "
+                                "prediction; say what is broken before anyone retrains.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def add(name: str, fn: Any, help: str, config: bool = True) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help, description=help)
+        if config:
+            sp.add_argument("--config", help="YAML settings file (env TRUSTGAP_* wins over it)")
+        sp.set_defaults(func=fn)
+        return sp
+
+    add("up", cmd_up, "start the embedded broker (Tansu) and redis-server on free local ports", False)
+    add("down", cmd_down, "stop exactly what `trustgap up` started", False)
+    w = add("worker", cmd_worker, "run a worker (scale out: more workers, same app_id)")
+    w.add_argument("--loglevel", default="warning", choices=["debug", "info", "warning", "error"])
+    s = add("simulate", cmd_simulate, "send a simulated scenario's events to the broker")
+    _sim_args(s)
+    s.add_argument("--model", default="claims")
+    st = add("status", cmd_status, "print the latest closed windows and their rates")
+    st.add_argument("--json", action="store_true", help="machine-readable output")
+    st.add_argument("--windows", type=int, default=5, help="windows per model (default 5)")
+    d = add("demo", cmd_demo, "embedded stack + worker + simulator, printing windows and alerts", False)
+    _sim_args(d, scenario_default="trust_decay", days=10.0)
+    d.add_argument("--linger", type=float, default=20.0, help="seconds without news before the demo ends")
+    d.add_argument("--keep", action="store_true", help="leave the embedded stack running afterwards")
+    sc = add("schemas", cmd_schemas, "write the contract's JSON Schemas", False)
+    sc.add_argument("--out", default="schemas")
+    return p
+
+
+def _sim_args(sp: argparse.ArgumentParser, scenario_default: str | None = None, days: float = 30.0) -> None:
+    if scenario_default is None:
+        sp.add_argument("scenario", help="scenario name, e.g. quiet, trust_decay")
+    else:
+        sp.add_argument("scenario", nargs="?", default=scenario_default)
+    sp.add_argument("--days", type=float, default=days)
+    sp.add_argument("--rate", type=float, default=200.0, help="predictions per hour of event time")
+    sp.add_argument("--seed", type=int, default=1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except CliError as err:
+        print(f"trustgap: {err}", file=sys.stderr)
+        return err.code
+    except ConfigError as err:
+        print(f"trustgap: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,253 @@
+"""Event contract v1: the models model services send, and `parse` for raw Kafka messages.
+
+A message's value is one event object or a JSON array of up to `max_batch_events` of them; each element is
+validated on its own, so one bad element is rejected alone while its siblings are kept. Unknown extra fields are
+kept and ignored (forward compatible). Nothing here knows about Kafka or Redis.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any, Literal, Union
+
+import orjson
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+SCHEMA_VERSION = 1
+# Names, labels and ids become Redis key parts and (capped) metric labels: keep them short and printable.
+_ID_MAX = 256
+
+
+def _rfc3339(value: Any) -> datetime:
+    """Accept only RFC 3339 strings that carry a zone; a bare number or a naive time is a producer bug."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError("timestamp has no zone")
+        return value
+    if not isinstance(value, str):
+        raise ValueError("timestamp must be an RFC 3339 string such as 2026-11-01T12:00:00Z")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"not an RFC 3339 timestamp: {value[:40]!r}") from None
+    if parsed.tzinfo is None:
+        raise ValueError("timestamp has no zone (add Z or +00:00)")
+    return parsed
+
+
+Timestamp = Annotated[datetime, BeforeValidator(_rfc3339)]
+Id = Annotated[str, Field(min_length=1, max_length=_ID_MAX)]
+Name = Annotated[str, Field(min_length=1, max_length=128)]
+FeatureValue = Union[float, str, None]
+
+
+def epoch_ms(ts: datetime) -> int:
+    """Milliseconds since the epoch: the one time unit the windows and the store use."""
+    return int(ts.timestamp() * 1000)
+
+
+class _Event(BaseModel):
+    # strict: a number where a string belongs (or "1" for a number) is a wrong type, not something to guess at.
+    model_config = ConfigDict(extra="allow", strict=True, allow_inf_nan=False, frozen=True)
+
+    schema_version: Literal[1]
+    event_id: Id
+
+
+class PredictionEvent(_Event):
+    """One model decision."""
+
+    prediction_id: Id
+    model: Name
+    model_version: Annotated[str, Field(max_length=128)]
+    ts: Timestamp
+    label: Annotated[str, Field(max_length=_ID_MAX)]
+    score: float | None = None
+    band: Name | None = None
+    segment: dict[Name, Annotated[str, Field(max_length=_ID_MAX)]] | None = None
+    features: dict[Name, FeatureValue] | None = None
+
+
+class HumanActionEvent(_Event):
+    """What a person did with a prediction; override rate = (override + bypass) / all actions."""
+
+    prediction_id: Id
+    ts: Timestamp
+    action: Literal["accept", "override", "bypass", "escalate"]
+    final_label: str | None = None
+    actor: str | None = None
+    reason: str | None = None
+
+
+class OutcomeEvent(_Event):
+    """What actually happened; `proxy` is a cheap stand-in signal, `truth` the real outcome."""
+
+    prediction_id: Id
+    ts: Timestamp
+    label: Annotated[str, Field(max_length=_ID_MAX)]
+    kind: Literal["truth", "proxy"] = "truth"
+    value: float | None = None
+
+
+class Annotation(_Event):
+    """A deliberate change (campaign, experiment, deploy, data fix) that explains a shift."""
+
+    model: Name
+    kind: Literal["campaign", "experiment", "deploy", "data_fix", "other"]
+    start: Timestamp
+    end: Timestamp | None = None
+    segment: dict[Name, str] | None = None
+    note: str
+
+
+Event = Union[PredictionEvent, HumanActionEvent, OutcomeEvent, Annotation]
+EventKind = Literal["prediction", "action", "outcome", "annotation"]
+MODELS: dict[str, type[_Event]] = {
+    "prediction": PredictionEvent,
+    "action": HumanActionEvent,
+    "outcome": OutcomeEvent,
+    "annotation": Annotation,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Size limits from the contract (both configurable)."""
+
+    max_event_bytes: int = 64 * 1024
+    max_message_bytes: int = 1024 * 1024
+    max_batch_events: int = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    """An invalid message or batch element: `reason` is a short code (a metric label), `detail` says what to fix."""
+
+    reason: str
+    detail: str
+    raw: bytes
+    index: int | None = None  # position inside a batch message, None for the whole message
+
+    def describe(self) -> str:
+        where = f"element {self.index}: " if self.index is not None else ""
+        return f"{self.reason}: {where}{self.detail}"
+
+
+# Reason codes are a closed set so that the dead-letter metric's label stays bounded.
+REASONS = (
+    "not_json",
+    "message_too_large",
+    "event_too_large",
+    "batch_too_large",
+    "not_an_object",
+    "unsupported_schema_version",
+    "missing_field",
+    "wrong_type",
+    "bad_timestamp",
+    "bad_value",
+    "late",
+    "future",
+    "orphan",
+)
+
+
+def _classify(err: ValidationError) -> tuple[str, str]:
+    first = err.errors(include_url=False)[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "(event)"
+    kind = first["type"]
+    msg = first["msg"]
+    if loc == "schema_version" and kind != "missing":
+        return "unsupported_schema_version", f"schema_version must be {SCHEMA_VERSION}"
+    if kind == "missing":
+        return "missing_field", f"missing required field {loc!r}"
+    if loc.split(".")[0] in ("ts", "start", "end"):
+        return "bad_timestamp", f"{loc}: {msg}"
+    if kind.endswith("_type") or kind in ("literal_error", "is_instance_of", "model_type", "dict_type"):
+        return "wrong_type", f"{loc}: {msg}"
+    return "bad_value", f"{loc}: {msg}"
+
+
+def validate(kind: EventKind, obj: Any, raw: bytes, index: int | None = None) -> Event | Reject:
+    """Validate one decoded element against its topic's model."""
+    if not isinstance(obj, dict):
+        return Reject("not_an_object", f"expected a JSON object, got {type(obj).__name__}", raw, index)
+    try:
+        return MODELS[kind].model_validate(obj)  # type: ignore[return-value]
+    except ValidationError as err:
+        reason, detail = _classify(err)
+        return Reject(reason, detail, raw, index)
+    except (OverflowError, ValueError) as err:  # e.g. a year beyond datetime's range
+        return Reject("bad_value", str(err)[:200], raw, index)
+
+
+def parse(kind: EventKind, value: bytes | None, limits: Limits = Limits()) -> tuple[list[Event], list[Reject]]:
+    """Decode one Kafka message value into valid events and rejects (never raises on bad input)."""
+    raw = value or b""
+    if len(raw) > limits.max_message_bytes:
+        return [], [Reject("message_too_large", f"{len(raw)} bytes > {limits.max_message_bytes}", raw)]
+    try:
+        doc = orjson.loads(raw)
+    except (orjson.JSONDecodeError, RecursionError) as err:
+        return [], [Reject("not_json", str(err)[:200], raw)]
+    if not isinstance(doc, list):
+        if len(raw) > limits.max_event_bytes:
+            return [], [Reject("event_too_large", f"{len(raw)} bytes > {limits.max_event_bytes}", raw)]
+        result = validate(kind, doc, raw)
+        return ([], [result]) if isinstance(result, Reject) else ([result], [])
+    if len(doc) > limits.max_batch_events:
+        return [], [Reject("batch_too_large", f"{len(doc)} events > {limits.max_batch_events}", raw)]
+    events: list[Event] = []
+    rejects: list[Reject] = []
+    for i, element in enumerate(doc):
+        element_raw = orjson.dumps(element)
+        if len(element_raw) > limits.max_event_bytes:
+            rejects.append(Reject("event_too_large", f"{len(element_raw)} bytes > {limits.max_event_bytes}",
+                                  element_raw, i))
+            continue
+        result = validate(kind, element, element_raw, i)
+        (rejects if isinstance(result, Reject) else events).append(result)  # type: ignore[arg-type]
+    return events, rejects
+
+
+# --- what trustgap publishes -------------------------------------------------------------------------------
+
+Signal = Literal["override_rate", "outcome_mismatch", "proxy_divergence", "feature_frozen", "feature_scale_shift",
+                 "feature_missing"]
+Recommendation = Literal["fix_upstream_feature", "exclude_window_from_training", "investigate_segment",
+                         "investigate_trust", "review_objective", "retrain_candidate", "none"]
+
+
+class AlertWindow(BaseModel):
+    start: datetime
+    end: datetime
+
+
+class AlignmentAlert(BaseModel):
+    """An alignment-gap alert on the alerts topic, keyed by `fingerprint` (stable per model, signal and scope)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    schema_version: Literal[1] = 1
+    alert_id: str
+    fingerprint: str
+    status: Literal["firing", "resolved"]
+    classification: Literal["transient", "sustained", "expected"]
+    severity: Literal["page", "ticket", "info"]
+    signal: Signal
+    model: str
+    model_version: str
+    scope: dict[str, str]
+    window: AlertWindow
+    observed: float
+    baseline: float
+    gap: float
+    n: int
+    baseline_n: int
+    p_value: float | None = None
+    interval: tuple[float, float] | None = None
+    persistence: int
+    diagnosis: list[str]
+    recommendation: Recommendation
+    annotations: list[Annotation] = []
+    ts: datetime

@@ -1,0 +1,87 @@
+"""Every Redis key name, in one place, with its hash tag and its lifetime.
+
+Per-prediction state lives in one of `state_buckets` buckets chosen by a hash of `prediction_id`, tagged
+`{tg:b<N>}`: a prediction, its actions and outcomes always meet in one Cluster slot, so a batch is applied with
+one atomic Lua call per bucket. Per-model state (detector, history, alert outbox) is tagged `{tg:m:<model>}`.
+Window counters are kept per bucket and summed when a window closes.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+PREFIX = "tg"
+
+
+def bucket_of(prediction_id: str, buckets: int) -> int:
+    """Stable bucket for a prediction id (crc32: fast, and identical in every worker and language)."""
+    return zlib.crc32(prediction_id.encode()) % buckets
+
+
+def bucket_tag(bucket: int) -> str:
+    return f"{{{PREFIX}:b{bucket}}}"
+
+
+def model_tag(model: str) -> str:
+    # A '}' in a model name would end the hash tag early; it is rare enough to replace rather than escape.
+    return f"{{{PREFIX}:m:{model.replace('}', '_')}}}"
+
+
+# --- bucket keys (slot {tg:b<N>}); the Lua in store.py builds the per-prediction and window names itself ---
+
+def bucket_prefix(bucket: int) -> str:
+    """Prefix of every key in a bucket: `<tag>:c:<pid>` prediction context (TTL context_ttl, or pending_ttl while
+    it only holds actions/outcomes waiting for their prediction), `<tag>:w:<model>:<start>` window counters (TTL
+    window + lateness + WINDOW_MARGIN), `<tag>:meta` watermarks and closed marks (no data, never large)."""
+    return bucket_tag(bucket)
+
+
+def bucket_meta(bucket: int) -> str:
+    """Hash: `wm:<model>` newest event ms, `first:<model>` earliest window start, `closed:<model>` closed-until ms,
+    `late`/`orphan:*` counters. Refreshed by every batch; expires after META_TTL without traffic."""
+    return f"{bucket_tag(bucket)}:meta"
+
+
+def bucket_pending(bucket: int) -> str:
+    """Sorted set: prediction ids holding actions/outcomes that wait for their prediction, scored by deadline."""
+    return f"{bucket_tag(bucket)}:pending"
+
+
+def window_counts(bucket: int, model: str, start_ms: int) -> str:
+    return f"{bucket_tag(bucket)}:w:{model}:{start_ms}"
+
+
+# --- model keys (slot {tg:m:<model>}) ---
+
+def model_state(model: str) -> str:
+    """Hash: `closed` end of the last evaluated window, `state` detector state JSON. TTL MODEL_TTL."""
+    return f"{model_tag(model)}:state"
+
+
+def model_history(model: str) -> str:
+    """Hash: window start -> JSON summary of a closed window (counts per scope); trimmed to the baseline span."""
+    return f"{model_tag(model)}:hist"
+
+
+def model_outbox(model: str) -> str:
+    """Hash: alert_id -> alert JSON decided but not yet acknowledged by the broker; republished after a crash."""
+    return f"{model_tag(model)}:outbox"
+
+
+def model_annotations(model: str) -> str:
+    """Hash: annotation event_id -> annotation JSON (idempotent by event_id). TTL MODEL_TTL from the last write."""
+    return f"{model_tag(model)}:ann"
+
+
+# --- global keys ---
+
+MODELS = f"{PREFIX}:models"
+"""Set of model names seen (bounded by the model cap)."""
+
+OFFSETS = f"{{{PREFIX}:offsets}}"
+"""Hash: `<topic>:<partition>` -> next offset to read, written after the batch effects it covers."""
+
+# Lifetimes (seconds).
+WINDOW_MARGIN = 3600          # window keys outlive their close by this much, so a slow evaluator still finds them
+META_TTL = 90 * 86400         # bucket meta and model state survive three months of silence
+MODEL_TTL = 90 * 86400

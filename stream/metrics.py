@@ -1,0 +1,43 @@
+"""Prometheus metrics, all on an injected registry (tests build a fresh `CollectorRegistry`)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    """Every metric trustgap exports. Labels are bounded: topics, reasons, models, signals, capped scopes."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        r = self.registry = registry if registry is not None else CollectorRegistry()
+        self.events = Counter("trustgap_events", "Events by topic and what happened to them "
+                              "(applied, duplicate, pending, late, invalid, future)", ["topic", "result"], registry=r)
+        self.invalid = Counter("trustgap_invalid_events", "Events sent to the dead-letter topic, by reason",
+                               ["topic", "reason"], registry=r)
+        self.orphans = Counter("trustgap_orphaned_events", "Actions/outcomes whose prediction never arrived",
+                               ["kind"], registry=r)
+        self.rate = Gauge("trustgap_window_rate", "Rate in the last closed window", ["model", "signal", "scope"],
+                          registry=r)
+        self.baseline = Gauge("trustgap_baseline_rate", "Baseline rate the last closed window was compared with",
+                              ["model", "signal", "scope"], registry=r)
+        self.samples = Gauge("trustgap_window_samples", "Trials behind the last closed window's rate",
+                             ["model", "signal", "scope"], registry=r)
+        self.alerts = Counter("trustgap_alerts_published", "Alignment alerts published",
+                              ["model", "signal", "classification", "severity", "status"], registry=r)
+        self.alert_active = Gauge("trustgap_alert_active", "1 while an alignment alert is firing",
+                                  ["model", "signal", "scope", "classification", "severity", "recommendation"],
+                                  registry=r)
+        self.watermark = Gauge("trustgap_watermark_timestamp_seconds", "Event-time watermark per model",
+                               ["model"], registry=r)
+        self.watermark_lag = Gauge("trustgap_watermark_lag_seconds", "Wall clock minus the watermark per model",
+                                   ["model"], registry=r)
+        self.closed = Gauge("trustgap_last_closed_window_end_seconds", "End of the last evaluated window",
+                            ["model"], registry=r)
+        self.windows = Counter("trustgap_windows_evaluated", "Windows closed and evaluated by this worker",
+                               ["model"], registry=r)
+        self.redis_errors = Counter("trustgap_redis_errors", "Redis calls that failed (retried with back-off)",
+                                    registry=r)
+        self.healthy = Gauge("trustgap_healthy", "1 when Redis and the broker answer, 0 while degraded", registry=r)
+        self.batch_seconds = Histogram("trustgap_batch_seconds", "Time to parse and apply one batch",
+                                       ["topic"], registry=r,
+                                       buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))

@@ -1,0 +1,178 @@
+"""One settings object: env vars `TRUSTGAP_*` (nested with `__`) over an optional YAML file over defaults.
+
+Per-model overrides live under `models:` and are merged onto `defaults:` field by field, so every model has a
+complete, validated `ModelSettings` at start. A bad value fails at start with one line that says what to fix
+(`explain`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from .events import Limits
+
+ENV_PREFIX = "TRUSTGAP_"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Topics(_Strict):
+    """Kafka topic names (the contract's defaults)."""
+
+    predictions: str = "trustgap.predictions"
+    actions: str = "trustgap.actions"
+    outcomes: str = "trustgap.outcomes"
+    annotations: str = "trustgap.annotations"
+    alerts: str = "trustgap.alerts"
+    dlq: str = "trustgap.dlq"
+
+
+class ModelSettings(_Strict):
+    """Per-model behaviour; `defaults:` sets it for all models, `models.<name>:` overrides fields for one."""
+
+    window_seconds: int = Field(3600, gt=0, description="tumbling window size, aligned to the epoch")
+    allowed_lateness_seconds: int = Field(600, ge=0, description="how far behind the newest event a window stays open")
+    band_cuts: list[float] = Field(default_factory=list, description="ascending score cut points for `band`")
+    band_names: list[str] = Field(default_factory=list, description="one more name than cut points, low to high")
+    baseline_windows: int = Field(168, gt=0, description="trailing closed windows that form the baseline")
+    min_samples: int = Field(50, gt=0, description="smallest window (and baseline) count that is tested")
+    min_gap: float = Field(0.05, ge=0, le=1, description="practical minimum rate gap worth an alert")
+    alpha: float = Field(0.01, gt=0, lt=1, description="family-wise significance level per model and window")
+    persistence: int = Field(3, gt=0, description="consecutive candidate windows before an alert is sustained")
+    resolve_after: int = Field(2, gt=0, description="clean windows before a sustained alert resolves")
+
+    @model_validator(mode="after")
+    def _bands_consistent(self) -> ModelSettings:
+        if self.band_cuts != sorted(self.band_cuts):
+            raise ValueError("band_cuts must be ascending")
+        if self.band_cuts and len(self.band_names) != len(self.band_cuts) + 1:
+            raise ValueError("band_names needs exactly one more name than band_cuts")
+        return self
+
+    def band_for(self, score: float | None) -> str:
+        """The band a score falls in (cut points are lower-inclusive upper bounds), or `all` without cuts."""
+        if score is None or not self.band_cuts:
+            return "all"
+        for cut, name in zip(self.band_cuts, self.band_names):
+            if score < cut:
+                return name
+        return self.band_names[-1]
+
+
+class Settings(BaseSettings):
+    """Everything a worker, the CLI and the simulator read; see the README's settings table."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid",
+                                      frozen=True)
+
+    broker_url: str = Field("kafka://127.0.0.1:9092", description="Kafka bootstrap, `kafka://host:port[;host:port]`")
+    broker_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    broker_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    broker_sasl_username: str | None = None
+    broker_sasl_password: SecretStr | None = None
+    broker_ssl_cafile: Path | None = None
+    broker_session_timeout: float = Field(10.0, gt=0, description="consumer group session timeout (s)")
+    broker_heartbeat_interval: float = Field(3.0, gt=0, description="consumer heartbeat (s); < session timeout")
+    redis_url: SecretStr = Field(SecretStr("redis://127.0.0.1:6379/0"),
+                                 description="redis:// or rediss:// URL; may carry a password")
+    app_id: str = Field("trustgap", min_length=1, description="consumer group and Faust app id")
+    topics: Topics = Topics()
+    topic_partitions: int = Field(8, gt=0, description="partitions of the event topics the worker creates")
+    topic_replication: int = Field(1, gt=0)
+    state_buckets: int = Field(16, gt=0, le=16384,
+                               description="Redis hash-tag buckets for per-prediction state; fixed for a deployment")
+    web_host: str = Field("127.0.0.1", description="address the /metrics and health endpoint binds to")
+    web_port: int = Field(6066, ge=0, le=65535)
+    max_event_bytes: int = Field(64 * 1024, gt=0)
+    max_message_bytes: int = Field(1024 * 1024, gt=0)
+    max_batch_events: int = Field(1000, gt=0)
+    context_ttl_seconds: int = Field(30 * 86400, gt=0, description="how long a prediction waits for outcomes")
+    pending_ttl_seconds: int = Field(86400, gt=0, description="how long an action/outcome waits for its prediction")
+    max_future_seconds: int = Field(3600, ge=0, description="events further ahead of the wall clock are rejected")
+    take_max: int = Field(1000, gt=0, description="events applied to Redis per batch")
+    take_within: float = Field(0.05, gt=0, description="longest wait (s) to fill a batch")
+    evaluate_interval: float = Field(1.0, gt=0, description="how often (s) closed windows are looked for")
+    defaults: ModelSettings = ModelSettings()
+    models: dict[str, ModelSettings] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _merge_model_overrides(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        defaults = data.get("defaults") or {}
+        if isinstance(defaults, BaseModel):
+            defaults = defaults.model_dump(exclude_unset=True)
+        models = data.get("models") or {}
+        if isinstance(models, dict):
+            data = {**data, "models": {
+                name: {**defaults, **(o.model_dump(exclude_unset=True) if isinstance(o, BaseModel) else (o or {}))}
+                for name, o in models.items()}}
+        return data
+
+    @model_validator(mode="after")
+    def _heartbeat_below_session(self) -> Settings:
+        if self.broker_heartbeat_interval >= self.broker_session_timeout:
+            raise ValueError("broker_heartbeat_interval must be below broker_session_timeout")
+        return self
+
+    def for_model(self, name: str) -> ModelSettings:
+        return self.models.get(name, self.defaults)
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(self.max_event_bytes, self.max_message_bytes, self.max_batch_events)
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Env beats the file so that one deployment can tweak a shared config file.
+        return env_settings, init_settings
+
+
+class ConfigError(Exception):
+    """A setting is wrong; the message is one line that says what to fix."""
+
+
+def explain(err: ValidationError) -> str:
+    """One line per problem naming the setting, its env var and what is expected."""
+    lines = []
+    for e in err.errors(include_url=False):
+        path = ".".join(str(p) for p in e["loc"]) or "(settings)"
+        env = ENV_PREFIX + "__".join(str(p) for p in e["loc"]).upper() if e["loc"] else ""
+        hint = f" (config key {path!r} or env {env})" if env else ""
+        lines.append(f"bad setting {path}: {e['msg']}{hint}")
+    return "; ".join(lines)
+
+
+def load(config_file: str | Path | None = None, fallback: dict[str, Any] | None = None, **overrides: Any
+         ) -> Settings:
+    """Settings from env vars over an optional YAML file over `fallback` (the embedded stack's addresses) over
+    defaults; keyword overrides sit with the file. Raise ConfigError with one line that says what to fix."""
+    data: dict[str, Any] = dict(fallback or {})
+    if config_file is not None:
+        path = Path(config_file)
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except OSError as err:
+            raise ConfigError(f"cannot read config file {path}: {err.strerror}") from None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"config file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of settings at the top level")
+        data.update(loaded)
+    data.update(overrides)
+    try:
+        return Settings(**data)
+    except ValidationError as err:
+        raise ConfigError(explain(err)) from None
