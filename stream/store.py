@@ -312,6 +312,16 @@ class Store:
                 counts.merge(reply)
         return counts
 
+    async def peek_window(self, model: str, start_ms: int) -> WindowCounts:
+        """A window's counts summed over buckets, without closing it (for status and tests)."""
+        counts = WindowCounts()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for b in range(self.settings.state_buckets):
+                pipe.hgetall(keys.window_counts(b, model, start_ms))
+            for reply in await pipe.execute():
+                counts.merge([x for kv in reply.items() for x in kv])
+        return counts
+
     async def model_state(self, model: str) -> tuple[str, bytes | None, dict[int, bytes]]:
         """(closed mark as stored, detector state JSON, history: window start -> summary JSON)."""
         async with self.redis.pipeline(transaction=False) as pipe:

@@ -1,0 +1,173 @@
+"""Integration-test helpers: run real `trustgap worker` processes against the session's broker and Redis.
+
+Every test gets its own topic names and consumer group (`Deployment`), so tests share one broker without
+seeing each other's messages.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from stream.admin import ensure_topics
+from stream.embedded import StackInfo, free_port
+from stream.settings import Settings
+
+T = TypeVar("T")
+_seq = itertools.count()
+
+
+def wait_for(check: Callable[[], T], timeout: float = 60.0, interval: float = 0.2, what: str = "condition") -> T:
+    """Poll `check` until it returns something truthy; fail with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value {last!r}")
+
+
+@dataclass
+class Deployment:
+    """One isolated trustgap deployment (topics + group) on the shared stack, with its settings as env vars."""
+
+    stack: StackInfo
+    logdir: Path
+    overrides: dict[str, str] = field(default_factory=dict)
+    name: str = field(default_factory=lambda: f"t{next(_seq)}{uuid.uuid4().hex[:6]}")
+    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def env(self) -> dict[str, str]:
+        topics = {f"TRUSTGAP_TOPICS__{t.upper()}": f"{self.name}.{t}"
+                  for t in ("predictions", "actions", "outcomes", "annotations", "alerts", "dlq")}
+        return {
+            "TRUSTGAP_BROKER_URL": self.stack.broker_url,
+            "TRUSTGAP_REDIS_URL": self.stack.redis_url,
+            "TRUSTGAP_APP_ID": self.name,
+            "TRUSTGAP_BROKER_SESSION_TIMEOUT": "2",
+            "TRUSTGAP_BROKER_HEARTBEAT_INTERVAL": "0.5",
+            "TRUSTGAP_TOPIC_PARTITIONS": "4",
+            "TRUSTGAP_EVALUATE_INTERVAL": "0.3",
+            **topics,
+            **self.overrides,
+        }
+
+    @property
+    def settings(self) -> Settings:
+        saved = dict(os.environ)
+        try:
+            os.environ.update(self.env)
+            return Settings()
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+
+    def create_topics(self) -> None:
+        ensure_topics(self.settings)
+
+    def start_worker(self, web_port: int | None = None) -> subprocess.Popen[bytes]:
+        port = web_port or free_port()
+        env = {**os.environ, **self.env, "TRUSTGAP_WEB_PORT": str(port)}
+        log = (self.logdir / f"{self.name}-worker{len(self.workers)}.log").open("ab")
+        proc = subprocess.Popen([sys.executable, "-m", "stream.cli", "worker", "--loglevel", "info"], env=env,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc.web_port = port  # type: ignore[attr-defined]
+        self.workers.append(proc)
+        wait_for(lambda: _http_ok(port) or proc.poll() is not None, 60, what="worker web endpoint")
+        assert proc.poll() is None, f"worker exited with {proc.returncode}; see {log.name}"
+        return proc
+
+    def stop_all(self) -> None:
+        for proc in self.workers:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.workers:
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+    def topic(self, name: str) -> str:
+        return f"{self.name}.{name}"
+
+    def send(self, topic: str, values: Iterable[bytes | dict[str, Any] | list[Any]], key: bytes | None = None
+             ) -> int:
+        """Produce raw values (dicts/lists are JSON-encoded) to one of this deployment's topics."""
+        producer = Producer({"bootstrap.servers": self.stack.bootstrap_servers, "linger.ms": 5})
+        n = 0
+        for v in values:
+            raw = v if isinstance(v, bytes) else orjson.dumps(v)
+            k = key
+            if k is None and isinstance(v, dict) and "prediction_id" in v:
+                k = str(v["prediction_id"]).encode()
+            while True:
+                try:
+                    producer.produce(self.topic(topic), value=raw, key=k or b"k")
+                    break
+                except BufferError:
+                    producer.poll(0.1)
+            n += 1
+        assert producer.flush(30) == 0, "messages left undelivered"
+        return n
+
+    def read(self, topic: str, at_least: int, timeout: float = 60.0) -> list[Any]:
+        """Every message on a topic from the beginning, waiting until there are at least `at_least`."""
+        consumer = Consumer({"bootstrap.servers": self.stack.bootstrap_servers, "group.id": f"r{uuid.uuid4().hex}",
+                             "auto.offset.reset": "earliest", "enable.auto.commit": False})
+        name = self.topic(topic)
+        meta = consumer.list_topics(name, timeout=10).topics[name]
+        consumer.assign([TopicPartition(name, p, 0) for p in meta.partitions])
+        out: list[Any] = []
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                msg = consumer.poll(0.5)
+                if msg is not None and not msg.error():
+                    out.append(orjson.loads(msg.value()))
+                elif len(out) >= at_least:
+                    return out
+        finally:
+            consumer.close()
+        raise AssertionError(f"{name}: {len(out)} messages after {timeout}s, expected at least {at_least}")
+
+
+def _http_ok(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as resp:
+            return bool(resp.status == 200)
+    except OSError:
+        return False
+
+
+def metrics_text(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        return str(resp.read().decode())
+
+
+def metric_value(text: str, name: str, **labels: str) -> float:
+    """Sum of the samples of `name` whose labels include `labels` (0 when absent)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                total += s.value
+    return total

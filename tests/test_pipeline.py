@@ -1,0 +1,188 @@
+"""End to end through a real worker process, the real Tansu broker and a real redis-server.
+
+The stream carries ~20% re-sent events and sends every action and outcome *before* its prediction, so the
+counts are exact only if deduplication and the pending join both work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import Counter
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stream.embedded import StackInfo
+from stream.store import Store
+from tests.harness import Deployment, metric_value, metrics_text, wait_for
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2026, 11, 20, 0, 0, tzinfo=timezone.utc)
+HOUR_MS = 3600 * 1000
+
+
+def _ts(t: datetime) -> str:
+    return t.isoformat().replace("+00:00", "Z")
+
+
+def generate(rng: random.Random, n: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    preds, actions, outcomes = [], [], []
+    for i in range(n):
+        model = rng.choice(["claims", "fraud"])
+        t = T0 + timedelta(minutes=rng.uniform(0, 180))
+        pid = f"p{i}"
+        preds.append({"schema_version": 1, "event_id": f"ep{i}", "prediction_id": pid, "model": model,
+                      "model_version": rng.choice(["v1", "v2"]), "ts": _ts(t), "label": rng.choice("ab"),
+                      "band": rng.choice(["low", "high"]), "segment": {"region": rng.choice(["eu", "us"])},
+                      "extra_field_from_the_future": True})
+        if rng.random() < 0.8:
+            actions.append({"schema_version": 1, "event_id": f"ea{i}", "prediction_id": pid,
+                            "ts": _ts(t + timedelta(minutes=rng.uniform(0, 30))),
+                            "action": rng.choice(["accept", "accept", "override", "bypass", "escalate"])})
+        for kind in ("truth", "proxy"):
+            if rng.random() < 0.6:
+                outcomes.append({"schema_version": 1, "event_id": f"eo{kind}{i}", "prediction_id": pid,
+                                 "ts": _ts(t + timedelta(minutes=rng.uniform(0, 90))), "kind": kind,
+                                 "label": rng.choice("ab")})
+    return preds, actions, outcomes
+
+
+def expected_counts(preds: list[dict[str, Any]], actions: list[dict[str, Any]], outcomes: list[dict[str, Any]]
+                    ) -> Counter[tuple[str, int, str, str, str]]:
+    """Reference counts (model, window start, version, scope, counter), written independently of the Lua."""
+    truth: Counter[tuple[str, int, str, str, str]] = Counter()
+    by_pid = {p["prediction_id"]: p for p in preds}
+
+    def window(ts: str) -> int:
+        ms = int(datetime.fromisoformat(ts).timestamp() * 1000)
+        return ms - ms % HOUR_MS
+
+    def bump(p: dict[str, Any], ts: str, counter: str) -> None:
+        for scope in ("", f"band={p['band']}", f"region={p['segment']['region']}"):
+            truth[(p["model"], window(ts), p["model_version"], scope, counter)] += 1
+
+    for p in preds:
+        bump(p, p["ts"], "n")
+    for a in actions:
+        bump(by_pid[a["prediction_id"]], a["ts"], f"a:{a['action']}")
+    for o in outcomes:
+        p = by_pid[o["prediction_id"]]
+        bump(p, o["ts"], f"o:{o['kind']}")
+        if o["label"] != p["label"]:
+            bump(p, o["ts"], f"m:{o['kind']}")
+    return truth
+
+
+def with_duplicates(rng: random.Random, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The events plus ~20% of them sent again (same event_id), shuffled."""
+    out = events + [e for e in events if rng.random() < 0.2]
+    rng.shuffle(out)
+    return out
+
+
+def batches(events: list[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    for i in range(0, len(events), size):
+        yield events[i:i + size]
+
+
+@pytest.fixture
+def deployment(stack: StackInfo, tmp_path: Path, redis_client: Any) -> Iterator[Deployment]:
+    dep = Deployment(stack, tmp_path, overrides={"TRUSTGAP_DEFAULTS__ALLOWED_LATENESS_SECONDS": "86400",
+                                                 "TRUSTGAP_MAX_MESSAGE_BYTES": "200000"})
+    dep.create_topics()
+    yield dep
+    dep.stop_all()
+
+
+def read_counts(dep: Deployment, models: set[str], starts: set[int]) -> Counter[tuple[str, int, str, str, str]]:
+    async def go() -> Counter[tuple[str, int, str, str, str]]:
+        store = Store.from_settings(dep.settings)
+        got: Counter[tuple[str, int, str, str, str]] = Counter()
+        try:
+            for model in models:
+                for start in starts:
+                    wc = await store.peek_window(model, start)
+                    for (version, scope, counter), n in wc.counts.items():
+                        got[(model, start, version, scope, counter)] += n
+        finally:
+            await store.close()
+        return got
+    return asyncio.run(go())
+
+
+def test_counts_equal_generated_truth_despite_duplicates_and_early_joins(deployment: Deployment) -> None:
+    rng = random.Random(7)
+    preds, actions, outcomes = generate(rng, 600)
+    truth = expected_counts(preds, actions, outcomes)
+    worker = deployment.start_worker()
+    sent_actions = with_duplicates(rng, actions)
+    sent_outcomes = with_duplicates(rng, outcomes)
+    sent_preds = with_duplicates(rng, preds)
+    # Actions and outcomes first, predictions last: every join goes through the pending path. Outcomes travel
+    # as the contract's JSON-array batch messages.
+    deployment.send("actions", sent_actions)
+    deployment.send("outcomes", list(batches(sent_outcomes, 50)), key=b"batch")
+    port = worker.web_port  # type: ignore[attr-defined]
+    wait_for(lambda: metric_value(metrics_text(port), "trustgap_events_total", result="pending")
+             == len(actions) + len(outcomes), 60, what="every action and outcome to wait for its prediction")
+    deployment.send("predictions", sent_preds)
+    models = {k[0] for k in truth}
+    starts = {k[1] for k in truth}
+    wait_for(lambda: read_counts(deployment, models, starts) == truth, 90,
+             what="Redis window counts to equal the generated truth")
+
+    text = metrics_text(port)
+    distinct = len(preds) + len(actions) + len(outcomes)
+    copies = len(sent_actions) + len(sent_outcomes) + len(sent_preds) - distinct
+    assert copies > 0.15 * distinct
+    assert metric_value(text, "trustgap_events_total", result="applied") == distinct
+    assert metric_value(text, "trustgap_events_total", result="duplicate") == copies
+    assert metric_value(text, "trustgap_events_total", result="pending") == len(actions) + len(outcomes)
+    assert metric_value(text, "trustgap_events_total", result="late") == 0
+
+
+def test_malformed_input_goes_to_the_dead_letter_topic_and_valid_siblings_count(deployment: Deployment) -> None:
+    worker = deployment.start_worker()
+    good = {"schema_version": 1, "event_id": "g1", "prediction_id": "q1", "model": "m", "model_version": "1",
+            "ts": "2026-11-20T00:10:00Z", "label": "a"}
+    bad_messages: list[Any] = [
+        b"this is not json",                                                    # not_json
+        b'{"schema_version": 1, "event_id": "x"',                              # truncated JSON
+        {**good, "event_id": "b1", "model": 42},                               # wrong type
+        {k: v for k, v in good.items() if k != "prediction_id"},               # missing field
+        {**good, "event_id": "b2", "ts": "yesterday"},                         # bad timestamp
+        {**good, "event_id": "b3", "ts": "2026-11-20T00:10:00"},               # timestamp without a zone
+        {**good, "event_id": "b4", "schema_version": 2},                       # unsupported version
+        {**good, "event_id": "b5", "pad": "x" * (70 * 1024)},                  # event over 64 KiB
+        b"[" + b",".join([orjson_good(good, i) for i in range(3000)]) + b"]",  # message over the 200 kB limit
+        [1, 2],                                                                # not objects
+    ]
+    batch = [{**good, "event_id": "ok1", "prediction_id": "q2"}, {**good, "event_id": "bad", "ts": 5},
+             {**good, "event_id": "ok2", "prediction_id": "q3"}]
+    deployment.send("predictions", bad_messages + [good, batch])
+    # 10 bad messages, but the last one ([1, 2]) holds two bad elements, plus one bad element in the batch
+    expected_dead = 9 + 2 + 1
+    dead = deployment.read("dlq", expected_dead, timeout=60)
+    assert len(dead) == expected_dead
+    assert all({"reason", "source_topic", "partition", "offset", "raw"} <= set(d) for d in dead)
+    reasons = Counter(d["reason"].split(":")[0] for d in dead)
+    assert reasons == Counter({"not_json": 2, "wrong_type": 1, "missing_field": 1, "bad_timestamp": 3,
+                               "unsupported_schema_version": 1, "event_too_large": 1, "message_too_large": 1,
+                               "not_an_object": 2})
+    text = wait_for(lambda: (t := metrics_text(worker.web_port)) and  # type: ignore[attr-defined]
+                    metric_value(t, "trustgap_events_total", result="applied") == 3 and t, 30,
+                    what="the three valid events to be applied")
+    assert metric_value(text, "trustgap_invalid_events_total") == expected_dead
+    assert metric_value(text, "trustgap_invalid_events_total", reason="bad_timestamp") == 3
+    assert worker.poll() is None  # the worker kept going
+
+
+def orjson_good(good: dict[str, Any], i: int) -> bytes:
+    import orjson
+
+    return orjson.dumps({**good, "event_id": f"big{i}", "prediction_id": f"big{i}"})
