@@ -236,7 +236,7 @@ def _demo_loop(args: argparse.Namespace, worker: subprocess.Popen[bytes]) -> int
                           f"scope={a['scope'] or 'all'} window {a['window']['start'][:16]} observed "
                           f"{a['observed']:.1%} vs baseline {a['baseline']:.1%} (n={a['n']}) -> "
                           f"[bold]{a['recommendation']}[/]  {'; '.join(a['diagnosis'][:2])}")
-        for row in status_rows(settings, limit=3):
+        for row in status_rows(settings, limit=1000):
             if row["window_start"] in seen:
                 continue
             seen.add(row["window_start"])
