@@ -1,0 +1,145 @@
+"""The Redis store against a real redis-server: idempotent apply, the pending join, late events, closing
+windows, compare-and-set evaluation commits and orphan expiry."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from datetime import datetime, timezone
+from typing import Any, TypeVar
+
+import pytest
+
+from stream.embedded import StackInfo
+from stream.events import HumanActionEvent, OutcomeEvent, PredictionEvent
+from stream.settings import load
+from stream.store import Store
+
+pytestmark = pytest.mark.integration
+T = TypeVar("T")
+H = 3600 * 1000
+T0 = int(datetime(2026, 11, 20, tzinfo=timezone.utc).timestamp() * 1000)
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+def iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def pred(i: int, ms: int, label: str = "a", region: str = "eu") -> PredictionEvent:
+    return PredictionEvent.model_validate({"schema_version": 1, "event_id": f"p{i}", "prediction_id": f"id{i}",
+                                           "model": "m", "model_version": "v1", "ts": iso(ms), "label": label,
+                                           "band": "low", "segment": {"region": region}})
+
+
+def action(i: int, ms: int, kind: str = "override", eid: str | None = None) -> HumanActionEvent:
+    return HumanActionEvent.model_validate({"schema_version": 1, "event_id": eid or f"a{i}",
+                                            "prediction_id": f"id{i}", "ts": iso(ms), "action": kind})
+
+
+def outcome(i: int, ms: int, label: str, kind: str = "truth") -> OutcomeEvent:
+    return OutcomeEvent.model_validate({"schema_version": 1, "event_id": f"o{i}{kind}", "prediction_id": f"id{i}",
+                                        "ts": iso(ms), "label": label, "kind": kind})
+
+
+@pytest.fixture
+def store(stack: StackInfo, redis_client: Any) -> Store:
+    return Store.from_settings(load(None, redis_url=stack.redis_url, state_buckets=4,
+                                    defaults={"allowed_lateness_seconds": 0}))
+
+
+async def _apply(store: Store, events: list[Any], now: int = T0) -> tuple[int, int, int, int, int]:
+    r = await store.apply(events, {}, now)
+    return r.applied, r.duplicates, r.pending, r.late, r.drained
+
+
+async def _window(store: Store, start: int) -> dict[tuple[str, str, str], int]:
+    return (await store.peek_window("m", start)).counts
+
+
+def test_a_replayed_batch_changes_nothing(store: Store) -> None:
+    batch = [pred(1, T0 + 10), action(1, T0 + 20), outcome(1, T0 + 30, "b"), outcome(1, T0 + 40, "a", "proxy")]
+
+    async def go() -> tuple[Any, Any, Any, Any]:
+        first = await _apply(store, batch)
+        before = await _window(store, T0)
+        again = await _apply(store, batch)
+        return first, again, before, await _window(store, T0)
+
+    first, again, before, after = run(go())
+    assert first == (4, 0, 0, 0, 0)
+    assert again == (0, 4, 0, 0, 0)
+    assert before == after
+    # the whole model, its band and its region each count the prediction, the override and the truth mismatch
+    for scope in ("", "band=low", "region=eu"):
+        assert after[("v1", scope, "n")] == 1
+        assert after[("v1", scope, "a:override")] == 1
+        assert after[("v1", scope, "o:truth")] == 1 and after[("v1", scope, "m:truth")] == 1
+        assert after[("v1", scope, "o:proxy")] == 1 and ("v1", scope, "m:proxy") not in after
+
+
+def test_actions_before_their_prediction_wait_and_count_once_it_arrives(store: Store) -> None:
+    async def go() -> tuple[Any, Any, Any, Any]:
+        early = await _apply(store, [action(2, T0 + H + 5), action(2, T0 + H + 5), outcome(2, T0 + 2 * H, "a")])
+        nothing_yet = await _window(store, T0 + H)
+        late_pred = await _apply(store, [pred(2, T0 + 100)])
+        return early, nothing_yet, late_pred, (await _window(store, T0), await _window(store, T0 + H),
+                                               await _window(store, T0 + 2 * H))
+
+    early, nothing_yet, arrived, (w0, w1, w2) = run(go())
+    assert early == (0, 1, 2, 0, 0)           # the second copy of the action is a duplicate even while pending
+    assert nothing_yet == {}
+    assert arrived == (1, 0, 0, 0, 2)         # the prediction, and the two parked events drained
+    assert w0[("v1", "", "n")] == 1           # the prediction counts in its own window...
+    assert w1[("v1", "", "a:override")] == 1  # ...the action in the window of its own ts
+    assert w2[("v1", "", "o:truth")] == 1 and ("v1", "", "m:truth") not in w2
+
+
+def test_a_closed_window_refuses_late_events_and_reports_its_counts(store: Store) -> None:
+    async def go() -> tuple[Any, Any, Any]:
+        await _apply(store, [pred(3, T0 + 1), pred(4, T0 + 2)])
+        closed = await store.close_window("m", T0, T0 + H)
+        late = await _apply(store, [pred(5, T0 + 3), action(3, T0 + 4)])
+        return closed.counts, late, await _window(store, T0)
+
+    closed, late, after = run(go())
+    assert closed[("v1", "", "n")] == 2
+    assert late == (0, 0, 0, 2, 0)
+    assert after == closed
+
+
+def test_event_time_tracks_the_newest_event_and_first_window(store: Store) -> None:
+    async def go() -> tuple[int | None, int | None]:
+        await _apply(store, [pred(6, T0 + 5 * H + 7), pred(7, T0 + H + 1)])
+        return await store.event_time("m")
+
+    assert run(go()) == (T0 + 5 * H + 7, T0 + H)
+
+
+def test_only_one_evaluator_commits_a_window(store: Store) -> None:
+    async def go() -> tuple[bool, bool, bool, list[bytes]]:
+        a = await store.commit_evaluation("m", "", T0 + H, T0, b"{}", b"{}", [("alert1", b"{}")], T0 - 100 * H)
+        b = await store.commit_evaluation("m", "", T0 + H, T0, b"{}", b"{}", [("alert2", b"{}")], T0 - 100 * H)
+        c = await store.commit_evaluation("m", str(T0 + H), T0 + 2 * H, T0 + H, b"{}", b"{}", [], T0 - 100 * H)
+        return a, b, c, await store.outbox("m")
+
+    a, b, c, outbox = run(go())
+    assert (a, b, c) == (True, False, True)
+    assert outbox == [b"{}"]  # only the winner's alert waits in the outbox
+
+
+def test_actions_whose_prediction_never_comes_expire_as_orphans(store: Store) -> None:
+    async def go() -> tuple[tuple[int, int], tuple[int, int], dict[Any, int]]:
+        await _apply(store, [action(8, T0), outcome(8, T0, "a"), outcome(9, T0, "a")], now=T0)
+        too_soon = await store.sweep_pending(T0 + 1000)
+        expired = await store.sweep_pending(T0 + store.settings.pending_ttl_seconds * 1000 + 1)
+        await _apply(store, [pred(8, T0 + 10)])  # arrives after expiry: the parked events are gone
+        return too_soon, expired, await _window(store, T0)
+
+    too_soon, expired, window = run(go())
+    assert too_soon == (0, 0)
+    assert expired == (1, 2)
+    assert window[("v1", "", "n")] == 1 and ("v1", "", "a:override") not in window
