@@ -32,7 +32,7 @@ def confluent_config(settings: Settings, **extra: Any) -> dict[str, Any]:
     return conf
 
 
-def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
+def ensure_topics(settings: Settings, timeout: float = 10.0) -> list[str]:
     """Create the event, alert and dead-letter topics if missing; returns the ones created."""
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient, NewTopic
