@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 import redis
 
 from stream.embedded import StackInfo, running_stack
+from tests.harness import Deployment
 
 
 @pytest.fixture(scope="session")
@@ -24,3 +26,20 @@ def redis_client(stack: StackInfo) -> Iterator[redis.Redis]:
     client.flushall()
     yield client
     client.close()
+
+
+@pytest.fixture
+def deploy(stack: StackInfo, tmp_path: Path, redis_client: redis.Redis) -> Iterator[Callable[..., Deployment]]:
+    """Factory of isolated deployments (own topics and group, settings as TRUSTGAP_* overrides); workers they
+    started are stopped after the test."""
+    made: list[Deployment] = []
+
+    def make(**overrides: str) -> Deployment:
+        dep = Deployment(stack, tmp_path, overrides={f"TRUSTGAP_{k.upper()}": v for k, v in overrides.items()})
+        dep.create_topics()
+        made.append(dep)
+        return dep
+
+    yield make
+    for dep in made:
+        dep.stop_all()

@@ -4,16 +4,13 @@ the alerts topic in the contract's format."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable
 from datetime import datetime, timezone
-from pathlib import Path
-from typing import Any
 
 import pytest
 
 from stream.admin import confluent_config
 from stream.client import BatchProducer
-from stream.embedded import StackInfo
 from stream.events import AlignmentAlert
 from stream.simulate import generate
 from tests.harness import Deployment, metric_value, metrics_text, wait_for
@@ -24,12 +21,8 @@ END = datetime(2026, 11, 20, tzinfo=timezone.utc)
 
 
 @pytest.fixture
-def deployment(stack: StackInfo, tmp_path: Path, redis_client: Any) -> Iterator[Deployment]:
-    dep = Deployment(stack, tmp_path, overrides={"TRUSTGAP_DEFAULTS__MIN_SAMPLES": "20",
-                                                 "TRUSTGAP_DEFAULTS__BASELINE_WINDOWS": "24"})
-    dep.create_topics()
-    yield dep
-    dep.stop_all()
+def deployment(deploy: Callable[..., Deployment]) -> Deployment:
+    return deploy(defaults__min_samples="20", defaults__baseline_windows="24")
 
 
 def test_two_workers_evaluate_each_window_once_and_publish_contract_alerts(deployment: Deployment) -> None:

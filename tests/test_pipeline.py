@@ -9,14 +9,12 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from stream.embedded import StackInfo
 from stream.store import Store
 from tests.harness import Deployment, metric_value, metrics_text, wait_for
 
@@ -91,12 +89,8 @@ def batches(events: list[dict[str, Any]], size: int) -> Iterator[list[dict[str, 
 
 
 @pytest.fixture
-def deployment(stack: StackInfo, tmp_path: Path, redis_client: Any) -> Iterator[Deployment]:
-    dep = Deployment(stack, tmp_path, overrides={"TRUSTGAP_DEFAULTS__ALLOWED_LATENESS_SECONDS": "86400",
-                                                 "TRUSTGAP_MAX_MESSAGE_BYTES": "200000"})
-    dep.create_topics()
-    yield dep
-    dep.stop_all()
+def deployment(deploy: Callable[..., Deployment]) -> Deployment:
+    return deploy(defaults__allowed_lateness_seconds="86400", max_message_bytes="200000")
 
 
 def read_counts(dep: Deployment, models: set[str], starts: set[int]) -> Counter[tuple[str, int, str, str, str]]:
