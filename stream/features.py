@@ -109,8 +109,8 @@ class FeatureStats:
 
 @dataclass(frozen=True, slots=True)
 class WindowFeatures:
-    """A closed window's feature statistics, kept as history; `excluded` "signal|feature" keys stay out of
-    later baselines (every candidate window: a broken window must not become the norm)."""
+    """A closed window's feature statistics, kept as history; a feature with an `excluded` "signal|feature" key
+    is left out of later baselines (every candidate window: a broken window must not become the norm)."""
 
     start: int
     n: int
@@ -250,9 +250,12 @@ def evaluate(model: str, version: str, window: Window, n: int, stats: Mapping[st
     alerts: list[AlignmentAlert] = []
     for feature in sorted(names):
         cur = current.get(feature)
+        # a window where any of the feature's signals fired is out of all its baselines: once income froze,
+        # its frozen windows must not make the next rescale look small either
+        broken = {f"{signal}|{feature}" for signal in SIGNALS}
         for signal in SIGNALS:
             key = f"{signal}|{feature}"
-            base = [h.get(feature) for h in baseline_windows if key not in h.excluded]
+            base = [h.get(feature) for h in baseline_windows if not h.excluded & broken]
             finding = DETECTORS[signal](cur, base, ms)
             if finding is None:  # too few samples to judge: the track neither advances nor heals
                 continue
