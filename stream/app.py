@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from itertools import islice
@@ -21,12 +21,12 @@ import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from redis.exceptions import RedisError
 
-from . import detect
+from . import detect, features
 from .events import AlignmentAlert, Annotation, EventKind, Reject, epoch_ms, parse
 from .metrics import Metrics
 from .settings import Settings
 from .store import Store
-from .windows import closable, watermark
+from .windows import Window, closable, watermark
 
 log = logging.getLogger("trustgap")
 
@@ -103,6 +103,8 @@ class Runtime:
             self.metrics.events.labels(topic, "duplicate").inc(len(valid) - new)
         else:
             res = await self.with_redis("apply", lambda: self.store.apply(valid, offsets, epoch_ms(now)))
+            for model, n in res.untracked_features.items():
+                self.metrics.features_untracked.labels(model).inc(n)
             for result, n in (("applied", res.applied + res.drained), ("duplicate", res.duplicates),
                               ("pending", res.pending), ("late", res.late)):
                 if n:
@@ -131,6 +133,7 @@ class Runtime:
         self.metrics.watermark.labels(model).set(wm / 1000)
         self.metrics.watermark_lag.labels(model).set(time.time() - wm / 1000)
         closed_mark, state_raw, hist_raw = await self.with_redis("state", lambda: self.store.model_state(model))
+        state_raw, hist_raw, fstate, fhist = _take_features(state_raw, hist_raw)
         annotations = await self.with_redis("annotations", lambda: self.store.annotations(model))
         state = detect.State.from_json(orjson.loads(state_raw) if state_raw else None)
         history = {start: detect.Summary.from_json(orjson.loads(v)) for start, v in hist_raw.items()}
@@ -138,22 +141,51 @@ class Runtime:
         closed_until = int(closed_mark) if closed_mark else None
         for window in islice(closable(first, closed_until, wm, size), MAX_WINDOWS_PER_TICK):
             counts = await self.with_redis("close", lambda: self.store.close_window(model, window.start, window.end))
+            fres = await self._evaluate_features(model, window, counts.counts, fhist, fstate, annotations)
             result = detect.evaluate(model, window, counts.counts, list(history.values()), state, annotations, ms,
-                                     utcnow())
+                                     utcnow(), active_feature_alerts=fres.state.active())
             keep_from = window.end - ms.baseline_windows * size
             ok = await self.with_redis("commit", lambda: self.store.commit_evaluation(
-                model, closed_mark, window.end, window.start, orjson.dumps(result.summary.to_json()),
-                orjson.dumps(result.state.to_json()),
-                [(a.alert_id, a.model_dump_json().encode()) for a in result.alerts], keep_from))
+                model, closed_mark, window.end, window.start,
+                orjson.dumps({**result.summary.to_json(), features.STATE_KEY: fres.summary.to_json()}),
+                orjson.dumps({**result.state.to_json(), features.STATE_KEY: fres.state.to_json()}),
+                [(a.alert_id, a.model_dump_json().encode()) for a in [*result.alerts, *fres.alerts]], keep_from))
             if not ok:  # another worker evaluated it; pick up from its state next tick
                 break
             done += 1
             closed_mark, state = str(window.end), result.state
             history = {k: v for k, v in history.items() if k >= keep_from}
             history[window.start] = result.summary
+            self._export_features(model, fres, fstate)
+            fstate, fhist = fres.state, {**{k: v for k, v in fhist.items() if k >= keep_from},
+                                         window.start: fres.summary}
             self._export(model, result)
             await self.publish_outbox(model)
         return done
+
+    async def _evaluate_features(self, model: str, window: Window, counts: Mapping[tuple[str, str, str], int],
+                                 history: Mapping[int, features.WindowFeatures], state: features.State,
+                                 annotations: Sequence[Annotation]) -> features.Evaluation:
+        """Judge the closed window's feature statistics against the features' own baseline windows."""
+        n, stats = await self.with_redis("features", lambda: self.store.features.read(model, window.start))
+        per_version: dict[str, int] = {}
+        for (version, scope, counter), k in counts.items():
+            if scope == "" and counter == "n":
+                per_version[version] = per_version.get(version, 0) + k
+        version = max(per_version, key=lambda v: (per_version[v], v)) if per_version else ""
+        return features.evaluate(model, version, window, n, stats, history.values(), state, annotations,
+                                 self.settings.for_model(model), utcnow())
+
+    def _export_features(self, model: str, result: features.Evaluation, before: features.State) -> None:
+        m = self.metrics
+        for name in result.summary.stats:
+            stats = result.summary.get(name)
+            m.feature_null_rate.labels(model, name).set(stats.null_rate)
+            m.feature_distinct.labels(model, name).set(stats.distinct)
+        active = set(result.state.active())
+        for item in set(before.active()) | active:
+            signal, _, name = item.partition(":")
+            m.feature_alert_active.labels(model, signal, name).set(1 if item in active else 0)
 
     def _export(self, model: str, result: detect.Evaluation) -> None:
         m = self.metrics
@@ -185,6 +217,24 @@ class Runtime:
             log.info("alert %s %s %s %s scope=%s observed=%.3f baseline=%.3f -> %s", alert.status,
                      alert.classification, alert.signal, model, alert.scope, alert.observed, alert.baseline,
                      alert.recommendation)
+
+
+def _take_features(state_raw: bytes | None, hist_raw: dict[int, bytes]
+                   ) -> tuple[bytes | None, dict[int, bytes], features.State, dict[int, features.WindowFeatures]]:
+    """Split the feature detector's part (under features.STATE_KEY) off the model's state and history JSON."""
+    fstate = features.State()
+    if state_raw:
+        doc = orjson.loads(state_raw)
+        fstate = features.State.from_json(doc.pop(features.STATE_KEY, None))
+        state_raw = orjson.dumps(doc)
+    fhist: dict[int, features.WindowFeatures] = {}
+    rest: dict[int, bytes] = {}
+    for start, raw in hist_raw.items():
+        doc = orjson.loads(raw)
+        if features.STATE_KEY in doc:
+            fhist[start] = features.WindowFeatures.from_json(doc.pop(features.STATE_KEY))
+        rest[start] = orjson.dumps(doc)
+    return state_raw, rest, fstate, fhist
 
 
 _TOPIC_FIELD: dict[EventKind, str] = {"prediction": "predictions", "action": "actions", "outcome": "outcomes",

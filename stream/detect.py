@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from .events import AlertWindow, AlignmentAlert, Annotation, Signal, epoch_ms
+from .events import AlertWindow, AlignmentAlert, Annotation, Recommendation, Signal, epoch_ms
 from .settings import ModelSettings
 from .windows import Window
 
@@ -117,8 +117,13 @@ def _overlaps(a: Annotation, window: Window, scope: str) -> bool:
 
 
 def evaluate(model: str, window: Window, counts: Mapping[tuple[str, str, str], int], history: Sequence[Summary],
-             state: State, annotations: Sequence[Annotation], ms: ModelSettings, now: datetime) -> Evaluation:
-    """First rule: a rate above the trailing baseline's by `min_gap`, both with `min_samples`."""
+             state: State, annotations: Sequence[Annotation], ms: ModelSettings, now: datetime,
+             active_feature_alerts: Sequence[str] = ()) -> Evaluation:
+    """First rule: a rate above the trailing baseline's by `min_gap`, both with `min_samples`.
+
+    `active_feature_alerts` (`signal:feature`, from features.State.active) name upstream features that are
+    broken right now: while any is, a firing unexplained alert points at them rather than at the model.
+    """
     summary = summarise(window, counts)
     baseline_windows = sorted(history, key=lambda s: s.start)[-ms.baseline_windows:]
     alerts: list[AlignmentAlert] = []
@@ -161,18 +166,31 @@ def evaluate(model: str, window: Window, counts: Mapping[tuple[str, str, str], i
             if status is None:
                 continue
             severity = "info" if classification != "sustained" else "page"
+            recommendation: Recommendation = "none" if classification == "expected" else (
+                "exclude_window_from_training" if classification == "transient" else "investigate_trust")
+            diagnosis = [f"{signal} {observed:.1%} vs baseline {baseline:.1%} over {len(base)} windows"]
+            if active_feature_alerts and status == "firing" and classification != "expected":
+                recommendation = "fix_upstream_feature"
+                diagnosis.append(upstream_sentence(active_feature_alerts))
             alerts.append(AlignmentAlert(
                 alert_id=alert_id(model, signal, scope, window, status), fingerprint=fingerprint(model, signal, scope), status=status,
                 classification=classification, severity=severity, signal=signal_name(signal), model=model,
                 model_version=summary.version, scope=scope_dict(scope),
                 window=AlertWindow(start=_dt(window.start), end=_dt(window.end)), observed=observed,
                 baseline=baseline, gap=observed - baseline, n=n, baseline_n=bn, persistence=track.streak,
-                diagnosis=[f"{signal} {observed:.1%} vs baseline {baseline:.1%} over {len(base)} windows"],
-                recommendation="none" if classification == "expected" else
-                ("exclude_window_from_training" if classification == "transient" else "investigate_trust"),
-                annotations=overlapping, ts=now))
+                diagnosis=diagnosis, recommendation=recommendation, annotations=overlapping, ts=now))
     summary = Summary(summary.start, summary.end, summary.version, summary.scopes, frozenset(excluded))
     return Evaluation(summary, new, alerts)
+
+
+def upstream_sentence(active_feature_alerts: Sequence[str]) -> str:
+    """The diagnosis sentence naming the broken upstream features (`signal:feature` each)."""
+    named = []
+    for item in sorted(active_feature_alerts):
+        signal, _, feature = item.partition(":")
+        named.append(f"{feature!r} ({signal.removeprefix('feature_').replace('_', ' ')})")
+    return (f"upstream feature {', '.join(named)} is broken in this window: fix the feature before reading this "
+            "shift as the model's")
 
 
 def signal_name(signal: str) -> Signal:

@@ -85,3 +85,35 @@ OFFSETS = f"{{{PREFIX}:offsets}}"
 WINDOW_MARGIN = 3600          # window keys outlive their close by this much, so a slow evaluator still finds them
 META_TTL = 90 * 86400         # bucket meta and model state survive three months of silence
 MODEL_TTL = 90 * 86400
+
+
+# --- feature health (issue 4) ---
+# Window statistics are written inside a bucket's slot by the same pipeline as the counters, guarded per
+# prediction like them; the distinct-count HyperLogLogs sit under the model tag instead, because PFADD is
+# idempotent by nature (a replayed value changes nothing) and one HLL per (model, window, feature) is 16x less
+# memory than one per bucket, with nothing to PFMERGE across slots when the window closes.
+
+FEATURE_TOP_K = 16
+"""Space-Saving counters per (bucket, window, string feature): any value with a share above 1/16 of a bucket's
+strings is guaranteed to be among them, and its count is over-estimated by at most 1/16 of them."""
+
+
+def feature_stats(bucket: int, model: str, start_ms: int) -> str:
+    """Hash: `_n` predictions recorded; per feature `c|f` numeric values, `s|f` sum, `q|f` sum of squares,
+    `lo|f`/`hi|f` min/max, `k|f` string values, `z|f` explicit nulls. TTL as the window counters."""
+    return f"{bucket_tag(bucket)}:f:{model}:{start_ms}"
+
+
+def feature_top(bucket: int, model: str, start_ms: int, feature: str) -> str:
+    """Hash: string value -> Space-Saving count (at most FEATURE_TOP_K fields). TTL as the window counters."""
+    return f"{bucket_tag(bucket)}:fv:{model}:{start_ms}:{feature}"
+
+
+def feature_distinct(model: str, start_ms: int, feature: str) -> str:
+    """HyperLogLog of the feature's values in one window (all buckets). TTL as the window counters."""
+    return f"{model_tag(model)}:fh:{start_ms}:{feature}"
+
+
+def model_features(model: str) -> str:
+    """Set: the features tracked for a model, first come first tracked up to `max_features`. TTL MODEL_TTL."""
+    return f"{model_tag(model)}:feats"

@@ -41,3 +41,15 @@ class Metrics:
         self.batch_seconds = Histogram("trustgap_batch_seconds", "Time to parse and apply one batch",
                                        ["topic"], registry=r,
                                        buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+        # feature health (issue 4): feature labels are bounded by each model's `max_features`
+        self.feature_null_rate = Gauge("trustgap_feature_null_rate", "Share of the last closed window's "
+                                       "predictions where the feature was null or absent", ["model", "feature"],
+                                       registry=r)
+        self.feature_distinct = Gauge("trustgap_feature_distinct", "Approximate distinct values of the feature "
+                                      "in the last closed window", ["model", "feature"], registry=r)
+        self.feature_alert_active = Gauge("trustgap_feature_alert_active", "1 while a feature-health alert is "
+                                          "open (transient or sustained)", ["model", "signal", "feature"],
+                                          registry=r)
+        self.features_untracked = Counter("trustgap_feature_values_untracked", "Feature values not tracked "
+                                          "because the model already tracks `max_features` features",
+                                          ["model"], registry=r)

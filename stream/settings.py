@@ -47,6 +47,14 @@ class ModelSettings(_Strict):
     alpha: float = Field(0.01, gt=0, lt=1, description="family-wise significance level per model and window")
     persistence: int = Field(3, gt=0, description="consecutive candidate windows before an alert is sustained")
     resolve_after: int = Field(2, gt=0, description="clean windows before a sustained alert resolves")
+    features_allow: list[str] = Field(default_factory=list,
+                                      description="feature names to watch; empty watches every feature")
+    features_deny: list[str] = Field(default_factory=list, description="feature names never watched")
+    max_features: int = Field(50, ge=0, le=1000,
+                              description="most features tracked per model; values of further ones are counted")
+    feature_scale_factor: float = Field(10.0, gt=1, description="RMS ratio vs baseline that is a scale shift")
+    feature_missing_gap: float = Field(0.2, gt=0, le=1,
+                                       description="null/absent rate above the baseline's that is a feature_missing")
 
     @model_validator(mode="after")
     def _bands_consistent(self) -> ModelSettings:

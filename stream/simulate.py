@@ -33,6 +33,9 @@ class Behaviour:
     truth: float = 0.8            # P(a truth outcome arrives)
     proxy: float = 0.6            # P(a proxy outcome arrives)
     proxy_mismatch: float = 0.30  # P(proxy outcome differs from the prediction)
+    frozen: tuple[str, ...] = ()  # features stuck at their last value (the upstream stopped updating)
+    missing: tuple[str, ...] = ()  # features that are null or absent in 70% of predictions
+    rescaled: tuple[tuple[str, float], ...] = ()  # (feature, factor): a new unit upstream
 
 
 Scenario = Callable[[float, dict[str, str], str], Behaviour]
@@ -52,10 +55,58 @@ def trust_decay(total_hours: float) -> Scenario:
     return behaviour
 
 
+def feature_breakage(total_hours: float) -> Scenario:
+    """From half-way, `income` freezes and `days_since_signup` goes missing; the model, fed junk, errs more."""
+    def behaviour(hours: float, segment: dict[str, str], band: str) -> Behaviour:
+        if hours >= 0.5 * total_hours:
+            return Behaviour(mismatch=0.35, frozen=("income",), missing=("days_since_signup",))
+        return Behaviour()
+    return behaviour
+
+
+def feature_rescale(total_hours: float) -> Scenario:
+    """From half-way, `income` arrives in cents instead of units (x100); nothing else changes."""
+    def behaviour(hours: float, segment: dict[str, str], band: str) -> Behaviour:
+        return Behaviour(rescaled=(("income", 100.0),)) if hours >= 0.5 * total_hours else Behaviour()
+    return behaviour
+
+
 SCENARIOS: dict[str, Callable[[float], Scenario]] = {
     "quiet": lambda total: quiet,
     "trust_decay": trust_decay,
+    "feature_breakage": feature_breakage,
+    "feature_rescale": feature_rescale,
 }
+
+COUNTRIES = (("DE", 0.3), ("US", 0.25), ("FR", 0.15), ("GB", 0.12), ("IN", 0.1), ("BR", 0.08))
+
+
+def features_of(rng: random.Random, segment: dict[str, str], b: Behaviour, last: dict[str, Any]
+                ) -> dict[str, Any]:
+    """A realistic feature snapshot; `last` remembers each feature's latest healthy value for freezing."""
+    healthy: dict[str, Any] = {
+        "age": float(rng.randint(18, 80)),
+        "income": round(rng.lognormvariate(10.8, 0.5), 2),
+        "country": rng.choices([c for c, _ in COUNTRIES], [w for _, w in COUNTRIES])[0],
+        "days_since_signup": float(int(rng.expovariate(1 / 400))),
+    }
+    out: dict[str, Any] = {}
+    for name, value in healthy.items():
+        if name in b.frozen:
+            value = last.setdefault(name, value)
+        else:
+            last[name] = value
+        for feature, factor in b.rescaled:
+            if feature == name:
+                value = round(value * factor, 2)
+        if name in b.missing:
+            roll = rng.random()
+            if roll < 0.35:
+                continue  # absent from the snapshot
+            if roll < 0.7:
+                value = None
+        out[name] = value
+    return out
 
 
 def _ts(t: datetime) -> str:
@@ -68,6 +119,8 @@ def generate(scenario: str, days: float = 30.0, rate: float = 120.0, seed: int =
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {scenario!r}; choose from {', '.join(sorted(SCENARIOS))}")
     rng = random.Random(seed)
+    frng = random.Random(seed * 7919 + 4)  # features draw from their own stream: the events stay as they were
+    last: dict[str, Any] = {}
     total_hours = days * 24
     behave = SCENARIOS[scenario](total_hours)
     end = end or datetime.now(timezone.utc).replace(microsecond=0)
@@ -95,7 +148,8 @@ def generate(scenario: str, days: float = 30.0, rate: float = 120.0, seed: int =
                 heapq.heappush(pending, (when, seq, kind, event))
 
         emit(t, "prediction", {"prediction_id": pid, "model": model, "model_version": "v1", "ts": _ts(t),
-                               "label": label, "score": round(score, 4), "band": band, "segment": segment})
+                               "label": label, "score": round(score, 4), "band": band, "segment": segment,
+                               "features": features_of(frng, segment, b, last)})
         if rng.random() < b.acted:
             at = t + timedelta(minutes=rng.uniform(1, 20))
             action = ("override" if rng.random() < 0.8 else "bypass") if rng.random() < b.override else "accept"

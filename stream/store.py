@@ -13,6 +13,7 @@ The one rule: every write that must not happen twice is guarded inside the same 
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,9 +22,10 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
-from . import keys
+from . import features, keys
 from .events import Annotation, Event, HumanActionEvent, OutcomeEvent, PredictionEvent, epoch_ms
 from .settings import Settings
+from .windows import window_start
 
 COUNTERS = ("n", "a:accept", "a:override", "a:bypass", "a:escalate", "o:truth", "o:proxy", "m:truth", "m:proxy")
 """Window counters per (version, scope): predictions, actions by kind, outcomes by kind, mismatches by kind."""
@@ -175,6 +177,7 @@ class ApplyResult:
     pending: int = 0
     late: int = 0
     drained: int = 0  # parked actions/outcomes applied because their prediction arrived
+    untracked_features: dict[str, int] = field(default_factory=dict)  # model -> feature values over the cap
 
     def add(self, other: Sequence[int]) -> None:
         self.applied += other[0]
@@ -231,6 +234,7 @@ class Store:
         self._commit = client.register_script(_COMMIT)
         self._sweep = client.register_script(_SWEEP)
         self._cfg_cache: dict[str, Any] | None = None
+        self.features = FeatureStore(self)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Store:
@@ -260,17 +264,21 @@ class Store:
         """
         buckets: dict[int, list[dict[str, Any]]] = defaultdict(list)
         models = set()
+        predictions: list[PredictionEvent] = []
         n = self.settings.state_buckets
         for event in events:
             if isinstance(event, PredictionEvent):
                 models.add(event.model)
+                predictions.append(event)
             buckets[keys.bucket_of(event.prediction_id, n)].append(_record(event, self.settings))  # type: ignore
         cfg = orjson.dumps({**self._static_cfg(), "now": now_ms})
         result = ApplyResult()
+        feature_plan = await self.features.plan(predictions)
         async with self.redis.pipeline(transaction=False) as pipe:
             for bucket, recs in buckets.items():
                 await self._apply(keys=[keys.bucket_meta(bucket), keys.bucket_pending(bucket)],
                                   args=[cfg, orjson.dumps(recs)], client=pipe)
+            await self.features.queue(pipe, feature_plan)
             if models:
                 pipe.sadd(keys.MODELS, *models)
             if offsets:
@@ -278,6 +286,7 @@ class Store:
             replies = await pipe.execute()
         for reply in replies[: len(buckets)]:
             result.add([int(x) for x in reply])
+        result.untracked_features = feature_plan.untracked
         return result
 
     async def offsets(self) -> dict[tuple[str, int], int]:
@@ -377,3 +386,210 @@ class Store:
 
     async def close(self) -> None:
         await self.redis.aclose()
+
+
+# --- feature health (issue 4) ------------------------------------------------------------------------------
+# Runs in the same pipeline as `_APPLY`, after it, one call per bucket. The guard is the prediction's own
+# context hash: features are recorded only for a prediction `_APPLY` has stored ('m'), and at most once
+# ('f' set with HSETNX), so a duplicate, a replay after a crash, or two workers racing count them once.
+
+_FEATURES = r"""
+local meta = KEYS[1]
+local pre = string.sub(meta, 1, -6)
+local cfg = cjson.decode(ARGV[1])
+local recs = cjson.decode(ARGV[2])
+local recorded, closed, touched = 0, {}, {}
+local function fmt(x) return string.format('%d', x) end
+local function num(x) return string.format('%.17g', x) end
+for _, r in ipairs(recs) do
+  local ck = pre .. ':c:' .. r.p
+  if redis.call('HEXISTS', ck, 'm') == 1 and redis.call('HSETNX', ck, 'f', 1) == 1 then
+    local size = cfg.win[r.m] or cfg.win['_']
+    local start = r.t - (r.t % size)
+    if closed[r.m] == nil then closed[r.m] = tonumber(redis.call('HGET', meta, 'closed:' .. r.m) or '-1') end
+    if start + size > closed[r.m] then
+      recorded = recorded + 1
+      local key = pre .. ':f:' .. r.m .. ':' .. fmt(start)
+      local ttl = cfg.ttl[r.m] or cfg.ttl['_']
+      touched[key] = ttl
+      redis.call('HINCRBY', key, '_n', 1)
+      for _, fx in ipairs(r.x) do
+        local f, x = fx[1], fx[2]
+        redis.call('HINCRBY', key, 'c|' .. f, 1)
+        redis.call('HINCRBYFLOAT', key, 's|' .. f, num(x))
+        redis.call('HINCRBYFLOAT', key, 'q|' .. f, num(x * x))
+        local lohi = redis.call('HMGET', key, 'lo|' .. f, 'hi|' .. f)
+        local lo, hi = lohi[1], lohi[2]
+        if not lo or x < tonumber(lo) then redis.call('HSET', key, 'lo|' .. f, num(x)) end
+        if not hi or x > tonumber(hi) then redis.call('HSET', key, 'hi|' .. f, num(x)) end
+      end
+      for _, fv in ipairs(r.s) do
+        local f, v = fv[1], fv[2]
+        redis.call('HINCRBY', key, 'k|' .. f, 1)
+        -- Space-Saving: a new value takes over the smallest counter (and its count) once k are in use
+        local tk = pre .. ':fv:' .. r.m .. ':' .. fmt(start) .. ':' .. f
+        touched[tk] = ttl
+        if redis.call('HEXISTS', tk, v) == 1 or redis.call('HLEN', tk) < cfg.top_k then
+          redis.call('HINCRBY', tk, v, 1)
+        else
+          local all = redis.call('HGETALL', tk)
+          local minv, minc = all[1], tonumber(all[2])
+          for i = 3, #all, 2 do
+            local c = tonumber(all[i + 1])
+            if c < minc then minv, minc = all[i], c end
+          end
+          redis.call('HDEL', tk, minv)
+          redis.call('HSET', tk, v, minc + 1)
+        end
+      end
+      for _, f in ipairs(r.z) do redis.call('HINCRBY', key, 'z|' .. f, 1) end
+    end
+  end
+end
+for key, ttl in pairs(touched) do redis.call('EXPIRE', key, ttl) end
+return recorded
+"""
+
+_REGISTER = r"""
+local set, cap, ttl = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2])
+local out = {}
+for i = 3, #ARGV do
+  local f = ARGV[i]
+  if redis.call('SISMEMBER', set, f) == 1 then
+    table.insert(out, f)
+  elseif redis.call('SCARD', set) < cap then
+    redis.call('SADD', set, f)
+    table.insert(out, f)
+  end
+end
+redis.call('EXPIRE', set, ttl)
+return out
+"""
+
+_STRING_MAX = 256  # characters of a string value counted: the top-value hash field and the HLL element
+
+
+@dataclass(slots=True)
+class FeaturePlan:
+    """What one batch writes for features: records per bucket, HLL elements per key, values over the cap."""
+
+    records: dict[int, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
+    distinct: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    ttl: dict[str, int] = field(default_factory=dict)
+    untracked: dict[str, int] = field(default_factory=dict)  # model -> feature values not tracked (over the cap)
+
+
+class FeatureStore:
+    """Feature statistics beside the window counters: written in the apply pipeline, read when a window closes."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.redis = store.redis
+        self._record = store.redis.register_script(_FEATURES)
+        self._register = store.redis.register_script(_REGISTER)
+        self._tracked: dict[str, set[str]] = {}  # per model, as far as this worker knows; the set only grows
+        self._full: dict[str, bool] = {}
+
+    async def tracked(self, model: str, names: set[str]) -> set[str]:
+        """Which of `names` are tracked for the model: first come first tracked, up to `max_features`."""
+        known = self._tracked.get(model, set())
+        unknown = names - known
+        if unknown and not self._full.get(model, False):
+            cap = self.store.settings.for_model(model).max_features
+            got = await self._register(keys=[keys.model_features(model)],
+                                       args=[cap, keys.MODEL_TTL, *sorted(unknown)])
+            known = known | {g.decode() for g in got}
+            self._tracked[model] = known
+            self._full[model] = len(got) < len(unknown) or len(known) >= cap
+        return names & known
+
+    async def plan(self, predictions: Sequence[PredictionEvent]) -> FeaturePlan:
+        """Sort a batch's feature values into per-bucket records (numbers, strings, nulls) and HLL elements."""
+        plan = FeaturePlan()
+        settings = self.store.settings
+        by_model: dict[str, set[str]] = defaultdict(set)
+        for p in predictions:
+            ms = settings.for_model(p.model)
+            by_model[p.model] |= {f for f in (p.features or {}) if features.watched(f, ms)}
+        tracked = {m: await self.tracked(m, names) for m, names in by_model.items()}
+        for p in predictions:
+            if not self._tracked.get(p.model):
+                continue  # a model that never sent a watched feature keeps no feature statistics
+            ms = settings.for_model(p.model)
+            ts = epoch_ms(p.ts)
+            start = window_start(ts, ms.window_seconds * 1000)
+            ttl = ms.window_seconds + ms.allowed_lateness_seconds + keys.WINDOW_MARGIN
+            rec: dict[str, Any] = {"p": p.prediction_id, "m": p.model, "t": ts, "x": [], "s": [], "z": []}
+            for name, value in sorted((p.features or {}).items()):
+                if name not in tracked[p.model]:
+                    if features.watched(name, ms):
+                        plan.untracked[p.model] = plan.untracked.get(p.model, 0) + 1
+                    continue
+                if value is None:
+                    rec["z"].append(name)
+                    continue
+                hll = keys.feature_distinct(p.model, start, name)
+                plan.ttl[hll] = ttl
+                if isinstance(value, str):
+                    rec["s"].append([name, value[:_STRING_MAX]])
+                    plan.distinct[hll].add("s:" + value[:_STRING_MAX])
+                else:
+                    rec["x"].append([name, value])
+                    plan.distinct[hll].add("n:" + repr(float(value)))
+            plan.records[keys.bucket_of(p.prediction_id, settings.state_buckets)].append(rec)
+        return plan
+
+    async def queue(self, pipe: Any, plan: FeaturePlan) -> None:
+        """Add a batch's feature writes to the apply pipeline (after the counters, before the offsets)."""
+        if not plan.records:
+            return
+        cfg = orjson.dumps({**self.store._static_cfg(), "top_k": keys.FEATURE_TOP_K})
+        for bucket, recs in plan.records.items():
+            await self._record(keys=[keys.bucket_meta(bucket)], args=[cfg, orjson.dumps(recs)], client=pipe)
+        for hll, elements in plan.distinct.items():
+            pipe.pfadd(hll, *sorted(elements))  # idempotent: a replayed or duplicate value adds nothing
+            pipe.expire(hll, plan.ttl[hll])
+
+    async def read(self, model: str, start_ms: int) -> tuple[int, dict[str, features.FeatureStats]]:
+        """A closed window's feature statistics summed over buckets: (predictions recorded, stats per feature)."""
+        buckets = range(self.store.settings.state_buckets)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for b in buckets:
+                pipe.hgetall(keys.feature_stats(b, model, start_ms))
+            replies = await pipe.execute()
+        n = 0
+        sums: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+        lo: dict[str, float] = {}
+        hi: dict[str, float] = {}
+        for reply in replies:
+            for k, v in reply.items():
+                kind, _, name = k.decode().partition("|")
+                if kind == "_n":
+                    n += int(v)
+                elif kind == "lo":
+                    lo[name] = min(float(v), lo.get(name, math.inf))
+                elif kind == "hi":
+                    hi[name] = max(float(v), hi.get(name, -math.inf))
+                else:
+                    sums[name][kind] += float(v)
+        names = sorted(sums)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.pfcount(keys.feature_distinct(model, start_ms, name))
+                for b in buckets:
+                    pipe.hgetall(keys.feature_top(b, model, start_ms, name))
+            replies = await pipe.execute()
+        out: dict[str, features.FeatureStats] = {}
+        step = 1 + len(buckets)
+        for i, name in enumerate(names):
+            tops: dict[str, int] = defaultdict(int)
+            for reply in replies[i * step + 1:(i + 1) * step]:
+                for value, count in reply.items():
+                    tops[value.decode()] += int(count)  # Space-Saving summaries merge by adding counts
+            top_value, top_count = max(tops.items(), key=lambda kv: (kv[1], kv[0])) if tops else (None, 0)
+            s = sums[name]
+            out[name] = features.FeatureStats(
+                n=n, values=int(s["c"]), total=s["s"], squares=s["q"], lo=lo.get(name), hi=hi.get(name),
+                strings=int(s["k"]), explicit_nulls=int(s["z"]), distinct=int(replies[i * step]),
+                top_value=top_value, top_count=top_count)
+        return n, out

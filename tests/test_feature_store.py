@@ -1,0 +1,126 @@
+"""Feature statistics in the real Redis: exact despite duplicates and replays, capped, mergeable over buckets."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+
+from stream.embedded import StackInfo
+from stream.events import PredictionEvent
+from stream.settings import Settings
+from stream.store import Store
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2026, 11, 20, tzinfo=timezone.utc)
+HOUR_MS = 3600 * 1000
+START = int(T0.timestamp() * 1000)
+
+
+def prediction(i: int, features: dict[str, Any] | None, minutes: float = 0.0, model: str = "claims"
+               ) -> PredictionEvent:
+    return PredictionEvent.model_validate({
+        "schema_version": 1, "event_id": f"e{i}", "prediction_id": f"p{i}", "model": model, "model_version": "v1",
+        "ts": (T0 + timedelta(minutes=minutes)).isoformat(), "label": "a", "features": features})
+
+
+def run(stack: StackInfo, steps: Any, **settings: Any) -> Any:
+    async def go() -> Any:
+        store = Store.from_settings(Settings(redis_url=stack.redis_url, state_buckets=4, **settings))
+        try:
+            return await steps(store)
+        finally:
+            await store.close()
+    return asyncio.run(go())
+
+
+def test_window_statistics_are_exact_despite_duplicates_and_replayed_batches(stack: StackInfo,
+                                                                              redis_client: Any) -> None:
+    rng = random.Random(3)
+    events = []
+    for i in range(400):
+        f: dict[str, Any] = {"age": float(rng.randint(18, 80)),
+                             "country": rng.choice(["DE", "DE", "DE", "US", "FR"])}
+        roll = rng.random()
+        if roll < 0.2:
+            f["income"] = None          # sent as null
+        elif roll < 0.3:
+            pass                        # absent
+        else:
+            f["income"] = round(rng.uniform(1000, 90000), 2)
+        events.append(prediction(i, f, minutes=rng.uniform(0, 59.9)))
+    copies = [e for e in events if rng.random() < 0.25]
+
+    async def steps(store: Store) -> Any:
+        first = events[:250]
+        await store.apply(first, {}, 0)
+        await store.apply(first, {}, 0)                      # the whole batch replayed after a "crash"
+        await store.apply(events[250:] + copies, {}, 0)      # and duplicates mixed into the next one
+        return await store.features.read("claims", START)
+
+    n, stats = run(stack, steps)
+    assert n == 400
+    incomes = [e.features["income"] for e in events if e.features and e.features.get("income") is not None]
+    ages = [e.features["age"] for e in events if e.features]
+    inc = stats["income"]
+    assert (inc.n, inc.values, inc.strings) == (400, len(incomes), 0)
+    assert inc.explicit_nulls == sum(1 for e in events if e.features and "income" in e.features
+                                     and e.features["income"] is None)
+    assert inc.null_rate == (400 - len(incomes)) / 400
+    assert inc.total == pytest.approx(sum(incomes), rel=1e-12)
+    assert inc.squares == pytest.approx(sum(x * x for x in incomes), rel=1e-12)
+    assert (inc.lo, inc.hi) == (min(incomes), max(incomes))
+    assert abs(stats["age"].distinct - len(set(ages))) <= 1  # HyperLogLog: exact enough at this cardinality
+    country = stats["country"]
+    truth = Counter(e.features["country"] for e in events if e.features)
+    assert (country.strings, country.top_value, country.top_count) == (400, "DE", truth["DE"])
+    assert country.distinct == 3
+
+
+def test_space_saving_keeps_the_top_value_among_many_distinct_strings(stack: StackInfo, redis_client: Any) -> None:
+    # 60% one value, the rest spread over 200 others: more than FEATURE_TOP_K distinct per bucket
+    rng = random.Random(4)
+    events = [prediction(i, {"merchant": "acme" if rng.random() < 0.6 else f"m{rng.randint(0, 199)}"},
+                         minutes=i * 0.05) for i in range(1000)]
+    truth = sum(1 for e in events if e.features and e.features["merchant"] == "acme")
+
+    async def steps(store: Store) -> Any:
+        await store.apply(events, {}, 0)
+        return await store.features.read("claims", START)
+
+    _, stats = run(stack, steps)
+    m = stats["merchant"]
+    assert m.top_value == "acme"
+    # Space-Saving over-counts by at most strings/k per bucket, and never under-counts
+    assert truth <= m.top_count <= truth + 1000 / 16
+    assert 150 < m.distinct < 250
+
+
+def test_features_beyond_the_cap_are_counted_not_tracked(stack: StackInfo, redis_client: Any) -> None:
+    events = [prediction(0, {"a": 1.0, "b": 2.0}), prediction(1, {"a": 1.0, "b": 2.0, "c": 3.0, "d": "x"}),
+              prediction(2, {"c": 3.0, "e": None, "secret": "s"})]
+
+    async def steps(store: Store) -> Any:
+        results = [await store.apply([e], {}, 0) for e in events]
+        return [r.untracked_features for r in results], await store.features.read("claims", START)
+
+    untracked, (n, stats) = run(stack, steps, defaults={"max_features": 2, "features_deny": ["secret"]})
+    # a and b came first; c, d and e are over the cap (counted once per value); denied `secret` is not news
+    assert untracked == [{}, {"claims": 2}, {"claims": 2}]
+    assert n == 3
+    assert sorted(stats) == ["a", "b"]
+    assert stats["a"].null_rate == pytest.approx(1 / 3)
+
+
+def test_a_model_without_features_keeps_no_feature_keys(stack: StackInfo, redis_client: Any) -> None:
+    async def steps(store: Store) -> Any:
+        await store.apply([prediction(i, None) for i in range(20)], {}, 0)
+        return await store.features.read("claims", START)
+
+    assert run(stack, steps) == (0, {})
+    assert [k for k in redis_client.keys("*") if b":f" in k] == []
