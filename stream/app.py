@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -47,6 +48,7 @@ class Runtime:
     metrics: Metrics
     topics: dict[str, Any] = field(default_factory=dict)
     degraded: str | None = None  # why the worker is not healthy, for /health
+    worker_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     async def with_redis(self, what: str, call: Any) -> Any:
         """Retry a Redis call with capped back-off: the batch is not acked, so Kafka never commits past it."""
@@ -125,6 +127,10 @@ class Runtime:
     async def _evaluate_model(self, model: str) -> int:
         ms = self.settings.for_model(model)
         size = ms.window_seconds * 1000
+        # One worker at a time evaluates and publishes a model: the compare-and-set commit already makes each
+        # evaluation happen once, the lease also keeps two workers from publishing the same outbox entry.
+        if not await self.with_redis("lease", lambda: self.store.lease(model, self.worker_id)):
+            return 0
         await self.publish_outbox(model)  # left over from a crash between decision and publication
         newest, first = await self.with_redis("event_time", lambda: self.store.event_time(model))
         if newest is None or first is None:

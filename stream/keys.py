@@ -68,6 +68,11 @@ def model_outbox(model: str) -> str:
     return f"{model_tag(model)}:outbox"
 
 
+def model_lease(model: str) -> str:
+    """String: id of the worker that evaluates and publishes this model now; expires (LEASE_MS) if it dies."""
+    return f"{model_tag(model)}:lease"
+
+
 def model_annotations(model: str) -> str:
     """Hash: annotation event_id -> annotation JSON (idempotent by event_id). TTL MODEL_TTL from the last write."""
     return f"{model_tag(model)}:ann"
@@ -85,6 +90,7 @@ OFFSETS = f"{{{PREFIX}:offsets}}"
 WINDOW_MARGIN = 3600          # window keys outlive their close by this much, so a slow evaluator still finds them
 META_TTL = 90 * 86400         # bucket meta and model state survive three months of silence
 MODEL_TTL = 90 * 86400
+LEASE_MS = 15_000             # a dead evaluator's models are taken over after this long
 
 
 # --- feature health (issue 4) ---

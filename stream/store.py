@@ -146,6 +146,15 @@ for _, k in ipairs(KEYS) do redis.call('EXPIRE', k, ttl) end
 return 1
 """
 
+_LEASE = r"""
+local cur = redis.call('GET', KEYS[1])
+if cur == false or cur == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
+
 _SWEEP = r"""
 local pendz = KEYS[1]
 local pre = string.sub(pendz, 1, -9)
@@ -233,6 +242,7 @@ class Store:
         self._close = client.register_script(_CLOSE)
         self._commit = client.register_script(_COMMIT)
         self._sweep = client.register_script(_SWEEP)
+        self._lease = client.register_script(_LEASE)
         self._cfg_cache: dict[str, Any] | None = None
         self.features = FeatureStore(self)
 
@@ -350,6 +360,10 @@ class Store:
         ok = await self._commit(keys=[keys.model_state(model), keys.model_history(model), keys.model_outbox(model)],
                                 args=args)
         return bool(ok)
+
+    async def lease(self, model: str, owner: str, ttl_ms: int = keys.LEASE_MS) -> bool:
+        """Take or renew the model's evaluation lease; False while another live worker holds it."""
+        return bool(await self._lease(keys=[keys.model_lease(model)], args=[owner, str(ttl_ms)]))
 
     async def outbox(self, model: str) -> list[bytes]:
         return list((await self.redis.hgetall(keys.model_outbox(model))).values())

@@ -143,3 +143,14 @@ def test_actions_whose_prediction_never_comes_expire_as_orphans(store: Store) ->
     assert too_soon == (0, 0)
     assert expired == (1, 2)
     assert window[("v1", "", "n")] == 1 and ("v1", "", "a:override") not in window
+
+
+def test_the_evaluation_lease_has_one_holder_and_passes_on_when_it_lapses(store: Store) -> None:
+    async def go() -> list[bool]:
+        steps = [await store.lease("m", "w1", 200), await store.lease("m", "w2", 200),
+                 await store.lease("m", "w1", 200)]  # the holder renews
+        await asyncio.sleep(0.3)                     # w1 died: its lease lapses
+        steps += [await store.lease("m", "w2", 200), await store.lease("m", "w1", 200)]
+        return steps
+
+    assert run(go()) == [True, False, True, True, False]
