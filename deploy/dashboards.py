@@ -151,7 +151,7 @@ def feature_alerts() -> stat.Panel:
 def feature_table() -> table.Panel:
     q = query('max by (signal, scope, classification, recommendation) '
               '(trustgap_alert_active{model="$model"}) == 1', instant=True)
-    return (table.Panel().title("Firing alerts of this model (feature health first)").datasource(DS).span(20)
+    return (table.Panel().title("Firing alerts of this model").datasource(DS).span(20)
             .height(6).with_target(q))
 
 
