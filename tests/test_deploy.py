@@ -140,10 +140,10 @@ def _post(url: str, *alerts_: dict[str, str]) -> None:
 
 
 def _states(url: str, expected: int) -> dict[tuple[str, str], str]:
-    def fetch() -> dict[tuple[str, str], str] | None:
+    def fetch() -> dict[tuple[str, str], str]:
         got = {(a["labels"]["alertname"], a["labels"].get("model") or a["labels"].get("instance", "")):
                a["status"]["state"] for a in http_json(f"{url}/api/v2/alerts")}
-        return got if len(got) == expected else None
+        return got if len(got) == expected else {}
     return wait_for(fetch, 20, what=f"{expected} alerts in Alertmanager")
 
 
