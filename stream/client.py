@@ -32,6 +32,7 @@ import zlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
@@ -112,7 +113,7 @@ def _check_ts(name: str, value: datetime | str | None, default_now: bool) -> dat
 
 def _number(value: Any) -> Any:
     # numpy and Decimal scores are common in model services; a bool or a string is a bug, left to the contract.
-    if value is None or isinstance(value, (bool, float)) or not isinstance(value, numbers.Real):
+    if value is None or isinstance(value, (bool, float)) or not isinstance(value, (numbers.Real, Decimal)):
         return value
     return float(value)
 
@@ -359,9 +360,9 @@ class Client:
         """Background: learn partition counts, send buffers older than the linger, serve delivery reports."""
         tick = max(self._linger / 2, 0.005)
         while True:
-            if any(buf.items for buf in self._buffers.values()):
-                self._refresh_partitions()
             now = time.monotonic()
+            if any(buf.items and now - buf.since >= self._linger for buf in self._buffers.values()):
+                self._refresh_partitions()  # outside the lock: a slow metadata answer blocks no caller
             with self._lock:
                 for kind, buf in self._buffers.items():
                     if buf.items and now - buf.since >= self._linger:
