@@ -157,13 +157,14 @@ def read_alert_values(settings: Settings, timeout: float = 10.0) -> list[bytes]:
     import time
     import uuid
 
-    from confluent_kafka import Consumer, KafkaException, TopicPartition
+    from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
     from .admin import bootstrap, confluent_config
 
     topic = settings.topics.alerts
+    # The end is where each partition reports EOF: some brokers' (Tansu's) high watermarks lag behind.
     consumer = Consumer(confluent_config(settings, **{"group.id": f"trustgap-status-{uuid.uuid4().hex}",
-                                                      "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                                                      "enable.auto.commit": False, "enable.partition.eof": True,
                                                       "log_level": 0}))
     try:
         try:
@@ -173,23 +174,21 @@ def read_alert_values(settings: Settings, timeout: float = 10.0) -> list[bytes]:
                               ) from None
         if meta is None or meta.error is not None or not meta.partitions:
             return []
-        ends = {}
-        for p in meta.partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
-            if high > low:
-                ends[p] = high
-        if not ends:
-            return []
-        consumer.assign([TopicPartition(topic, p, 0) for p in ends])
+        open_partitions = set(meta.partitions)
+        consumer.assign([TopicPartition(topic, p, 0) for p in open_partitions])
         values: list[bytes] = []
         deadline = time.monotonic() + timeout
-        while ends and time.monotonic() < deadline:
-            msg = consumer.poll(0.5)
-            if msg is None or msg.error():
+        while open_partitions:
+            if time.monotonic() > deadline:
+                raise Unreachable(f"the alerts topic {topic} could not be read to its end in {timeout:g}s")
+            msg = consumer.poll(0.2)
+            if msg is None:
+                continue
+            if msg.error():
+                if msg.error().code() == KafkaError._PARTITION_EOF:
+                    open_partitions.discard(msg.partition())
                 continue
             values.append(msg.value())
-            if msg.offset() + 1 >= ends.get(msg.partition(), 0):
-                ends.pop(msg.partition(), None)
         return values
     finally:
         consumer.close()
