@@ -181,9 +181,9 @@ class Client:
     def from_settings(cls, settings: Settings | None = None, **kwargs: Any) -> Client:
         """A client for the broker, credentials and topic names in trustgap's settings (env TRUSTGAP_* if None)."""
         from .admin import confluent_config
-        from .settings import Settings
+        from .settings import load
 
-        s = settings if settings is not None else Settings()
+        s = settings if settings is not None else load()  # a bad TRUSTGAP_* value raises ConfigError (one line)
         kwargs.setdefault("max_batch_events", s.max_batch_events)
         kwargs.setdefault("max_batch_bytes", s.max_message_bytes)
         kwargs.setdefault("max_event_bytes", s.max_event_bytes)

@@ -143,7 +143,7 @@ def read_history(settings: Settings) -> dict[str, dict[int, Summary]]:
     try:
         r = redis.Redis.from_url(settings.redis_url.get_secret_value(), socket_connect_timeout=5, socket_timeout=10)
         out: dict[str, dict[int, Summary]] = {}
-        for model in sorted(m.decode() for m in r.smembers(keys.MODELS)):
+        for model in sorted(m.decode() for m in r.smembers(keys.MODELS)):  # type: ignore[union-attr]
             hist = r.hgetall(keys.model_history(model))
             out[model] = {int(k): Summary.from_json(orjson.loads(v)) for k, v in hist.items()}
         r.close()
@@ -184,11 +184,13 @@ def read_alert_values(settings: Settings, timeout: float = 10.0) -> list[bytes]:
             msg = consumer.poll(0.2)
             if msg is None:
                 continue
-            if msg.error():
-                if msg.error().code() == KafkaError._PARTITION_EOF:
+            err, value = msg.error(), msg.value()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
                     open_partitions.discard(msg.partition())
                 continue
-            values.append(msg.value())
+            if value is not None:
+                values.append(value)
         return values
     finally:
         consumer.close()

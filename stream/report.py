@@ -36,7 +36,7 @@ def signal_svg(ov: ModelOverview, signal: str) -> str:
     """One signal's rate vs baseline over the model's windows as an inline <svg> element."""
     import matplotlib
 
-    from matplotlib.dates import DateFormatter
+    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
     from matplotlib.figure import Figure
     from matplotlib.ticker import PercentFormatter
 
@@ -47,11 +47,13 @@ def signal_svg(ov: ModelOverview, signal: str) -> str:
         rows = ov.windows
         if rows:
             mid = [_dt((w.start + w.end) // 2) for w in rows]
-            ax.plot(mid, [w.rates[signal].rate for w in rows], marker="o", markersize=3, lw=1.5, color="#222",
+            ax.plot(mid, [w.rates[signal].rate for w in rows], marker="o", markersize=3, lw=1.5, color="#222",  # type: ignore[arg-type]
                     label=f"{signal} (whole model)")
-            ax.plot(mid, [w.rates[signal].baseline for w in rows], ls="--", lw=1.2, color="#2ca02c",
+            ax.plot(mid, [w.rates[signal].baseline for w in rows], ls="--", lw=1.2, color="#2ca02c",  # type: ignore[arg-type]
                     label="trailing baseline")
-            ax.xaxis.set_major_formatter(DateFormatter("%m-%d %H:%M"))
+            locator = AutoDateLocator(maxticks=10)  # type: ignore[no-untyped-call]
+            ax.xaxis.set_major_locator(locator)
+            ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))  # type: ignore[no-untyped-call]
         else:
             ax.text(0.5, 0.5, "no closed windows yet", ha="center", va="center", transform=ax.transAxes,
                     color="#666")
@@ -62,14 +64,15 @@ def signal_svg(ov: ModelOverview, signal: str) -> str:
             colour = SEVERITY_COLOUR.get(a.severity, "#999")
             label = f"alert: {a.severity}" if a.severity not in seen else None
             seen.add(a.severity)
-            ax.axvspan(a.window.start, a.window.end, color=colour, alpha=0.18, lw=0, label=label)
-            ax.plot([a.window.start + (a.window.end - a.window.start) / 2], [a.observed], marker="v",
-                    color=colour, ls="none")
+            ax.axvspan(a.window.start, a.window.end, color=colour, alpha=0.18, lw=0, label=label)  # type: ignore[arg-type]
+            ax.scatter([a.window.start + (a.window.end - a.window.start) / 2], [a.observed], marker="v", s=36,  # type: ignore[arg-type]
+                       color=colour, zorder=3)
+        ax.margins(y=0.12)
         ax.yaxis.set_major_formatter(PercentFormatter(1.0))
         ax.set_ylabel("rate")
         ax.grid(alpha=0.3)
         if rows or seen:
-            ax.legend(loc="upper left", fontsize=8)
+            ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
         buf = io.StringIO()
         fig.savefig(buf, format="svg")
     text = buf.getvalue()

@@ -100,3 +100,24 @@ def test_each_batch_message_lands_on_the_partition_of_every_prediction_it_holds(
         assert len(events) <= 50
         assert key == events[0]["prediction_id"].encode()
         assert {zlib.crc32(e["prediction_id"].encode()) % partitions for e in events} == {partition}
+
+
+def test_the_readme_quickstart_works_when_pasted(deployment: Deployment, tmp_path: Path) -> None:
+    import os
+    import re
+    import subprocess
+    import sys
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    code = re.search(r"<!-- quickstart -->\n```python\n(.*?)```", readme, re.S).group(1)  # type: ignore[union-attr]
+    assert len(code.strip().splitlines()) <= 10
+    script = tmp_path / "quickstart.py"
+    script.write_text(code)
+    root = str(Path(__file__).parents[1])  # as if trustgap were pip-installed
+    run = subprocess.run([sys.executable, str(script)], env={**os.environ, **deployment.env, "PYTHONPATH": root},
+                         capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "accepted=4, delivered=4, failed=0" in run.stdout
+    for topic in ("predictions", "actions", "outcomes", "annotations"):
+        [message] = deployment.read(topic, 1)
+        assert len(message) == 1 and message[0]["schema_version"] == 1
