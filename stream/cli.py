@@ -1,6 +1,7 @@
 """The `trustgap` command: up/down the embedded stack, run a worker, simulate, show status, run the demo.
 
-Exit codes: 0 ok, 1 runtime failure (broker or Redis unreachable, ...), 2 bad usage or bad config.
+Exit codes: 0 ok, 1 runtime failure (broker or Redis unreachable, delivery failed), 2 bad usage or bad config,
+3 `replay` sent the good lines but some lines were invalid, 130 interrupted (Ctrl-C).
 Errors are one line without a traceback, saying what to fix.
 """
 
@@ -92,16 +93,19 @@ def _check_redis(settings: Settings) -> None:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     settings = settings_from(args)
-    from .admin import confluent_config, ensure_topics
-    from .client import BatchProducer
+    from .admin import confluent_config
+    from .client import BatchProducer, ClientError
     from .simulate import SCENARIOS, generate
 
     if args.scenario not in SCENARIOS:
         raise CliError(f"unknown scenario {args.scenario!r}; choose from {', '.join(sorted(SCENARIOS))}", 2)
-    ensure_topics(settings)
+    _ensure_topics(settings)
     producer = BatchProducer(confluent_config(settings), settings.topics.model_dump())
     started = time.monotonic()
-    sent = producer.send_all(generate(args.scenario, args.days, args.rate, args.seed, args.model))
+    try:
+        sent = producer.send_all(generate(args.scenario, args.days, args.rate, args.seed, args.model))
+    except ClientError as err:
+        raise CliError(f"simulate failed: {err}") from None
     print(f"sent {sent} events of scenario {args.scenario} in {time.monotonic() - started:.1f}s")
     return 0
 
@@ -129,29 +133,107 @@ def status_rows(settings: Settings, limit: int = 5) -> list[dict[str, Any]]:
     return rows
 
 
+def _ensure_topics(settings: Settings) -> None:
+    """Create the topics if missing; an unreachable broker is one line, not a page of librdkafka logs."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    from .admin import BrokerUnreachable, bootstrap, confluent_config, ensure_topics
+
+    probe = AdminClient(confluent_config(settings, log_level=0))
+    try:
+        probe.list_topics(timeout=5)
+    except KafkaException:
+        raise CliError(f"broker {bootstrap(settings)} unreachable (no answer in 5s); check broker_url / "
+                       "TRUSTGAP_BROKER_URL") from None
+    try:
+        ensure_topics(settings, timeout=10)
+    except BrokerUnreachable as err:
+        raise CliError(f"{err}; check broker_url / TRUSTGAP_BROKER_URL") from None
+
+
+def _overviews(settings: Settings, with_alerts: bool = True) -> tuple[list[Any], int]:
+    from .overview import Unreachable, load
+
+    try:
+        return load(settings, with_alerts)
+    except Unreachable as err:
+        raise CliError(str(err)) from None
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     import orjson
-    import redis
 
     settings = settings_from(args)
-    try:
-        rows = status_rows(settings, args.windows)
-    except redis.RedisError as err:
-        raise CliError(f"redis unreachable ({type(err).__name__}); check redis_url / TRUSTGAP_REDIS_URL") from None
+    overviews, unreadable = _overviews(settings, not args.no_alerts)
     if args.json:
-        sys.stdout.write(orjson.dumps(rows).decode() + "\n")
+        doc = {"models": [o.to_json(args.windows) for o in overviews], "unreadable_alerts": unreadable}
+        sys.stdout.write(orjson.dumps(doc).decode() + "\n")
         return 0
     from rich.console import Console
-    from rich.table import Table
 
-    table = Table(title="trustgap: latest closed windows")
-    for col in ("model", "window (UTC)", "version", "predictions", "override rate", "outcome mismatch"):
-        table.add_column(col)
-    for row in rows:
-        table.add_row(row["model"], _fmt_ms(row["window_start"]), row["version"], str(row["predictions"]),
-                      _pct(row["override_rate"], row["override_rate_n"]),
-                      _pct(row["outcome_mismatch"], row["outcome_mismatch_n"]))
-    Console().print(table if rows else "no closed windows yet")
+    from .views import status_view
+
+    Console().print(status_view(overviews, settings, args.windows, unreadable))
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from .client import Client, ClientError
+    from .replay import replay
+
+    paths = [Path(f) for f in args.files]
+    for path in paths:
+        if not path.is_file():
+            raise CliError(f"cannot read {path}: no such file", 2)
+    if args.rate is not None and args.rate <= 0:
+        raise CliError("--rate must be above 0 (lines per second)", 2)
+    settings = settings_from(args)
+    client = None
+    if not args.dry_run:
+        _ensure_topics(settings)
+        client = Client.from_settings(settings, validate_events=False, conf={"message.timeout.ms": 60000})
+    started = time.monotonic()
+    err_console = Console(stderr=True)
+    with Progress(TextColumn("replay"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
+                  console=err_console, transient=True, disable=args.quiet) as bar:
+        task = bar.add_task("replay", total=sum(p.stat().st_size for p in paths))
+        try:
+            result = replay(paths, client, args.rate, settings.limits, progress=lambda n: bar.advance(task, n))
+            if client is not None:
+                client.close(60)
+        except ClientError as err:
+            raise CliError(f"replay failed: {err}") from None
+    verb = "checked" if args.dry_run else "sent"
+    print(f"{verb} {result.events} events and {result.raw} raw messages from {len(paths)} file(s) in "
+          f"{time.monotonic() - started:.1f}s; {len(result.bad)} invalid lines")
+    for bad in result.bad[:args.show_invalid]:
+        print(f"  invalid {bad.describe()}")
+    if len(result.bad) > args.show_invalid:
+        print(f"  ... and {len(result.bad) - args.show_invalid} more")
+    return 3 if result.bad else 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from datetime import datetime, timezone
+
+    from .report import render
+
+    settings = settings_from(args)
+    overviews, _ = _overviews(settings, not args.no_alerts)
+    mine = [o for o in overviews if o.model == args.model]
+    if not mine:
+        known = ", ".join(o.model for o in overviews) or "none yet"
+        raise CliError(f"no data for model {args.model!r}; models with data: {known}", 2)
+    out = Path(args.out)
+    try:
+        out.write_text(render(mine[0], datetime.now(timezone.utc)), encoding="utf-8")
+    except OSError as err:
+        raise CliError(f"cannot write {out}: {err.strerror}", 2) from None
+    print(f"wrote {out} ({len(mine[0].windows)} windows, {len(mine[0].alerts)} alerts)")
     return 0
 
 
@@ -262,11 +344,16 @@ def cmd_schemas(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="trustgap", description="Watch human overrides and real outcomes after the "
-                                "prediction; say what is broken before anyone retrains.")
+                                "prediction; say what is broken before anyone retrains.",
+                                epilog="examples:\n  trustgap demo\n  trustgap replay events.jsonl\n"
+                                "  trustgap status\n  trustgap report --model claims --out claims.html\n"
+                                "\n`trustgap COMMAND --help` shows each command's examples." + EXIT_CODES,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
 
     def add(name: str, fn: Any, help: str, config: bool = True) -> argparse.ArgumentParser:
-        sp = sub.add_parser(name, help=help, description=help)
+        sp = sub.add_parser(name, help=help, description=help, epilog=_examples(name) + EXIT_CODES,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
         if config:
             sp.add_argument("--config", help="YAML settings file (env TRUSTGAP_* wins over it)")
         sp.set_defaults(func=fn)
@@ -279,9 +366,20 @@ def build_parser() -> argparse.ArgumentParser:
     s = add("simulate", cmd_simulate, "send a simulated scenario's events to the broker")
     _sim_args(s)
     s.add_argument("--model", default="claims")
-    st = add("status", cmd_status, "print the latest closed windows and their rates")
+    st = add("status", cmd_status, "per model: latest windows, rates vs baseline, active alerts")
     st.add_argument("--json", action="store_true", help="machine-readable output")
     st.add_argument("--windows", type=int, default=5, help="windows per model (default 5)")
+    st.add_argument("--no-alerts", action="store_true", help="do not read the alerts topic (Redis only)")
+    r = add("replay", cmd_replay, "send JSONL files of events (or captured {topic,key,value} messages)")
+    r.add_argument("files", nargs="+", metavar="FILE", help="JSONL files, sent in order")
+    r.add_argument("--rate", type=float, help="at most this many lines per second (default: as fast as possible)")
+    r.add_argument("--dry-run", action="store_true", help="only check the lines; send nothing")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.add_argument("--show-invalid", type=int, default=20, metavar="N", help="invalid lines to list (default 20)")
+    rp = add("report", cmd_report, "write a self-contained HTML report for one model")
+    rp.add_argument("--model", required=True, help="model name as in its prediction events")
+    rp.add_argument("--out", default="report.html", help="HTML file to write (default report.html)")
+    rp.add_argument("--no-alerts", action="store_true", help="do not read the alerts topic (Redis only)")
     d = add("demo", cmd_demo, "embedded stack + worker + simulator, printing windows and alerts", False)
     _sim_args(d, scenario_default="trust_decay", days=10.0)
     d.add_argument("--linger", type=float, default=20.0, help="seconds without news before the demo ends")
@@ -301,6 +399,29 @@ def _sim_args(sp: argparse.ArgumentParser, scenario_default: str | None = None, 
     sp.add_argument("--seed", type=int, default=1)
 
 
+EXIT_CODES = ("\n\nexit codes: 0 ok, 1 runtime failure (broker/Redis unreachable, delivery failed), 2 bad usage "
+              "or config,\n3 replay: some lines invalid (the good ones were sent), 130 interrupted")
+
+_EXAMPLES = {
+    "up": ["trustgap up", "trustgap up && trustgap worker"],
+    "down": ["trustgap down"],
+    "worker": ["trustgap worker", "TRUSTGAP_BROKER_URL=kafka://kafka:9092 trustgap worker --config prod.yaml"],
+    "simulate": ["trustgap simulate quiet --days 7", "trustgap simulate trust_decay --rate 500 --model claims"],
+    "status": ["trustgap status", "trustgap status --windows 10", "trustgap status --json | jq '.models[].model'"],
+    "replay": ["trustgap replay events.jsonl", "trustgap replay day1.jsonl day2.jsonl --rate 200",
+               "trustgap replay captured.jsonl --dry-run   # check only",
+               "lines: a contract event ({\"prediction_id\": ..., \"model\": ...}) or "
+               "{\"topic\": \"predictions\", \"key\": \"p-1\", \"value\": ...}"],
+    "report": ["trustgap report --model claims", "trustgap report --model claims --out /tmp/claims.html"],
+    "demo": ["trustgap demo", "trustgap demo quiet --days 3 --keep"],
+    "schemas": ["trustgap schemas --out schemas"],
+}
+
+
+def _examples(name: str) -> str:
+    return "examples:\n" + "\n".join(f"  {line}" for line in _EXAMPLES.get(name, []))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -311,6 +432,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"trustgap: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("trustgap: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -1,0 +1,216 @@
+"""What `trustgap status` and `trustgap report` show: per model, the closed windows' rates against their baseline,
+and the alerts published on the alerts topic.
+
+Reading is read-only and outside the detector: window summaries come from the model's Redis history
+(`detect.Summary`), rates from `detect.RATE_SIGNALS`, alerts from the alerts topic (the record of what was
+published). The pure part (`window_rows`, `latest_alerts`, `active_alerts`) is separate from the reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from .detect import RATE_SIGNALS, Summary
+from .events import AlignmentAlert, epoch_ms
+from .settings import Settings
+
+
+class Unreachable(Exception):
+    """Redis or the broker did not answer; the message says which and what to check."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """Successes over trials in one window, and the pooled baseline it is compared with."""
+
+    k: int
+    n: int
+    baseline_k: int
+    baseline_n: int
+
+    @property
+    def rate(self) -> float | None:
+        return self.k / self.n if self.n else None
+
+    @property
+    def baseline(self) -> float | None:
+        return self.baseline_k / self.baseline_n if self.baseline_n else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"rate": self.rate, "n": self.n, "baseline": self.baseline, "baseline_n": self.baseline_n}
+
+
+@dataclass(frozen=True, slots=True)
+class WindowRow:
+    start: int
+    end: int
+    version: str
+    predictions: int
+    rates: dict[str, Rate]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"start": _iso(self.start), "end": _iso(self.end), "version": self.version,
+                "predictions": self.predictions, "signals": {s: r.to_json() for s, r in self.rates.items()}}
+
+
+@dataclass(slots=True)
+class ModelOverview:
+    model: str
+    windows: list[WindowRow] = field(default_factory=list)  # oldest first, all that Redis history keeps
+    alerts: list[AlignmentAlert] = field(default_factory=list)  # every alert read, oldest first
+    active: list[AlignmentAlert] = field(default_factory=list)
+
+    def to_json(self, last: int | None = None) -> dict[str, Any]:
+        windows = self.windows[-last:] if last else self.windows
+        return {"model": self.model, "windows": [w.to_json() for w in windows],
+                "active_alerts": [orjson.loads(a.model_dump_json()) for a in self.active]}
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _rate(counts: Mapping[str, int], signal: str) -> tuple[int, int]:
+    num, den = RATE_SIGNALS[signal]
+    return sum(counts.get(c, 0) for c in num), sum(counts.get(c, 0) for c in den)
+
+
+def window_rows(history: Mapping[int, Summary], baseline_windows: int) -> list[WindowRow]:
+    """Each window's whole-model rates next to the pooled rate of the `baseline_windows` windows before it
+    (windows the detector excluded from baselines stay out, as they do for the detector)."""
+    ordered = [history[k] for k in sorted(history)]
+    rows = []
+    for i, s in enumerate(ordered):
+        before = ordered[max(0, i - baseline_windows):i]
+        rates = {}
+        for signal in RATE_SIGNALS:
+            k, n = _rate(s.scopes.get("", {}), signal)
+            base = [_rate(b.scopes.get("", {}), signal) for b in before if f"{signal}|" not in b.excluded]
+            rates[signal] = Rate(k, n, sum(b[0] for b in base), sum(b[1] for b in base))
+        rows.append(WindowRow(s.start, s.end, s.version, s.scopes.get("", {}).get("n", 0), rates))
+    return rows
+
+
+def latest_alerts(alerts: Iterable[AlignmentAlert]) -> dict[str, AlignmentAlert]:
+    """The newest alert per fingerprint (by window, then publication time)."""
+    latest: dict[str, AlignmentAlert] = {}
+    for a in alerts:
+        cur = latest.get(a.fingerprint)
+        if cur is None or (a.window.start, a.ts) >= (cur.window.start, cur.ts):
+            latest[a.fingerprint] = a
+    return latest
+
+
+def active_alerts(alerts: Iterable[AlignmentAlert], last_window_start: int | None) -> list[AlignmentAlert]:
+    """Firing alerts still in force: a sustained one until its `resolved`; a transient or expected one only while
+    its window is the model's latest closed window (they describe one window and are never resolved)."""
+    out = []
+    for a in latest_alerts(alerts).values():
+        if a.status != "firing":
+            continue
+        if a.classification == "sustained" or (last_window_start is not None
+                                               and epoch_ms(a.window.start) >= last_window_start):
+            out.append(a)
+    order = {"page": 0, "ticket": 1, "info": 2}
+    return sorted(out, key=lambda a: (order.get(a.severity, 3), a.signal, sorted(a.scope.items())))
+
+
+def parse_alerts(values: Iterable[bytes]) -> tuple[list[AlignmentAlert], int]:
+    """Alerts from raw alert-topic values; returns (alerts, how many could not be read)."""
+    alerts, bad = [], 0
+    for v in values:
+        try:
+            alerts.append(AlignmentAlert.model_validate_json(v))
+        except ValidationError:
+            bad += 1
+    return alerts, bad
+
+
+# --- reads ----------------------------------------------------------------------------------------------------
+
+def read_history(settings: Settings) -> dict[str, dict[int, Summary]]:
+    """Every model's closed-window summaries kept in Redis."""
+    import redis
+
+    from . import keys
+
+    try:
+        r = redis.Redis.from_url(settings.redis_url.get_secret_value(), socket_connect_timeout=5, socket_timeout=10)
+        out: dict[str, dict[int, Summary]] = {}
+        for model in sorted(m.decode() for m in r.smembers(keys.MODELS)):  # type: ignore[union-attr]
+            hist = r.hgetall(keys.model_history(model))
+            out[model] = {int(k): Summary.from_json(orjson.loads(v)) for k, v in hist.items()}
+        r.close()
+        return out
+    except redis.RedisError as err:
+        raise Unreachable(f"redis unreachable ({type(err).__name__}); check redis_url / TRUSTGAP_REDIS_URL") from None
+
+
+def read_alert_values(settings: Settings, timeout: float = 10.0) -> list[bytes]:
+    """Every message on the alerts topic, from the beginning up to its current end."""
+    import time
+    import uuid
+
+    from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+
+    from .admin import bootstrap, confluent_config
+
+    topic = settings.topics.alerts
+    # The end is where each partition reports EOF: some brokers' (Tansu's) high watermarks lag behind.
+    consumer = Consumer(confluent_config(settings, **{"group.id": f"trustgap-status-{uuid.uuid4().hex}",
+                                                      "enable.auto.commit": False, "enable.partition.eof": True,
+                                                      "log_level": 0}))
+    try:
+        try:
+            meta = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
+        except KafkaException:
+            raise Unreachable(f"broker {bootstrap(settings)} unreachable; check broker_url / TRUSTGAP_BROKER_URL"
+                              ) from None
+        if meta is None or meta.error is not None or not meta.partitions:
+            return []
+        open_partitions = set(meta.partitions)
+        consumer.assign([TopicPartition(topic, p, 0) for p in open_partitions])
+        values: list[bytes] = []
+        deadline = time.monotonic() + timeout
+        while open_partitions:
+            if time.monotonic() > deadline:
+                raise Unreachable(f"the alerts topic {topic} could not be read to its end in {timeout:g}s")
+            msg = consumer.poll(0.2)
+            if msg is None:
+                continue
+            err, value = msg.error(), msg.value()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    open_partitions.discard(msg.partition())
+                continue
+            if value is not None:
+                values.append(value)
+        return values
+    finally:
+        consumer.close()
+
+
+def build(history: Mapping[str, Mapping[int, Summary]], alerts: Sequence[AlignmentAlert], settings: Settings
+          ) -> list[ModelOverview]:
+    """Per model: windows with baselines, every alert, and the active ones."""
+    models = sorted(set(history) | {a.model for a in alerts})
+    out = []
+    for model in models:
+        rows = window_rows(history.get(model, {}), settings.for_model(model).baseline_windows)
+        mine = sorted((a for a in alerts if a.model == model), key=lambda a: (a.window.start, a.ts))
+        last = rows[-1].start if rows else None
+        out.append(ModelOverview(model, rows, mine, active_alerts(mine, last)))
+    return out
+
+
+def load(settings: Settings, with_alerts: bool = True) -> tuple[list[ModelOverview], int]:
+    """Read Redis (and the alerts topic) and build every model's overview; returns (overviews, unreadable)."""
+    history = read_history(settings)
+    alerts, bad = parse_alerts(read_alert_values(settings)) if with_alerts else ([], 0)
+    return build(history, alerts, settings), bad

@@ -1,0 +1,70 @@
+"""Rich renderings of the overview for the terminal (`trustgap status`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timezone
+
+from rich.console import Group, RenderableType
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from .detect import RATE_SIGNALS
+from .overview import ModelOverview, Rate
+from .settings import Settings
+
+SEVERITY_STYLE = {"page": "bold red", "ticket": "bold yellow", "info": "cyan"}
+
+
+def _when(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M")
+
+
+def rate_cell(r: Rate, min_gap: float) -> Text:
+    """'12.3% vs 10.0% (n=120)', highlighted when the gap reaches the model's practical minimum."""
+    if r.rate is None:
+        return Text("—", style="dim")
+    base = "—" if r.baseline is None else f"{r.baseline:.1%}"
+    style = "bold yellow" if r.baseline is not None and r.rate - r.baseline >= min_gap else ""
+    return Text(f"{r.rate:.1%} vs {base} (n={r.n})", style=style)
+
+
+def model_panel(ov: ModelOverview, settings: Settings, last: int) -> Panel:
+    ms = settings.for_model(ov.model)
+    windows = Table(box=None, pad_edge=False, header_style="bold")
+    windows.add_column("window (UTC)")
+    windows.add_column("version")
+    windows.add_column("predictions", justify="right")
+    for signal in RATE_SIGNALS:
+        windows.add_column(f"{signal} vs baseline")
+    for w in ov.windows[-last:]:
+        windows.add_row(_when(w.start), w.version, str(w.predictions),
+                        *(rate_cell(w.rates[s], ms.min_gap) for s in RATE_SIGNALS))
+    parts: list[RenderableType] = [windows if ov.windows else Text("no closed windows yet", style="dim")]
+    if ov.active:
+        alerts = Table(box=None, pad_edge=False, header_style="bold", title="active alerts", title_justify="left")
+        for col in ("severity", "signal", "scope", "window", "observed vs baseline", "recommendation", "why"):
+            alerts.add_column(col)
+        for a in ov.active:
+            scope = ", ".join(f"{k}={v}" for k, v in a.scope.items()) or "all"
+            alerts.add_row(Text(f"{a.severity} {a.classification}", style=SEVERITY_STYLE.get(a.severity, "")),
+                           a.signal, scope, f"{a.window.start:%Y-%m-%d %H:%M}",
+                           f"{a.observed:.1%} vs {a.baseline:.1%} (n={a.n})", Text(a.recommendation, style="bold"),
+                           "; ".join(a.diagnosis[:2]))
+        parts += [Text(""), alerts]
+    else:
+        parts.append(Text("no active alerts", style="green"))
+    title = f"[bold]{ov.model}[/]" + (f"  version {ov.windows[-1].version}" if ov.windows else "")
+    border = "red" if any(a.severity == "page" for a in ov.active) else ("yellow" if ov.active else "green")
+    return Panel(Group(*parts), title=title, title_align="left", border_style=border)
+
+
+def status_view(overviews: Sequence[ModelOverview], settings: Settings, last: int, unreadable: int = 0
+                ) -> RenderableType:
+    if not overviews:
+        return Text("no models yet: no closed windows in Redis and no alerts published")
+    parts: list[RenderableType] = [model_panel(o, settings, last) for o in overviews]
+    if unreadable:
+        parts.append(Text(f"{unreadable} messages on the alerts topic could not be read as alerts", style="yellow"))
+    return Group(*parts)

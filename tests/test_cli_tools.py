@@ -1,0 +1,232 @@
+"""`trustgap replay`, `status` and `report` as a person or a script runs them: real processes, real broker, Redis.
+
+Status and report read what the evaluator leaves behind (window summaries in Redis, alerts on the alerts topic);
+the tests write exactly that, so every number shown can be checked against a hand-computed value.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from stream import keys
+from stream.detect import RATE_SIGNALS, Summary, fingerprint
+from stream.embedded import StackInfo
+from stream.events import AlertWindow, AlignmentAlert
+from tests.browser import CHROMIUM, visit
+from tests.harness import Deployment
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2026, 11, 20, 0, 0, tzinfo=timezone.utc)
+HOUR = 3600 * 1000
+T0_MS = int(T0.timestamp() * 1000)
+
+
+@pytest.fixture
+def deployment(stack: StackInfo, tmp_path: Path, redis_client: Any) -> Iterator[Deployment]:
+    dep = Deployment(stack, tmp_path)
+    dep.create_topics()
+    yield dep
+    dep.stop_all()
+
+
+def trustgap(dep: Deployment | None, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    full = {**os.environ, **(dep.env if dep else {}), "TRUSTGAP_STATE_DIR": "/nonexistent-trustgap-state",
+            "COLUMNS": "220", **env}
+    return subprocess.run([sys.executable, "-m", "stream.cli", *args], env=full, capture_output=True, text=True,
+                          timeout=120)
+
+
+def _ts(t: datetime) -> str:
+    return t.isoformat().replace("+00:00", "Z")
+
+
+def events_on(dep: Deployment, topic: str, messages: int) -> list[dict[str, Any]]:
+    """Every event on a topic, batch messages flattened."""
+    out: list[dict[str, Any]] = []
+    for m in dep.read(topic, messages, timeout=30):
+        out += m if isinstance(m, list) else [m]
+    return out
+
+
+# --- replay ------------------------------------------------------------------------------------------------
+
+PRED = {"schema_version": 1, "event_id": "e1", "prediction_id": "p1", "model": "claims", "model_version": "v1",
+        "ts": "2026-11-20T00:10:00Z", "label": "approve"}
+
+
+def test_replay_sends_good_lines_to_their_topics_and_lists_bad_lines_by_number(deployment: Deployment,
+                                                                                tmp_path: Path) -> None:
+    lines = [
+        orjson.dumps(PRED),                                                                      # 1 prediction
+        orjson.dumps({"schema_version": 1, "event_id": "e2", "prediction_id": "p1",
+                      "ts": "2026-11-20T00:12:00Z", "action": "override"}),                      # 2 action
+        b"this is not json",                                                                     # 3 bad
+        orjson.dumps({"schema_version": 1, "event_id": "e3", "prediction_id": "p1",
+                      "ts": "2026-11-20T01:00:00Z", "label": "review", "kind": "truth"}),        # 4 outcome
+        orjson.dumps({"topic": "predictions", "key": "p9",
+                      "value": {**PRED, "event_id": "e9", "prediction_id": "p9"}}),              # 5 raw message
+        b"",                                                                                     # 6 blank: skipped
+        orjson.dumps({**PRED, "event_id": "e4", "ts": "2026-11-20T00:10:00"}),                   # 7 naive ts
+        orjson.dumps({"foo": 1}),                                                                # 8 unknown kind
+        orjson.dumps({"schema_version": 1, "event_id": "e5", "model": "claims", "kind": "deploy",
+                      "start": "2026-11-20T00:00:00Z", "note": "v2"}),                           # 9 annotation
+        orjson.dumps({"schema_version": 1, "prediction_id": "p1", "ts": "2026-11-20T00:12:00Z",
+                      "action": "accept"}),                                                      # 10 no event_id
+    ]
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    run = trustgap(deployment, "replay", str(path), "--rate", "1000")
+    assert run.returncode == 3, run.stderr
+    assert "sent 4 events and 1 raw messages from 1 file(s)" in run.stdout
+    assert "4 invalid lines" in run.stdout
+    bad = re.findall(r"invalid .*events\.jsonl:(\d+): (\S+)", run.stdout)
+    assert bad == [("3", "not_json:"), ("7", "invalid"), ("8", "unknown_kind:"), ("10", "invalid")]
+    assert "bad_timestamp" in run.stdout and "missing required field 'event_id'" in run.stdout
+    assert sorted(e["event_id"] for e in events_on(deployment, "predictions", 2)) == ["e1", "e9"]
+    assert [e["event_id"] for e in events_on(deployment, "actions", 1)] == ["e2"]
+    assert [e["event_id"] for e in events_on(deployment, "outcomes", 1)] == ["e3"]
+    assert [e["event_id"] for e in events_on(deployment, "annotations", 1)] == ["e5"]
+
+
+def test_replay_of_a_clean_file_exits_zero_and_dry_run_sends_nothing(deployment: Deployment, tmp_path: Path
+                                                                      ) -> None:
+    path = tmp_path / "clean.jsonl"
+    path.write_bytes(b"\n".join(orjson.dumps({**PRED, "event_id": f"e{i}", "prediction_id": f"p{i}"})
+                                for i in range(50)))
+    dry = trustgap(deployment, "replay", "--dry-run", str(path))
+    assert dry.returncode == 0 and "checked 50 events" in dry.stdout
+    run = trustgap(deployment, "replay", str(path), str(path))  # the same file twice: 100 sends
+    assert run.returncode == 0, run.stderr
+    assert "sent 100 events and 0 raw messages from 2 file(s)" in run.stdout
+    assert len(events_on(deployment, "predictions", 1)) == 100  # the dry run added none
+
+
+@pytest.mark.parametrize("args, env, code, message", [
+    (["replay", "missing.jsonl"], {}, 2, "cannot read missing.jsonl: no such file"),              # bad usage
+    (["replay", "--rate", "0", "x"], {}, 2, "--rate must be above 0"),                            # bad option
+    (["status"], {"TRUSTGAP_REDIS_URL": "redis://127.0.0.1:1/0"}, 1, "redis unreachable"),       # Redis down
+    (["status"], {"TRUSTGAP_BROKER_URL": "kafka://127.0.0.1:1"}, 1, "broker 127.0.0.1:1 unreachable"),  # broker
+    (["status"], {"TRUSTGAP_STATE_BUCKETS": "many"}, 2, "bad setting state_buckets"),             # bad config
+    (["report", "--model", "nope"], {}, 2, "no data for model 'nope'"),                           # unknown model
+])
+def test_failures_are_one_line_with_a_documented_exit_code(deployment: Deployment, tmp_path: Path,
+                                                           args: list[str], env: dict[str, str], code: int,
+                                                           message: str) -> None:
+    if args[0] == "replay":
+        (tmp_path / "x").write_text("")
+        args = [a if a != "x" else str(tmp_path / "x") for a in args]
+    run = trustgap(deployment, *args, **env)
+    assert run.returncode == code
+    assert run.stderr.strip().count("\n") == 0 and "Traceback" not in run.stderr
+    assert run.stderr.startswith("trustgap: ") and message in run.stderr
+
+
+def test_every_command_has_help_with_examples_and_exit_codes() -> None:
+    for command in ("up", "down", "worker", "simulate", "status", "replay", "report", "demo", "schemas"):
+        run = trustgap(None, command, "--help")
+        assert run.returncode == 0
+        assert "examples:\n  trustgap " + command in run.stdout and "exit codes:" in run.stdout
+
+
+# --- status and report -------------------------------------------------------------------------------------
+
+def summary(i: int, overrides: int, excluded: bool = False) -> Summary:
+    """Window i after T0: 100 predictions, 100 actions of which `overrides` overridden, 50 truths, 5 mismatches."""
+    counts = {"n": 100, "a:accept": 100 - overrides, "a:override": overrides, "o:truth": 50, "m:truth": 5}
+    return Summary(T0_MS + i * HOUR, T0_MS + (i + 1) * HOUR, "v1", {"": counts, "region=eu": counts},
+                   frozenset({"override_rate|"}) if excluded else frozenset())
+
+
+def alert(i: int, signal: str, status: str, classification: str, severity: str, scope: dict[str, str],
+          recommendation: str) -> AlignmentAlert:
+    start = T0 + timedelta(hours=i)
+    scope_key = ",".join(f"{k}={v}" for k, v in scope.items())
+    return AlignmentAlert(
+        alert_id=f"a{i}{signal}{status}", fingerprint=fingerprint("claims", signal, scope_key), status=status,
+        classification=classification, severity=severity, signal=signal, model="claims", model_version="v1",
+        scope=scope, window=AlertWindow(start=start, end=start + timedelta(hours=1)), observed=0.3, baseline=0.1,
+        gap=0.2, n=100, baseline_n=200, persistence=3, diagnosis=[f"{signal} up in {scope_key or 'all'}"],
+        recommendation=recommendation, ts=start + timedelta(hours=1, minutes=1))  # type: ignore[arg-type]
+
+
+ALERTS = [
+    alert(1, "outcome_mismatch", "firing", "transient", "info", {}, "exclude_window_from_training"),  # old: gone
+    alert(1, "override_rate", "firing", "sustained", "page", {"region": "us"}, "investigate_trust"),
+    alert(2, "override_rate", "resolved", "sustained", "page", {"region": "us"}, "investigate_trust"),  # resolved
+    alert(3, "override_rate", "firing", "sustained", "page", {"region": "eu"}, "investigate_segment"),  # active
+    alert(3, "outcome_mismatch", "firing", "transient", "info", {}, "exclude_window_from_training"),   # active
+]
+
+
+@pytest.fixture
+def history(deployment: Deployment, redis_client: Any) -> Deployment:
+    """Four closed windows of model `claims` (overrides 10, 10, 20 (excluded from baselines), 30) and 5 alerts."""
+    windows = [summary(0, 10), summary(1, 10), summary(2, 20, excluded=True), summary(3, 30)]
+    redis_client.sadd(keys.MODELS, "claims")
+    redis_client.hset(keys.model_history("claims"),
+                      mapping={str(s.start): orjson.dumps(s.to_json()) for s in windows})
+    deployment.send("alerts", [a.model_dump_json().encode() for a in ALERTS], key=b"alert")
+    return deployment
+
+
+def test_status_json_shows_latest_windows_rates_against_baseline_and_active_alerts(history: Deployment) -> None:
+    run = trustgap(history, "status", "--json", "--windows", "2")
+    assert run.returncode == 0, run.stderr
+    doc = orjson.loads(run.stdout)
+    assert doc["unreadable_alerts"] == 0
+    [model] = doc["models"]
+    assert model["model"] == "claims"
+    assert [w["start"] for w in model["windows"]] == ["2026-11-20T02:00:00Z", "2026-11-20T03:00:00Z"]
+    last = model["windows"][-1]
+    assert last["predictions"] == 100
+    # baseline of window 3: windows 0 and 1 (10+10 of 200); window 2 was excluded by the detector
+    assert last["signals"]["override_rate"] == {"rate": 0.3, "n": 100, "baseline": 0.1, "baseline_n": 200}
+    assert last["signals"]["outcome_mismatch"] == {"rate": 0.1, "n": 50, "baseline": 0.1, "baseline_n": 150}
+    active = [(a["signal"], a["scope"], a["recommendation"]) for a in model["active_alerts"]]
+    assert active == [("override_rate", {"region": "eu"}, "investigate_segment"),
+                      ("outcome_mismatch", {}, "exclude_window_from_training")]
+
+
+def test_status_table_is_readable(history: Deployment) -> None:
+    run = trustgap(history, "status")
+    assert run.returncode == 0, run.stderr
+    out = run.stdout
+    assert "claims" in out and "version v1" in out
+    assert "30.0% vs 10.0% (n=100)" in out
+    assert "page sustained" in out and "investigate_segment" in out and "region=eu" in out
+    assert "investigate_trust" not in out  # the resolved alert is not shown
+
+
+def test_report_is_one_self_contained_page_with_a_plot_per_signal(history: Deployment, tmp_path: Path) -> None:
+    out = tmp_path / "claims.html"
+    run = trustgap(history, "report", "--model", "claims", "--out", str(out))
+    assert run.returncode == 0, run.stderr
+    assert f"wrote {out} (4 windows, 5 alerts)" in run.stdout
+    page = out.read_text()
+    assert page.count("<figure class='signal-plot'") == len(RATE_SIGNALS)
+    assert [m for m in re.findall(r"data-signal='([^']+)'", page)] == list(RATE_SIGNALS)
+    assert page.count("<svg") == len(RATE_SIGNALS)
+    assert "id='no-feature-data'" in page
+    assert page.count("<tr><td>2026-11-20") == len(ALERTS)
+    assert not re.search(r"<(script|link|img|iframe)\b|\bsrc=|url\(\s*['\"]?http", page)  # nothing to fetch
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian package `chromium` is not installed (apt-get install chromium)")
+def test_report_opens_in_headless_chromium_without_errors(history: Deployment, tmp_path: Path) -> None:
+    out = tmp_path / "claims.html"
+    assert trustgap(history, "report", "--model", "claims", "--out", str(out)).returncode == 0
+    seen = visit(out, "[...document.querySelectorAll('figure.signal-plot svg')]"
+                      ".filter(s => s.getBoundingClientRect().height > 100).length")
+    assert seen.errors == []
+    assert seen.answer == len(RATE_SIGNALS)  # every plot is rendered at a visible size
