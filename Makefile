@@ -38,10 +38,11 @@ $(STAMP): pyproject.toml
 system-deps:
 	$(call install_if_missing,redis-server,redis-server)
 
-# Tests also check alert rules with promtool and routes with amtool.
+# Tests also check alert rules with promtool, routes with amtool, and open the HTML report in headless Chromium.
 system-deps-test: system-deps
 	$(call install_if_missing,prometheus promtool,prometheus)
 	$(call install_if_missing,amtool,prometheus-alertmanager)
+	$(call install_if_missing,chromium,chromium)
 
 demo: $(STAMP) system-deps
 	$(VENV)/bin/trustgap demo
