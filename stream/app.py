@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from itertools import islice
@@ -25,7 +25,8 @@ from . import detect
 from .events import AlignmentAlert, Annotation, EventKind, Reject, epoch_ms, parse
 from .metrics import Metrics
 from .settings import Settings
-from .store import Store
+from .recovery import ReadOffsets, plan_seeks
+from .store import RedisRestarted, Store
 from .windows import closable, watermark
 
 log = logging.getLogger("trustgap")
@@ -47,6 +48,76 @@ class Runtime:
     metrics: Metrics
     topics: dict[str, Any] = field(default_factory=dict)
     degraded: str | None = None  # why the worker is not healthy, for /health
+    app: Any = None
+    read_offsets: ReadOffsets = field(default_factory=ReadOffsets)
+    # (topic, partition) -> offset it was sought back to; its Redis offset waits until that message is re-read
+    rewinding: dict[tuple[str, int], int] = field(default_factory=dict)
+    recoveries: int = 0  # seeks back after a rebalance or a Redis restart (for tests and the log)
+
+    def event_topics(self) -> set[str]:
+        t = self.settings.topics
+        return {t.predictions, t.actions, t.outcomes, t.annotations}
+
+    async def on_assigned(self, committed: Mapping[Any, int]) -> dict[Any, int]:
+        """After Faust sought to the committed offsets: seek back where Redis holds less (see stream.recovery)."""
+        out = dict(committed)
+        mine = [tp for tp in committed if tp.topic in self.event_topics()]
+        for tp in mine:
+            self.rewinding.pop((tp.topic, tp.partition), None)
+        try:
+            run_id = await asyncio.wait_for(self.store.server_run_id(), 5)
+            held = await asyncio.wait_for(self.store.offsets(), 5)
+        except (RedisError, OSError, asyncio.TimeoutError) as err:
+            # Unknown run_id: the first batch is refused by the guard and reconciles once Redis answers.
+            log.warning("redis unreachable at assignment (%s); reconciling offsets on the first batch", err)
+            self.store.run_id = "unknown"
+            return out
+        self.store.run_id = run_id
+        earliest = await self.app.consumer.earliest_offsets(*mine) if mine else {}
+        seeks = plan_seeks(mine, {tp: committed.get(tp) for tp in mine},
+                           {tp: held[(tp.topic, tp.partition)] for tp in mine if (tp.topic, tp.partition) in held},
+                           earliest)
+        for tp, target in seeks.items():
+            log.warning("assignment: %s:%d committed %s but redis holds %d; seeking back", tp.topic, tp.partition,
+                        committed.get(tp), target)
+            await self.app.consumer.seek(tp, target)
+            self.read_offsets.hold(tp, target)
+            self.rewinding[(tp.topic, tp.partition)] = target
+            out[tp] = target
+        self.recoveries += len(seeks)
+        return out
+
+    async def reconcile(self) -> None:
+        """Redis restarted: adopt its run_id and seek every assigned partition back to the offset it still holds."""
+        self.store.run_id = await self.with_redis("run_id", self.store.server_run_id)
+        held = await self.with_redis("offsets", self.store.offsets)
+        consumer = self.app.consumer
+        mine = [tp for tp in consumer.assignment() if tp.topic in self.event_topics()]
+        positions = {tp: await consumer.position(tp) for tp in mine}
+        earliest = await consumer.earliest_offsets(*mine) if mine else {}
+        seeks = plan_seeks(mine, positions,
+                           {tp: held[(tp.topic, tp.partition)] for tp in mine if (tp.topic, tp.partition) in held},
+                           earliest)
+        for tp, target in seeks.items():
+            await consumer.seek(tp, target)
+            self.read_offsets.hold(tp, target)
+            self.rewinding[(tp.topic, tp.partition)] = target
+        self.recoveries += len(seeks)
+        log.warning("redis restarted (run_id %s): sought %d partitions back to the offsets it holds: %s",
+                    self.store.run_id, len(seeks), {f"{tp.topic}:{tp.partition}": o for tp, o in seeks.items()})
+
+    async def apply_guarded(self, what: str, call: Any) -> Any:
+        """Run a guarded store call; on a Redis restart, reconcile the offsets and run it again."""
+        while True:
+            try:
+                return await self.with_redis(what, call)
+            except RedisRestarted:
+                try:
+                    await self.reconcile()
+                except Exception as err:  # the consumer may be mid-rebalance; the guard will trip again
+                    log.warning("reconcile after a redis restart failed (%s); retrying", err)
+                    self.store.run_id = "unknown"
+                    await asyncio.sleep(1)
 
     async def with_redis(self, what: str, call: Any) -> Any:
         """Retry a Redis call with capped back-off: the batch is not acked, so Kafka never commits past it."""
@@ -85,7 +156,14 @@ class Runtime:
         offsets: dict[tuple[str, int], int] = {}
         for ev in batch:
             msg = ev.message
-            offsets[(msg.topic, msg.partition)] = max(offsets.get((msg.topic, msg.partition), 0), msg.offset + 1)
+            tp = (msg.topic, msg.partition)
+            if tp in self.rewinding:  # fetched before a seek back unless it is the re-read target itself
+                if msg.offset != self.rewinding[tp]:
+                    tp = None  # type: ignore[assignment]
+                else:
+                    del self.rewinding[tp]
+            if tp is not None:
+                offsets[tp] = max(offsets.get(tp, 0), msg.offset + 1)
             events, rejects = parse(kind, msg.value, limits)
             for r in rejects:
                 await self.dead_letter(msg.topic, msg.partition, msg.offset, r)
@@ -98,11 +176,14 @@ class Runtime:
                     continue
                 valid.append(e)
         if kind == "annotation":
-            new = await self.with_redis("annotations", lambda: self.store.add_annotations(valid))
+            new = await self.apply_guarded("annotations", lambda: self.store.add_annotations(valid, offsets))
             self.metrics.events.labels(topic, "applied").inc(new)
             self.metrics.events.labels(topic, "duplicate").inc(len(valid) - new)
         else:
-            res = await self.with_redis("apply", lambda: self.store.apply(valid, offsets, epoch_ms(now)))
+            res = await self.apply_guarded("apply", lambda: self.store.apply(valid, offsets, epoch_ms(now)))
+            for dimension, n in res.overflow.items():
+                if n:
+                    self.metrics.label_overflow.labels(dimension).inc(n)
             for result, n in (("applied", res.applied + res.drained), ("duplicate", res.duplicates),
                               ("pending", res.pending), ("late", res.late)):
                 if n:
@@ -213,10 +294,28 @@ def faust_broker_options(settings: Settings) -> dict[str, Any]:
     return opts
 
 
+class _App(faust.App):
+    """Faust's App with its consumer wired to trustgap's offset reconciliation (stream.recovery)."""
+
+    trustgap: Runtime
+
+    def _new_consumer(self) -> Any:
+        consumer = super()._new_consumer()
+        runtime = self.trustgap
+        consumer._read_offset = runtime.read_offsets  # before the fetcher binds its methods
+        seek_to_committed = consumer.seek_to_committed
+
+        async def seek_then_reconcile() -> Mapping[Any, int]:
+            return await runtime.on_assigned(await seek_to_committed())
+
+        consumer.seek_to_committed = seek_then_reconcile
+        return consumer
+
+
 def create_app(settings: Settings, registry: CollectorRegistry | None = None) -> faust.App:
     """Build the Faust app; importing this module connects to nothing."""
     metrics = Metrics(registry)
-    app = faust.App(
+    app = _App(
         settings.app_id,
         broker=settings.broker_url,
         value_serializer="raw",
@@ -233,8 +332,8 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         producer_acks=-1,
         **faust_broker_options(settings),
     )
-    runtime = Runtime(settings, Store.from_settings(settings), metrics)
-    app.trustgap = runtime  # type: ignore[attr-defined]
+    runtime = Runtime(settings, Store.from_settings(settings), metrics, app=app)
+    app.trustgap = runtime
     t = settings.topics
     for name in ("predictions", "actions", "outcomes", "annotations", "alerts", "dlq"):
         runtime.topics[name] = app.topic(getattr(t, name), partitions=settings.topic_partitions,
