@@ -52,7 +52,6 @@ class Runtime:
     read_offsets: ReadOffsets = field(default_factory=ReadOffsets)
     # (topic, partition) -> offset it was sought back to; its Redis offset waits until that message is re-read
     rewinding: dict[tuple[str, int], int] = field(default_factory=dict)
-    recoveries: int = 0  # seeks back after a rebalance or a Redis restart (for tests and the log)
 
     def event_topics(self) -> set[str]:
         t = self.settings.topics
@@ -84,7 +83,7 @@ class Runtime:
             self.read_offsets.hold(tp, target)
             self.rewinding[(tp.topic, tp.partition)] = target
             out[tp] = target
-        self.recoveries += len(seeks)
+        self.metrics.offset_seeks.labels("assignment").inc(len(seeks))
         return out
 
     async def reconcile(self) -> None:
@@ -102,9 +101,27 @@ class Runtime:
             await consumer.seek(tp, target)
             self.read_offsets.hold(tp, target)
             self.rewinding[(tp.topic, tp.partition)] = target
-        self.recoveries += len(seeks)
+        self.metrics.offset_seeks.labels("redis_restart").inc(len(seeks))
         log.warning("redis restarted (run_id %s): sought %d partitions back to the offsets it holds: %s",
                     self.store.run_id, len(seeks), {f"{tp.topic}:{tp.partition}": o for tp, o in seeks.items()})
+
+    def _progress(self, seen: Sequence[tuple[tuple[str, int], int]]) -> dict[tuple[str, int], int]:
+        """Next offset per partition covered by a batch, leaving out a rewinding partition until its target.
+
+        Evaluated on every attempt, because a Redis restart found while applying the batch may have just sought
+        some of its partitions back: the batch is still applied, but must not claim the hole before it."""
+        out: dict[tuple[str, int], int] = {}
+        reached: set[tuple[str, int]] = set()
+        for tp, offset in seen:
+            target = self.rewinding.get(tp)
+            if target is not None and tp not in reached:
+                if offset != target:
+                    continue
+                reached.add(tp)
+            out[tp] = max(out.get(tp, 0), offset + 1)
+        for tp in reached:  # cleared now, applied below; a crash before that leaves Redis's offset where it was
+            self.rewinding.pop(tp, None)
+        return out
 
     async def apply_guarded(self, what: str, call: Any) -> Any:
         """Run a guarded store call; on a Redis restart, reconcile the offsets and run it again."""
@@ -153,17 +170,10 @@ class Runtime:
         now = utcnow()
         horizon = epoch_ms(now) + self.settings.max_future_seconds * 1000
         valid: list[Any] = []
-        offsets: dict[tuple[str, int], int] = {}
+        seen: list[tuple[tuple[str, int], int]] = []
         for ev in batch:
             msg = ev.message
-            tp = (msg.topic, msg.partition)
-            if tp in self.rewinding:  # fetched before a seek back unless it is the re-read target itself
-                if msg.offset != self.rewinding[tp]:
-                    tp = None  # type: ignore[assignment]
-                else:
-                    del self.rewinding[tp]
-            if tp is not None:
-                offsets[tp] = max(offsets.get(tp, 0), msg.offset + 1)
+            seen.append(((msg.topic, msg.partition), msg.offset))
             events, rejects = parse(kind, msg.value, limits)
             for r in rejects:
                 await self.dead_letter(msg.topic, msg.partition, msg.offset, r)
@@ -176,11 +186,13 @@ class Runtime:
                     continue
                 valid.append(e)
         if kind == "annotation":
-            new = await self.apply_guarded("annotations", lambda: self.store.add_annotations(valid, offsets))
+            new = await self.apply_guarded("annotations",
+                                           lambda: self.store.add_annotations(valid, self._progress(seen)))
             self.metrics.events.labels(topic, "applied").inc(new)
             self.metrics.events.labels(topic, "duplicate").inc(len(valid) - new)
         else:
-            res = await self.apply_guarded("apply", lambda: self.store.apply(valid, offsets, epoch_ms(now)))
+            res = await self.apply_guarded("apply", lambda: self.store.apply(valid, self._progress(seen),
+                                                                             epoch_ms(now)))
             for dimension, n in res.overflow.items():
                 if n:
                     self.metrics.label_overflow.labels(dimension).inc(n)

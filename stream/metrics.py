@@ -39,6 +39,8 @@ class Metrics:
                                     registry=r)
         self.label_overflow = Counter("trustgap_label_overflow", "Producer-chosen names over their cap, counted "
                                       "as __other__, by kind (model, dimension, value)", ["kind"], registry=r)
+        self.offset_seeks = Counter("trustgap_offset_seeks", "Partitions sought back to the offset Redis holds, by "
+                                    "cause (assignment, redis_restart)", ["cause"], registry=r)
         self.healthy = Gauge("trustgap_healthy", "1 when Redis and the broker answer, 0 while degraded", registry=r)
         self.batch_seconds = Histogram("trustgap_batch_seconds", "Time to parse and apply one batch",
                                        ["topic"], registry=r,
