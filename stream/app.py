@@ -49,6 +49,7 @@ class Runtime:
     topics: dict[str, Any] = field(default_factory=dict)
     degraded: str | None = None  # why the worker is not healthy, for /health
     app: Any = None
+    broker_down: str | None = None  # set by watch_broker while the admin client cannot reach the broker
     read_offsets: ReadOffsets = field(default_factory=ReadOffsets)
     # (topic, partition) -> offset it was sought back to; its Redis offset waits until that message is re-read
     rewinding: dict[tuple[str, int], int] = field(default_factory=dict)
@@ -80,7 +81,6 @@ class Runtime:
             log.warning("assignment: %s:%d committed %s but redis holds %d; seeking back", tp.topic, tp.partition,
                         committed.get(tp), target)
             await self.app.consumer.seek(tp, target)
-            self.read_offsets.hold(tp, target)
             self.rewinding[(tp.topic, tp.partition)] = target
             out[tp] = target
         self.metrics.offset_seeks.labels("assignment").inc(len(seeks))
@@ -99,11 +99,35 @@ class Runtime:
                            earliest)
         for tp, target in seeks.items():
             await consumer.seek(tp, target)
-            self.read_offsets.hold(tp, target)
             self.rewinding[(tp.topic, tp.partition)] = target
         self.metrics.offset_seeks.labels("redis_restart").inc(len(seeks))
         log.warning("redis restarted (run_id %s): sought %d partitions back to the offsets it holds: %s",
                     self.store.run_id, len(seeks), {f"{tp.topic}:{tp.partition}": o for tp, o in seeks.items()})
+
+    async def watch_broker(self) -> None:
+        """Re-create missing topics: a broker restarted on empty storage comes back without them.
+
+        The consumer's positions then point past the new, empty partitions; aiokafka resets them to the earliest
+        offset on OFFSET_OUT_OF_RANGE, and Faust's local commit marks are dropped so the new offsets get committed.
+        Redis's offsets stay ahead of the new partitions and are never sought to (only seeks back happen)."""
+        from .admin import BrokerUnreachable, ensure_topics
+
+        loop = asyncio.get_running_loop()
+        try:
+            created = await loop.run_in_executor(None, ensure_topics, self.settings, 5.0)
+        except (BrokerUnreachable, Exception) as err:  # noqa: BLE001 - any admin failure means "not reachable"
+            if not self.broker_down:
+                log.warning("broker unreachable (%s); the consumer keeps retrying", str(err).splitlines()[0][:200])
+            self.broker_down = "broker unreachable"
+            return
+        self.broker_down = None
+        if created:
+            log.warning("topics %s were missing (a broker restarted empty?); re-created them", created)
+            consumer = self.app.consumer
+            for tp in list(consumer._committed_offset):
+                if tp.topic in self.event_topics():
+                    consumer._committed_offset[tp] = None
+            self.metrics.topics_recreated.inc(len(created))
 
     def _progress(self, seen: Sequence[tuple[tuple[str, int], int]]) -> dict[tuple[str, int], int]:
         """Next offset per partition covered by a batch, leaving out a rewinding partition until its target.
@@ -358,14 +382,19 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     async def evaluate_windows() -> None:
         await runtime.evaluate()
 
+    @app.timer(settings.topic_check_interval)
+    async def watch_broker() -> None:
+        await runtime.watch_broker()
+
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:
         return web.bytes(generate_latest(metrics.registry), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
     @app.page("/health")
     async def health_page(web: Any, request: Any) -> Any:
-        body = {"status": "degraded" if runtime.degraded else "ok", "reason": runtime.degraded}
-        return web.json(body, status=503 if runtime.degraded else 200)
+        reason = runtime.degraded or runtime.broker_down
+        body = {"status": "degraded" if reason else "ok", "reason": reason}
+        return web.json(body, status=503 if reason else 200)
 
     metrics.healthy.set(1)
     return app

@@ -41,6 +41,8 @@ class Metrics:
                                       "as __other__, by kind (model, dimension, value)", ["kind"], registry=r)
         self.offset_seeks = Counter("trustgap_offset_seeks", "Partitions sought back to the offset Redis holds, by "
                                     "cause (assignment, redis_restart)", ["cause"], registry=r)
+        self.topics_recreated = Counter("trustgap_topics_recreated", "Topics found missing and re-created (a "
+                                        "broker that restarted on empty storage)", registry=r)
         self.healthy = Gauge("trustgap_healthy", "1 when Redis and the broker answer, 0 while degraded", registry=r)
         self.batch_seconds = Histogram("trustgap_batch_seconds", "Time to parse and apply one batch",
                                        ["topic"], registry=r,

@@ -13,8 +13,8 @@ Redis holds never claims more than Redis has. Kafka's committed offset is only a
   seek are still applied (harmless, deduplicated) but do not advance its offset in Redis, so a second crash in
   that moment cannot skip the hole.
 
-`ReadOffsets` replaces Faust's last-delivered-offset map, which would otherwise drop the re-read messages as
-already seen when a batch fetched before the seek is delivered after it.
+`ReadOffsets` replaces Faust's last-delivered-offset map, which would otherwise drop re-read messages as already
+seen.
 """
 
 from __future__ import annotations
@@ -48,32 +48,15 @@ def plan_seeks(assigned: Iterable[K], positions: Mapping[K, int | None], redis_o
 
 
 class ReadOffsets(dict[Any, Any]):
-    """Faust's `Consumer._read_offset` (last offset delivered per partition), able to hold a rewound partition.
+    """Faust's `Consumer._read_offset` (last offset delivered per partition) without its filter.
 
-    Faust drops a fetched message whose offset is below the last one delivered. After a seek back, messages
-    fetched before the seek can still be delivered and would raise that mark past the re-read range; while a
-    partition is held, only the re-read message at the target offset moves the mark."""
+    Faust drops a fetched message whose offset is below the last one it delivered. That loses messages twice over
+    here: after a seek back (a batch fetched before the seek is delivered after it and raises the mark over the
+    re-read range) and after a fresh broker restarts a partition's offsets at 0. The store is idempotent, so a
+    redelivered message is harmless; reporting no mark makes Faust deliver everything the consumer fetches."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.held: dict[Any, int] = {}
+    def __getitem__(self, tp: Any) -> None:
+        return None
 
     def __missing__(self, tp: Any) -> None:
         return None
-
-    def __setitem__(self, tp: Any, offset: Any) -> None:
-        target = self.held.get(tp)
-        if target is not None:
-            if offset is not None and offset != target:
-                return
-            del self.held[tp]
-        super().__setitem__(tp, offset)
-
-    def hold(self, tp: Any, target: int) -> None:
-        """Mark `tp` as rewound to `target` (call after the consumer's seek)."""
-        super().__setitem__(tp, target if target else None)
-        self.held[tp] = target
-
-    def pop(self, tp: Any, *default: Any) -> Any:
-        self.held.pop(tp, None)
-        return super().pop(tp, *default)

@@ -103,6 +103,7 @@ class Settings(BaseSettings):
     max_dimensions: int = Field(20, gt=0, description="distinct segment dimensions per model; more -> __other__")
     max_label_values: int = Field(50, gt=0, description="distinct values per model and dimension (segment values,"
                                   " bands, versions) that become Redis scopes and metric labels; more -> __other__")
+    topic_check_interval: float = Field(5.0, gt=0, description="how often (s) missing topics are re-created")
     defaults: ModelSettings = ModelSettings()
     models: dict[str, ModelSettings] = Field(default_factory=dict)
 

@@ -44,10 +44,10 @@ def dep(fs: FaultStack, tmp_path: Path) -> Iterator[Deployment]:
     d.stop_all()
 
 
-def traffic(seed: int, n: int) -> tuple[list[tuple[str, Any]], Truth]:
+def traffic(seed: int, n: int, prefix: str = "") -> tuple[list[tuple[str, Any]], Truth]:
     """A shuffled stream of predictions, actions and outcomes with ~20% re-sent copies, and its truth."""
     rng = random.Random(seed)
-    preds, actions, outcomes = generate(rng, n)
+    preds, actions, outcomes = generate(rng, n, prefix)
     events = ([("predictions", e) for e in with_duplicates(rng, preds)]
               + [("actions", e) for e in with_duplicates(rng, actions)]
               + [("outcomes", e) for e in with_duplicates(rng, outcomes)])
@@ -195,3 +195,33 @@ def test_worker_backs_off_reports_degraded_and_catches_up_after_redis_is_unreach
            degraded_reported_after_seconds=round(degraded_after, 2),
            healthy_after_redis_back_seconds=round(healthy_after, 2),
            caught_up_after_redis_back_seconds=round(time.monotonic() - resumed, 2), settle_seconds=round(catch_up, 2))
+
+
+def test_worker_carries_on_with_new_traffic_after_the_broker_restarts_empty(
+        fs: FaultStack, dep: Deployment, tmp_path: Path) -> None:
+    before, truth_before = traffic(15, 500, prefix="a")
+    after, truth_after = traffic(16, 500, prefix="b")
+    worker = dep.start_worker()
+    Pacer(dep, before, seconds=2).start().join()
+    settle(dep, truth_before)  # what the old broker held is gone with it; only what was applied counts
+    fs.kill_broker()
+    fs.start_broker()  # memory storage: a fresh broker with no topics, no offsets, no groups
+    back = time.monotonic()
+    wait_for(lambda: dep.topic("predictions") in topics_on(fs), 60, what="the worker to re-create its topics")
+    recreated = time.monotonic() - back
+    Pacer(dep, after, seconds=2).start().join()
+    catch_up, _ = settle(dep, truth_before + truth_after)
+    assert worker.poll() is None
+    report(tmp_path, "broker_restart", events_sent=len(before) + len(after), lost=0, double_counted=0,
+           topics_recreated_after_seconds=round(recreated, 2),
+           new_traffic_counted_after_broker_back_seconds=round(time.monotonic() - back, 2),
+           settle_seconds=round(catch_up, 2))
+
+
+def topics_on(fs: FaultStack) -> set[str]:
+    from confluent_kafka.admin import AdminClient
+
+    try:
+        return set(AdminClient({"bootstrap.servers": fs.bootstrap_servers}).list_topics(timeout=2).topics)
+    except Exception:
+        return set()

@@ -20,23 +20,23 @@ def _ts(t: datetime) -> str:
     return t.isoformat().replace("+00:00", "Z")
 
 
-def generate(rng: random.Random, n: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+def generate(rng: random.Random, n: int, prefix: str = "") -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
     preds, actions, outcomes = [], [], []
     for i in range(n):
         model = rng.choice(["claims", "fraud"])
         t = T0 + timedelta(minutes=rng.uniform(0, 180))
-        pid = f"p{i}"
-        preds.append({"schema_version": 1, "event_id": f"ep{i}", "prediction_id": pid, "model": model,
+        pid = f"{prefix}p{i}"
+        preds.append({"schema_version": 1, "event_id": f"{prefix}ep{i}", "prediction_id": pid, "model": model,
                       "model_version": rng.choice(["v1", "v2"]), "ts": _ts(t), "label": rng.choice("ab"),
                       "band": rng.choice(["low", "high"]), "segment": {"region": rng.choice(["eu", "us"])},
                       "extra_field_from_the_future": True})
         if rng.random() < 0.8:
-            actions.append({"schema_version": 1, "event_id": f"ea{i}", "prediction_id": pid,
+            actions.append({"schema_version": 1, "event_id": f"{prefix}ea{i}", "prediction_id": pid,
                             "ts": _ts(t + timedelta(minutes=rng.uniform(0, 30))),
                             "action": rng.choice(["accept", "accept", "override", "bypass", "escalate"])})
         for kind in ("truth", "proxy"):
             if rng.random() < 0.6:
-                outcomes.append({"schema_version": 1, "event_id": f"eo{kind}{i}", "prediction_id": pid,
+                outcomes.append({"schema_version": 1, "event_id": f"{prefix}eo{kind}{i}", "prediction_id": pid,
                                  "ts": _ts(t + timedelta(minutes=rng.uniform(0, 90))), "kind": kind,
                                  "label": rng.choice("ab")})
     return preds, actions, outcomes
