@@ -60,6 +60,7 @@ class FaultStack:
         if self.password is None:
             self.redis = start_redis(self.redis_port, self.redis_dir, self.workdir / "redis.log", appendonly=True)
         else:  # embedded.start_redis has no password option; the readiness probe needs AUTH too
+            self.redis_dir.mkdir(parents=True, exist_ok=True)
             self.redis = subprocess.Popen(
                 ["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1", "--save", "",
                  "--requirepass", self.password, "--dir", str(self.redis_dir)],
