@@ -336,7 +336,7 @@ class _App(faust.App):
     trustgap: Runtime
 
     def _new_consumer(self) -> Any:
-        consumer = super()._new_consumer()
+        consumer: Any = super()._new_consumer()
         runtime = self.trustgap
         consumer._read_offset = runtime.read_offsets  # before the fetcher binds its methods
         seek_to_committed = consumer.seek_to_committed
