@@ -26,7 +26,8 @@ from . import detect, features
 from .events import AlignmentAlert, Annotation, EventKind, Reject, epoch_ms, parse
 from .metrics import Metrics
 from .settings import Settings
-from .store import Store
+from .recovery import ReadOffsets, plan_seeks
+from .store import RedisRestarted, Store
 from .windows import Window, closable, watermark
 
 log = logging.getLogger("trustgap")
@@ -49,6 +50,117 @@ class Runtime:
     topics: dict[str, Any] = field(default_factory=dict)
     degraded: str | None = None  # why the worker is not healthy, for /health
     worker_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    app: Any = None
+    broker_down: str | None = None  # set by watch_broker while the admin client cannot reach the broker
+    read_offsets: ReadOffsets = field(default_factory=ReadOffsets)
+    # (topic, partition) -> offset it was sought back to; its Redis offset waits until that message is re-read
+    rewinding: dict[tuple[str, int], int] = field(default_factory=dict)
+
+    def event_topics(self) -> set[str]:
+        t = self.settings.topics
+        return {t.predictions, t.actions, t.outcomes, t.annotations}
+
+    async def on_assigned(self, committed: Mapping[Any, int]) -> dict[Any, int]:
+        """After Faust sought to the committed offsets: seek back where Redis holds less (see stream.recovery)."""
+        out = dict(committed)
+        mine = [tp for tp in committed if tp.topic in self.event_topics()]
+        for tp in mine:
+            self.rewinding.pop((tp.topic, tp.partition), None)
+        try:
+            run_id = await asyncio.wait_for(self.store.server_run_id(), 5)
+            held = await asyncio.wait_for(self.store.offsets(), 5)
+        except (RedisError, OSError, asyncio.TimeoutError) as err:
+            # Unknown run_id: the first batch is refused by the guard and reconciles once Redis answers.
+            log.warning("redis unreachable at assignment (%s); reconciling offsets on the first batch", err)
+            self.store.run_id = "unknown"
+            return out
+        self.store.run_id = run_id
+        earliest = await self.app.consumer.earliest_offsets(*mine) if mine else {}
+        seeks = plan_seeks(mine, {tp: committed.get(tp) for tp in mine},
+                           {tp: held[(tp.topic, tp.partition)] for tp in mine if (tp.topic, tp.partition) in held},
+                           earliest)
+        for tp, target in seeks.items():
+            log.warning("assignment: %s:%d committed %s but redis holds %d; seeking back", tp.topic, tp.partition,
+                        committed.get(tp), target)
+            await self.app.consumer.seek(tp, target)
+            self.rewinding[(tp.topic, tp.partition)] = target
+            out[tp] = target
+        self.metrics.offset_seeks.labels("assignment").inc(len(seeks))
+        return out
+
+    async def reconcile(self) -> None:
+        """Redis restarted: adopt its run_id and seek every assigned partition back to the offset it still holds."""
+        self.store.run_id = await self.with_redis("run_id", self.store.server_run_id)
+        held = await self.with_redis("offsets", self.store.offsets)
+        consumer = self.app.consumer
+        mine = [tp for tp in consumer.assignment() if tp.topic in self.event_topics()]
+        positions = {tp: await consumer.position(tp) for tp in mine}
+        earliest = await consumer.earliest_offsets(*mine) if mine else {}
+        seeks = plan_seeks(mine, positions,
+                           {tp: held[(tp.topic, tp.partition)] for tp in mine if (tp.topic, tp.partition) in held},
+                           earliest)
+        for tp, target in seeks.items():
+            await consumer.seek(tp, target)
+            self.rewinding[(tp.topic, tp.partition)] = target
+        self.metrics.offset_seeks.labels("redis_restart").inc(len(seeks))
+        log.warning("redis restarted (run_id %s): sought %d partitions back to the offsets it holds: %s",
+                    self.store.run_id, len(seeks), {f"{tp.topic}:{tp.partition}": o for tp, o in seeks.items()})
+
+    async def watch_broker(self) -> None:
+        """Re-create missing topics: a broker restarted on empty storage comes back without them.
+
+        The consumer's positions then point past the new, empty partitions; aiokafka resets them to the earliest
+        offset on OFFSET_OUT_OF_RANGE, and Faust's local commit marks are dropped so the new offsets get committed.
+        Redis's offsets stay ahead of the new partitions and are never sought to (only seeks back happen)."""
+        from .admin import BrokerUnreachable, ensure_topics
+
+        loop = asyncio.get_running_loop()
+        try:
+            created = await loop.run_in_executor(None, ensure_topics, self.settings, 5.0)
+        except (BrokerUnreachable, Exception) as err:  # noqa: BLE001 - any admin failure means "not reachable"
+            if not self.broker_down:
+                log.warning("broker unreachable (%s); the consumer keeps retrying", str(err).splitlines()[0][:200])
+            self.broker_down = "broker unreachable"
+            return
+        self.broker_down = None
+        if created:
+            log.warning("topics %s were missing (a broker restarted empty?); re-created them", created)
+            consumer = self.app.consumer
+            for tp in list(consumer._committed_offset):
+                if tp.topic in self.event_topics():
+                    consumer._committed_offset[tp] = None
+            self.metrics.topics_recreated.inc(len(created))
+
+    def _progress(self, seen: Sequence[tuple[tuple[str, int], int]]) -> dict[tuple[str, int], int]:
+        """Next offset per partition covered by a batch, leaving out a rewinding partition until its target.
+
+        Evaluated on every attempt, because a Redis restart found while applying the batch may have just sought
+        some of its partitions back: the batch is still applied, but must not claim the hole before it."""
+        out: dict[tuple[str, int], int] = {}
+        reached: set[tuple[str, int]] = set()
+        for tp, offset in seen:
+            target = self.rewinding.get(tp)
+            if target is not None and tp not in reached:
+                if offset != target:
+                    continue
+                reached.add(tp)
+            out[tp] = max(out.get(tp, 0), offset + 1)
+        for tp in reached:  # cleared now, applied below; a crash before that leaves Redis's offset where it was
+            self.rewinding.pop(tp, None)
+        return out
+
+    async def apply_guarded(self, what: str, call: Any) -> Any:
+        """Run a guarded store call; on a Redis restart, reconcile the offsets and run it again."""
+        while True:
+            try:
+                return await self.with_redis(what, call)
+            except RedisRestarted:
+                try:
+                    await self.reconcile()
+                except Exception as err:  # the consumer may be mid-rebalance; the guard will trip again
+                    log.warning("reconcile after a redis restart failed (%s); retrying", err)
+                    self.store.run_id = "unknown"
+                    await asyncio.sleep(1)
 
     async def with_redis(self, what: str, call: Any) -> Any:
         """Retry a Redis call with capped back-off: the batch is not acked, so Kafka never commits past it."""
@@ -84,10 +196,10 @@ class Runtime:
         now = utcnow()
         horizon = epoch_ms(now) + self.settings.max_future_seconds * 1000
         valid: list[Any] = []
-        offsets: dict[tuple[str, int], int] = {}
+        seen: list[tuple[tuple[str, int], int]] = []
         for ev in batch:
             msg = ev.message
-            offsets[(msg.topic, msg.partition)] = max(offsets.get((msg.topic, msg.partition), 0), msg.offset + 1)
+            seen.append(((msg.topic, msg.partition), msg.offset))
             events, rejects = parse(kind, msg.value, limits)
             for r in rejects:
                 await self.dead_letter(msg.topic, msg.partition, msg.offset, r)
@@ -100,13 +212,18 @@ class Runtime:
                     continue
                 valid.append(e)
         if kind == "annotation":
-            new = await self.with_redis("annotations", lambda: self.store.add_annotations(valid))
+            new = await self.apply_guarded("annotations",
+                                           lambda: self.store.add_annotations(valid, self._progress(seen)))
             self.metrics.events.labels(topic, "applied").inc(new)
             self.metrics.events.labels(topic, "duplicate").inc(len(valid) - new)
         else:
-            res = await self.with_redis("apply", lambda: self.store.apply(valid, offsets, epoch_ms(now)))
+            res = await self.apply_guarded("apply", lambda: self.store.apply(valid, self._progress(seen),
+                                                                             epoch_ms(now)))
             for model, n in res.untracked_features.items():
                 self.metrics.features_untracked.labels(model).inc(n)
+            for dimension, n in res.overflow.items():
+                if n:
+                    self.metrics.label_overflow.labels(dimension).inc(n)
             for result, n in (("applied", res.applied + res.drained), ("duplicate", res.duplicates),
                               ("pending", res.pending), ("late", res.late)):
                 if n:
@@ -269,10 +386,28 @@ def faust_broker_options(settings: Settings) -> dict[str, Any]:
     return opts
 
 
+class _App(faust.App):
+    """Faust's App with its consumer wired to trustgap's offset reconciliation (stream.recovery)."""
+
+    trustgap: Runtime
+
+    def _new_consumer(self) -> Any:
+        consumer: Any = super()._new_consumer()
+        runtime = self.trustgap
+        consumer._read_offset = runtime.read_offsets  # before the fetcher binds its methods
+        seek_to_committed = consumer.seek_to_committed
+
+        async def seek_then_reconcile() -> Mapping[Any, int]:
+            return await runtime.on_assigned(await seek_to_committed())
+
+        consumer.seek_to_committed = seek_then_reconcile
+        return consumer
+
+
 def create_app(settings: Settings, registry: CollectorRegistry | None = None) -> faust.App:
     """Build the Faust app; importing this module connects to nothing."""
     metrics = Metrics(registry)
-    app = faust.App(
+    app = _App(
         settings.app_id,
         broker=settings.broker_url,
         value_serializer="raw",
@@ -289,8 +424,8 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         producer_acks=-1,
         **faust_broker_options(settings),
     )
-    runtime = Runtime(settings, Store.from_settings(settings), metrics)
-    app.trustgap = runtime  # type: ignore[attr-defined]
+    runtime = Runtime(settings, Store.from_settings(settings), metrics, app=app)
+    app.trustgap = runtime
     t = settings.topics
     for name in ("predictions", "actions", "outcomes", "annotations", "alerts", "dlq"):
         runtime.topics[name] = app.topic(getattr(t, name), partitions=settings.topic_partitions,
@@ -303,14 +438,19 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     async def evaluate_windows() -> None:
         await runtime.evaluate()
 
+    @app.timer(settings.topic_check_interval)
+    async def watch_broker() -> None:
+        await runtime.watch_broker()
+
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:
         return web.bytes(generate_latest(metrics.registry), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
     @app.page("/health")
     async def health_page(web: Any, request: Any) -> Any:
-        body = {"status": "degraded" if runtime.degraded else "ok", "reason": runtime.degraded}
-        return web.json(body, status=503 if runtime.degraded else 200)
+        reason = runtime.degraded or runtime.broker_down
+        body = {"status": "degraded" if reason else "ok", "reason": reason}
+        return web.json(body, status=503 if reason else 200)
 
     metrics.healthy.set(1)
     return app

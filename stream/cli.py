@@ -124,10 +124,10 @@ def status_rows(settings: Settings, limit: int = 5) -> list[dict[str, Any]]:
         for start in sorted(hist, key=int)[-limit:]:
             s = detect.Summary.from_json(orjson.loads(hist[start]))
             row: dict[str, Any] = {"model": model, "window_start": s.start, "version": s.version}
-            for signal in detect.RATE_SIGNALS:
-                k, n = detect.rate(s.scopes.get("", {}), signal)
-                row[signal] = round(k / n, 4) if n else None
-                row[f"{signal}_n"] = n
+            for name in detect.RATE_SIGNALS:
+                k, n = detect.rate(s.scopes.get("", {}), name)
+                row[name] = round(k / n, 4) if n else None
+                row[f"{name}_n"] = n
             row["predictions"] = s.scopes.get("", {}).get("n", 0)
             rows.append(row)
     return rows

@@ -15,6 +15,7 @@ import orjson
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 SCHEMA_VERSION = 1
+DLQ_SAMPLE = 4096  # bytes of a message kept with a reject whose element cannot be re-encoded on its own
 # Names, labels and ids become Redis key parts and (capped) metric labels: keep them short and printable.
 _ID_MAX = 256
 
@@ -200,7 +201,11 @@ def parse(kind: EventKind, value: bytes | None, limits: Limits = Limits()) -> tu
     events: list[Event] = []
     rejects: list[Reject] = []
     for i, element in enumerate(doc):
-        element_raw = orjson.dumps(element)
+        try:
+            element_raw = orjson.dumps(element)
+        except (TypeError, orjson.JSONEncodeError):  # orjson writes less nesting (255) than it reads (1024)
+            rejects.append(Reject("bad_value", "element nested too deeply", raw[:DLQ_SAMPLE], i))
+            continue
         if len(element_raw) > limits.max_event_bytes:
             rejects.append(Reject("event_too_large", f"{len(element_raw)} bytes > {limits.max_event_bytes}",
                                   element_raw, i))

@@ -73,6 +73,12 @@ def model_lease(model: str) -> str:
     return f"{model_tag(model)}:lease"
 
 
+def model_labels(model: str) -> str:
+    """Set of admitted segment dimension names (`s:<dim>`); `<this>:<dim>` sets hold the admitted values of each
+    dimension (`version`, `band`, `s:<dim>`). Capped by max_dimensions / max_label_values. TTL MODEL_TTL."""
+    return f"{model_tag(model)}:labels"
+
+
 def model_annotations(model: str) -> str:
     """Hash: annotation event_id -> annotation JSON (idempotent by event_id). TTL MODEL_TTL from the last write."""
     return f"{model_tag(model)}:ann"
@@ -81,7 +87,7 @@ def model_annotations(model: str) -> str:
 # --- global keys ---
 
 MODELS = f"{PREFIX}:models"
-"""Set of model names seen (bounded by the model cap)."""
+"""Set of admitted model names (at most max_models, plus `__other__`). TTL MODEL_TTL, refreshed by admission."""
 
 OFFSETS = f"{{{PREFIX}:offsets}}"
 """Hash: `<topic>:<partition>` -> next offset to read, written after the batch effects it covers."""

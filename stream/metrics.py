@@ -37,6 +37,12 @@ class Metrics:
                                ["model"], registry=r)
         self.redis_errors = Counter("trustgap_redis_errors", "Redis calls that failed (retried with back-off)",
                                     registry=r)
+        self.label_overflow = Counter("trustgap_label_overflow", "Producer-chosen names over their cap, counted "
+                                      "as __other__, by kind (model, dimension, value)", ["kind"], registry=r)
+        self.offset_seeks = Counter("trustgap_offset_seeks", "Partitions sought back to the offset Redis holds, by "
+                                    "cause (assignment, redis_restart)", ["cause"], registry=r)
+        self.topics_recreated = Counter("trustgap_topics_recreated", "Topics found missing and re-created (a "
+                                        "broker that restarted on empty storage)", registry=r)
         self.healthy = Gauge("trustgap_healthy", "1 when Redis and the broker answer, 0 while degraded", registry=r)
         self.batch_seconds = Histogram("trustgap_batch_seconds", "Time to parse and apply one batch",
                                        ["topic"], registry=r,

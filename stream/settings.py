@@ -107,6 +107,11 @@ class Settings(BaseSettings):
     take_max: int = Field(1000, gt=0, description="events applied to Redis per batch")
     take_within: float = Field(0.05, gt=0, description="longest wait (s) to fill a batch")
     evaluate_interval: float = Field(1.0, gt=0, description="how often (s) closed windows are looked for")
+    max_models: int = Field(100, gt=0, description="distinct model names tracked; more count as __other__")
+    max_dimensions: int = Field(20, gt=0, description="distinct segment dimensions per model; more -> __other__")
+    max_label_values: int = Field(50, gt=0, description="distinct values per model and dimension (segment values,"
+                                  " bands, versions) that become Redis scopes and metric labels; more -> __other__")
+    topic_check_interval: float = Field(5.0, gt=0, description="how often (s) missing topics are re-created")
     defaults: ModelSettings = ModelSettings()
     models: dict[str, ModelSettings] = Field(default_factory=dict)
 

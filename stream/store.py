@@ -14,13 +14,14 @@ The one rule: every write that must not happen twice is guarded inside the same 
 from __future__ import annotations
 
 import math
-from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
 
 from . import features, keys
 from .events import Annotation, Event, HumanActionEvent, OutcomeEvent, PredictionEvent, epoch_ms
@@ -30,10 +31,21 @@ from .windows import window_start
 COUNTERS = ("n", "a:accept", "a:override", "a:bypass", "a:escalate", "o:truth", "o:proxy", "m:truth", "m:proxy")
 """Window counters per (version, scope): predictions, actions by kind, outcomes by kind, mismatches by kind."""
 
-_APPLY = r"""
+# Every script that records progress first checks that it runs on the Redis instance the worker reconciled with:
+# after a restart from the AOF the last second of writes may be gone, and a batch applied on top of that hole
+# would let its offset claim effects that no longer exist. The worker sees TGRESTART, seeks back and retries.
+_GUARD = r"""
+local function same_server(expected)
+  if expected == nil or expected == '' then return true end
+  return string.match(redis.call('INFO', 'server'), 'run_id:(%x+)') == expected
+end
+"""
+
+_APPLY = _GUARD + r"""
 local meta, pendz = KEYS[1], KEYS[2]
 local pre = string.sub(meta, 1, -6)
 local cfg = cjson.decode(ARGV[1])
+if not same_server(cfg.run_id) then return redis.error_reply('TGRESTART redis restarted') end
 local recs = cjson.decode(ARGV[2])
 local applied, dup, pending, late, drained = 0, 0, 0, 0, 0
 local closed, touched, wm, first = {}, {}, {}, {}
@@ -122,6 +134,42 @@ redis.call('EXPIRE', meta, cfg.meta_ttl)
 return {applied, dup, pending, late, drained}
 """
 
+_OFFSETS = _GUARD + r"""
+if not same_server(ARGV[1]) then return redis.error_reply('TGRESTART redis restarted') end
+for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+return 1
+"""
+
+_ADMIT = r"""
+-- Admit producer-chosen label values under caps, so a buggy producer cannot grow Redis or Prometheus without bound.
+-- KEYS[1]: a set of admitted names; for the per-model call also the prefix of one set per dimension (same slot).
+-- ARGV: max names, max values per dimension, ttl, then pairs (dimension, value). Dimension '' admits the value
+-- into KEYS[1] itself (model names); built-in dimensions 'version' and 'band' skip the dimension-name cap.
+local names, max_names, max_values, ttl = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+local touched = {}
+local function admit(key, value, cap)
+  touched[key] = true
+  if redis.call('SISMEMBER', key, value) == 1 then return true end
+  if redis.call('SCARD', key) < cap then redis.call('SADD', key, value) return true end
+  return false
+end
+local out = {}
+for i = 4, #ARGV, 2 do
+  local dim, value = ARGV[i], ARGV[i + 1]
+  if dim == '' then
+    if not admit(names, value, max_names) then value = '__other__' end
+  elseif dim ~= 'version' and dim ~= 'band' and not admit(names, dim, max_names) then
+    dim, value = '__other__', '__other__'
+  elseif not admit(names .. ':' .. dim, value, max_values) then
+    value = '__other__'
+  end
+  out[#out + 1] = dim
+  out[#out + 1] = value
+end
+for key in pairs(touched) do redis.call('EXPIRE', key, ttl) end
+return out
+"""
+
 _CLOSE = r"""
 local meta = KEYS[1]
 local pre = string.sub(meta, 1, -6)
@@ -187,6 +235,7 @@ class ApplyResult:
     late: int = 0
     drained: int = 0  # parked actions/outcomes applied because their prediction arrived
     untracked_features: dict[str, int] = field(default_factory=dict)  # model -> feature values over the cap
+    overflow: Counter[str] = field(default_factory=Counter)  # label values capped into __other__, by kind
 
     def add(self, other: Sequence[int]) -> None:
         self.applied += other[0]
@@ -209,27 +258,59 @@ class WindowCounts:
             self.counts[key] = self.counts.get(key, 0) + int(flat[i + 1])
 
 
-def scopes_of(event: PredictionEvent, band: str) -> list[str]:
-    """Scopes a prediction counts in besides the whole model: its band and each segment dimension=value."""
-    scopes = [f"band={band}"]
-    for dim, value in sorted((event.segment or {}).items()):
-        scopes.append(f"{dim}={value}")
+OTHER = "__other__"
+"""What a label value over its cap is counted as."""
+
+
+class RedisRestarted(Exception):
+    """Redis answered from a different process than the one the worker reconciled its offsets with."""
+
+
+def label_candidates(event: PredictionEvent, band: str) -> list[tuple[str, str]]:
+    """(dimension, value) pairs of a prediction that become Redis scopes and metric labels, before capping."""
+    pairs = [("version", event.model_version), ("band", band)]
+    pairs += [(f"s:{dim}", value) for dim, value in sorted((event.segment or {}).items())]
+    return pairs
+
+
+def scopes_of(labels: Sequence[tuple[str, str]]) -> list[str]:
+    """Scopes a prediction counts in besides the whole model: its band and each segment dimension=value.
+
+    Capped-away dimensions all collapse into one `__other__=__other__` scope, counted once."""
+    scopes: list[str] = []
+    for dim, value in labels:
+        if dim == "version":
+            continue
+        scope = f"{dim.removeprefix('s:')}={value}"
+        if scope not in scopes:
+            scopes.append(scope)
     return scopes
 
 
-def _record(event: Event, settings: Settings) -> dict[str, Any]:
+def _record(event: Event, labels: Sequence[tuple[str, str]] | None = None, model: str | None = None
+            ) -> dict[str, Any]:
     ts = epoch_ms(event.ts)  # type: ignore[union-attr]
     if isinstance(event, PredictionEvent):
-        ms = settings.for_model(event.model)
-        band = event.band or ms.band_for(event.score)
+        assert labels is not None and model is not None
+        version = next(v for d, v in labels if d == "version")
         # '|' separates version, scope and counter in a counter field; keep it out of the parts.
-        scopes = "\x1f".join(s.replace("|", "/") for s in scopes_of(event, band))
-        return {"k": "p", "p": event.prediction_id, "e": event.event_id, "m": event.model,
-                "v": event.model_version.replace("|", "/"), "t": ts, "l": event.label, "s": scopes}
+        scopes = "\x1f".join(s.replace("|", "/") for s in scopes_of(labels))
+        return {"k": "p", "p": event.prediction_id, "e": event.event_id, "m": model,
+                "v": version.replace("|", "/"), "t": ts, "l": event.label, "s": scopes}
     if isinstance(event, HumanActionEvent):
         return {"k": "a", "p": event.prediction_id, "e": event.event_id, "t": ts, "a": event.action}
     assert isinstance(event, OutcomeEvent)
     return {"k": "o", "p": event.prediction_id, "e": event.event_id, "t": ts, "l": event.label, "o": event.kind}
+
+
+async def _execute(pipe: Any) -> list[Any]:
+    """Run a pipeline; a guard refusal anywhere in it becomes RedisRestarted."""
+    try:
+        return list(await pipe.execute())
+    except ResponseError as err:
+        if "TGRESTART" in str(err):
+            raise RedisRestarted(str(err)) from None
+        raise
 
 
 class Store:
@@ -243,8 +324,18 @@ class Store:
         self._commit = client.register_script(_COMMIT)
         self._sweep = client.register_script(_SWEEP)
         self._lease = client.register_script(_LEASE)
+        self._offsets = client.register_script(_OFFSETS)
+        self._admit = client.register_script(_ADMIT)
         self._cfg_cache: dict[str, Any] | None = None
         self.features = FeatureStore(self)
+        self._models_admitted: set[str] = set()
+        # The Redis process (INFO run_id) whose offsets the worker last reconciled with; None disables the guard.
+        self.run_id: str | None = None
+
+    async def server_run_id(self) -> str:
+        """The Redis process's run_id: it changes on every restart (and on a failover to a replica)."""
+        info = await self.redis.info("server")
+        return str(info["run_id"])
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Store:
@@ -264,40 +355,92 @@ class Store:
                                "pend_ttl": s.pending_ttl_seconds, "meta_ttl": keys.META_TTL}
         return self._cfg_cache
 
-    async def apply(self, events: Iterable[Event], offsets: Mapping[tuple[str, int], int], now_ms: int
+    async def admit(self, predictions: Sequence[PredictionEvent]
+                    ) -> tuple[dict[str, str], list[list[tuple[str, str]]], Counter[str]]:
+        """Cap producer-chosen names: (model -> admitted model, capped labels per prediction, overflows by kind).
+
+        The admitted values live in Redis sets (per deployment, not per worker) so every worker and every restart
+        agrees on them; a value once admitted stays admitted, so a replay maps an event the same way."""
+        s = self.settings
+        overflow: Counter[str] = Counter()
+        models = {p.model: p.model for p in predictions}
+        unknown = sorted(m for m in models if m not in self._models_admitted)
+        if unknown:
+            args = [s.max_models, s.max_label_values, keys.MODEL_TTL] + [x for m in unknown for x in ("", m)]
+            reply = await self._admit(keys=[keys.MODELS], args=args)
+            for m, got in zip(unknown, reply[1::2]):
+                if got.decode() == m:
+                    self._models_admitted.add(m)
+                else:
+                    models[m] = OTHER
+        per_model: dict[str, list[tuple[int, list[tuple[str, str]]]]] = defaultdict(list)
+        for i, p in enumerate(predictions):
+            band = p.band or s.for_model(p.model).band_for(p.score)
+            per_model[models[p.model]].append((i, label_candidates(p, band)))
+        labels: list[list[tuple[str, str]]] = [[] for _ in predictions]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for model, items in per_model.items():
+                args = [s.max_dimensions, s.max_label_values, keys.MODEL_TTL]
+                args += [x for _, pairs in items for pair in pairs for x in pair]
+                await self._admit(keys=[keys.model_labels(model)], args=args, client=pipe)
+            replies = await pipe.execute()
+        for (model, items), reply in zip(per_model.items(), replies):
+            flat = iter(x.decode() for x in reply)
+            for i, pairs in items:
+                got = [(next(flat), next(flat)) for _ in pairs]
+                for (dim, value), (gdim, gvalue) in zip(pairs, got):
+                    if gdim != dim:
+                        overflow["dimension"] += 1
+                    elif gvalue != value:
+                        overflow["value"] += 1
+                labels[i] = got
+        overflow["model"] = sum(1 for p in predictions if models[p.model] != p.model)
+        return models, labels, overflow
+
+    async def apply(self, events: Sequence[Event], offsets: Mapping[tuple[str, int], int], now_ms: int
                     ) -> ApplyResult:
         """Apply predictions, actions and outcomes idempotently, then record the offsets they cover.
 
-        One pipeline, one round trip: a script per bucket, then the offsets. Redis executes a connection's
+        One pipeline for the effects: a script per bucket, then the offsets. Redis executes a connection's
         commands in order and its AOF keeps that order, so an offset that survived a crash implies that the
-        effects before it survived too; effects past it are replayed and deduplicated.
+        effects before it survived too; effects past it are replayed and deduplicated. Every script refuses to
+        run on a Redis process other than `run_id` (RedisRestarted), so a batch never lands on top of a hole.
         """
+        preds = [e for e in events if isinstance(e, PredictionEvent)]
+        models, labels, overflow = await self.admit(preds) if preds else ({}, [], Counter[str]())
+        position = {id(p): i for i, p in enumerate(preds)}
         buckets: dict[int, list[dict[str, Any]]] = defaultdict(list)
-        models = set()
-        predictions: list[PredictionEvent] = []
         n = self.settings.state_buckets
         for event in events:
             if isinstance(event, PredictionEvent):
-                models.add(event.model)
-                predictions.append(event)
-            buckets[keys.bucket_of(event.prediction_id, n)].append(_record(event, self.settings))  # type: ignore
-        cfg = orjson.dumps({**self._static_cfg(), "now": now_ms})
-        result = ApplyResult()
-        feature_plan = await self.features.plan(predictions)
+                rec = _record(event, labels[position[id(event)]], models[event.model])
+            else:
+                rec = _record(event)
+            buckets[keys.bucket_of(event.prediction_id, n)].append(rec)  # type: ignore[union-attr]
+        cfg = orjson.dumps({**self._static_cfg(), "now": now_ms, "run_id": self.run_id or ""})
+        result = ApplyResult(overflow=overflow)
+        # features only for models admitted under their own name: a capped-away model keeps no feature keys
+        feature_plan = await self.features.plan([p for p in preds if models[p.model] == p.model])
         async with self.redis.pipeline(transaction=False) as pipe:
             for bucket, recs in buckets.items():
                 await self._apply(keys=[keys.bucket_meta(bucket), keys.bucket_pending(bucket)],
                                   args=[cfg, orjson.dumps(recs)], client=pipe)
             await self.features.queue(pipe, feature_plan)
             if models:
-                pipe.sadd(keys.MODELS, *models)
+                pipe.sadd(keys.MODELS, *set(models.values()))
             if offsets:
-                pipe.hset(keys.OFFSETS, mapping={f"{t}:{p}": o for (t, p), o in offsets.items()})
-            replies = await pipe.execute()
+                await self._write_offsets(pipe, offsets)
+            replies = await _execute(pipe)
         for reply in replies[: len(buckets)]:
             result.add([int(x) for x in reply])
         result.untracked_features = feature_plan.untracked
         return result
+
+    async def _write_offsets(self, pipe: Any, offsets: Mapping[tuple[str, int], int]) -> None:
+        args: list[Any] = [self.run_id or ""]
+        for (t, p), o in offsets.items():
+            args += [f"{t}:{p}", o]
+        await self._offsets(keys=[keys.OFFSETS], args=args, client=pipe)
 
     async def offsets(self) -> dict[tuple[str, int], int]:
         """Next offset to read per (topic, partition), as far as Redis's state goes."""
@@ -371,17 +514,24 @@ class Store:
     async def ack_alert(self, model: str, alert_id: str) -> None:
         await self.redis.hdel(keys.model_outbox(model), alert_id)
 
-    async def add_annotations(self, annotations: Sequence[Annotation]) -> int:
-        """Store annotations by event_id (a redelivered one overwrites itself); returns how many were new."""
-        new = 0
+    async def add_annotations(self, annotations: Sequence[Annotation],
+                              offsets: Mapping[tuple[str, int], int] | None = None) -> int:
+        """Store annotations by event_id (a redelivered one keeps the first), then their offsets; returns how many
+        were new. Annotations of models over the model cap are dropped (they could explain nothing)."""
+        admitted = set()
+        if annotations:
+            reply = await self._admit(keys=[keys.MODELS], args=[self.settings.max_models, 0, keys.MODEL_TTL]
+                                      + [x for a in annotations for x in ("", a.model)])
+            admitted = {v.decode() for v in reply[1::2]}
+        kept = [a for a in annotations if a.model in admitted]
         async with self.redis.pipeline(transaction=False) as pipe:
-            for a in annotations:
+            for a in kept:
                 pipe.hsetnx(keys.model_annotations(a.model), a.event_id, a.model_dump_json())
                 pipe.expire(keys.model_annotations(a.model), keys.MODEL_TTL)
-                pipe.sadd(keys.MODELS, a.model)
-            replies = await pipe.execute()
-        new = sum(int(r) for r in replies[0::3])
-        return new
+            if offsets:
+                await self._write_offsets(pipe, offsets)
+            replies = await _execute(pipe)
+        return sum(int(r) for r in replies[0: 2 * len(kept): 2])
 
     async def annotations(self, model: str) -> list[Annotation]:
         raw = await self.redis.hgetall(keys.model_annotations(model))

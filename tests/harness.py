@@ -81,15 +81,15 @@ class Deployment:
     def create_topics(self) -> None:
         ensure_topics(self.settings)
 
-    def start_worker(self, web_port: int | None = None) -> subprocess.Popen[bytes]:
+    def start_worker(self, web_port: int | None = None, web_host: str = "127.0.0.1") -> subprocess.Popen[bytes]:
         port = web_port or free_port()
-        env = {**os.environ, **self.env, "TRUSTGAP_WEB_PORT": str(port)}
+        env = {**os.environ, **self.env, "TRUSTGAP_WEB_PORT": str(port), "TRUSTGAP_WEB_HOST": web_host}
         log = (self.logdir / f"{self.name}-worker{len(self.workers)}.log").open("ab")
         proc = subprocess.Popen([sys.executable, "-m", "stream.cli", "worker", "--loglevel", "info"], env=env,
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         proc.web_port = port  # type: ignore[attr-defined]
         self.workers.append(proc)
-        wait_for(lambda: _http_ok(port) or proc.poll() is not None, 60, what="worker web endpoint")
+        wait_for(lambda: _http_ok(port, web_host) or proc.poll() is not None, 60, what="worker web endpoint")
         assert proc.poll() is None, f"worker exited with {proc.returncode}; see {log.name}"
         return proc
 
@@ -148,9 +148,9 @@ class Deployment:
         raise AssertionError(f"{name}: {len(out)} messages after {timeout}s, expected at least {at_least}")
 
 
-def _http_ok(port: int) -> bool:
+def _http_ok(port: int, host: str = "127.0.0.1") -> bool:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as resp:
+        with urllib.request.urlopen(f"http://{host}:{port}/health", timeout=1) as resp:
             return bool(resp.status == 200)
     except OSError:
         return False

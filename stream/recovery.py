@@ -1,0 +1,62 @@
+"""Keep Kafka progress and Redis state from diverging: seek partitions back to the offsets Redis holds.
+
+Redis is the authority on what has been applied: `store.apply` writes each partition's next offset after the
+effects it covers, on the same connection, so after a crash (or an AOF that lost its last second) the offset
+Redis holds never claims more than Redis has. Kafka's committed offset is only a hint that may run ahead of it
+(Faust commits on its own schedule, and an `appendfsync everysec` Redis can roll back under a commit). So:
+
+- on every partition assignment, after Faust has sought to the committed offsets, a partition whose Redis offset
+  is below that position is sought back to it (`plan_seeks`);
+- when a guarded script reports that Redis restarted (`store.RedisRestarted`), every assigned partition is
+  reconciled the same way against the fetch position, then the batch is applied again;
+- a partition sought back is *rewinding* until its first re-read message arrives: messages fetched before the
+  seek are still applied (harmless, deduplicated) but do not advance its offset in Redis, so a second crash in
+  that moment cannot skip the hole.
+
+`ReadOffsets` replaces Faust's last-delivered-offset map, which would otherwise drop re-read messages as already
+seen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, TypeVar
+
+K = TypeVar("K")
+
+
+def plan_seeks(assigned: Iterable[K], positions: Mapping[K, int | None], redis_offsets: Mapping[K, int],
+               earliest: Mapping[K, int]) -> dict[K, int]:
+    """Partitions to seek back and where: the offset Redis holds, when it is below where the consumer stands.
+
+    `positions` is where the consumer would read next (None: nothing committed, so it starts at the earliest
+    offset). A partition Redis holds no offset for, while the consumer stands past its earliest offset, lost its
+    state entirely (a new or rolled-back Redis): it is replayed from the earliest offset still retained. A Redis
+    offset ahead of the consumer (another worker got further, or a fresh broker restarted its offsets) is left
+    alone: seeking forward could skip events."""
+    seeks: dict[K, int] = {}
+    for tp in assigned:
+        first = earliest.get(tp, 0)
+        pos = positions.get(tp)
+        if pos is None or pos <= first:
+            continue
+        held = redis_offsets.get(tp)
+        target = first if held is None else max(held, first)
+        if target < pos:
+            seeks[tp] = target
+    return seeks
+
+
+class ReadOffsets(dict[Any, Any]):
+    """Faust's `Consumer._read_offset` (last offset delivered per partition) without its filter.
+
+    Faust drops a fetched message whose offset is below the last one it delivered. That loses messages twice over
+    here: after a seek back (a batch fetched before the seek is delivered after it and raises the mark over the
+    re-read range) and after a fresh broker restarts a partition's offsets at 0. The store is idempotent, so a
+    redelivered message is harmless; reporting no mark makes Faust deliver everything the consumer fetches."""
+
+    def __getitem__(self, tp: Any) -> None:
+        return None
+
+    def __missing__(self, tp: Any) -> None:
+        return None

@@ -1,0 +1,203 @@
+"""A broker and a redis-server owned by one fault test, which it kills, stops and restarts on the same ports.
+
+The session `stack` fixture is shared by other tests, so fault tests never touch it: each starts its own pair with
+`stream.embedded` and kills only those processes (by their pid).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from stream import keys
+from stream.embedded import free_port, start_broker, start_redis, stop
+from tests.harness import Deployment, metric_value, metrics_text
+
+
+@dataclass
+class FaultStack:
+    """Tansu + redis-server on fixed loopback ports; restarts reuse the port (and Redis its AOF directory)."""
+
+    workdir: Path
+    broker_port: int = field(default_factory=free_port)
+    redis_port: int = field(default_factory=free_port)
+    broker: subprocess.Popen[bytes] | None = None
+    redis: subprocess.Popen[bytes] | None = None
+    password: str | None = None
+
+    @property
+    def broker_url(self) -> str:
+        return f"kafka://127.0.0.1:{self.broker_port}"
+
+    @property
+    def redis_url(self) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.redis_port}/0"
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"127.0.0.1:{self.broker_port}"
+
+    @property
+    def redis_dir(self) -> Path:
+        return self.workdir / "redis"
+
+    def start_broker(self) -> None:
+        self.broker = start_broker(self.broker_port, self.workdir / "broker.log")
+
+    def start_redis(self) -> None:
+        if self.password is None:
+            self.redis = start_redis(self.redis_port, self.redis_dir, self.workdir / "redis.log", appendonly=True)
+        else:  # embedded.start_redis has no password option; the readiness probe needs AUTH too
+            self.redis_dir.mkdir(parents=True, exist_ok=True)
+            self.redis = subprocess.Popen(
+                ["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1", "--save", "",
+                 "--requirepass", self.password, "--dir", str(self.redis_dir)],
+                stdout=(self.workdir / "redis.log").open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
+            deadline = time.monotonic() + 30
+            while not self.redis_answers():
+                assert time.monotonic() < deadline, "redis-server with requirepass did not start"
+                time.sleep(0.05)
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.redis_url, socket_timeout=5, socket_connect_timeout=2)
+
+    def redis_answers(self) -> bool:
+        try:
+            with self.client() as c:
+                return bool(c.ping())
+        except redis.RedisError:
+            return False
+
+    def kill_redis(self, lose_tail_fraction: float = 0.0) -> int:
+        """SIGKILL redis-server; optionally cut the tail of its AOF, as a crash before `everysec` fsync would.
+
+        Returns the bytes cut. A kill -9 alone loses almost nothing (the AOF is written before replies, only
+        fsynced lazily), so the cut is what makes Redis's state actually roll back behind Kafka's commits."""
+        assert self.redis is not None
+        os.kill(self.redis.pid, signal.SIGKILL)
+        self.redis.wait()
+        cut = 0
+        if lose_tail_fraction:
+            incr = sorted((self.redis_dir / "appendonlydir").glob("*.incr.aof"))[-1]
+            size = incr.stat().st_size
+            cut = int(size * lose_tail_fraction)
+            with incr.open("r+b") as f:
+                f.truncate(size - cut)
+        return cut
+
+    def pause_redis(self) -> None:
+        assert self.redis is not None
+        os.kill(self.redis.pid, signal.SIGSTOP)
+
+    def resume_redis(self) -> None:
+        assert self.redis is not None
+        os.kill(self.redis.pid, signal.SIGCONT)
+
+    def kill_broker(self) -> None:
+        assert self.broker is not None
+        os.killpg(self.broker.pid, signal.SIGKILL)
+        self.broker.wait()
+
+    def stop(self) -> None:
+        for proc in (self.redis, self.broker):
+            if proc is not None:
+                with_cont(proc)
+                stop(proc)
+
+
+def with_cont(proc: subprocess.Popen[bytes]) -> None:
+    """A SIGSTOPped process ignores SIGTERM until continued."""
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGCONT)
+
+
+@contextlib.contextmanager
+def fault_stack(workdir: Path, password: str | None = None) -> Iterator[FaultStack]:
+    fs = FaultStack(workdir, password=password)
+    try:
+        fs.start_broker()
+        fs.start_redis()
+        yield fs
+    finally:
+        fs.stop()
+
+
+def kill_worker(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL a worker process group (no shutdown, no commit, no flush)."""
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def applied_offsets(fs: FaultStack) -> int:
+    """Sum of the next offsets Redis holds over all partitions (a progress gauge for the log)."""
+    try:
+        with fs.client() as c:
+            return sum(int(v) for v in c.hgetall(keys.OFFSETS).values())
+    except redis.RedisError:
+        return -1
+
+
+def events_seen(port: int) -> float:
+    """Events a worker has handled so far (any result), or -1 while its endpoint does not answer."""
+    try:
+        return metric_value(metrics_text(port), "trustgap_events_total")
+    except OSError:
+        return -1
+
+
+class Pacer:
+    """Sends (topic, event) pairs in the background at a steady pace, so faults land while traffic flows."""
+
+    def __init__(self, dep: Deployment, events: Sequence[tuple[str, Any]], seconds: float, chunk: int = 50
+                 ) -> None:
+        self.dep, self.events, self.chunk = dep, list(events), chunk
+        self.pause = seconds / max(1, len(self.events) / chunk)
+        self.sent = 0
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            for i in range(0, len(self.events), self.chunk):
+                part = self.events[i:i + self.chunk]
+                for topic in {t for t, _ in part}:
+                    self.dep.send(topic, [e for t, e in part if t == topic])
+                self.sent += len(part)
+                time.sleep(self.pause)
+        except BaseException as err:  # surfaced by join()
+            self.error = err
+
+    def start(self) -> Pacer:
+        self.thread.start()
+        return self
+
+    @property
+    def done(self) -> bool:
+        return not self.thread.is_alive()
+
+    def join(self) -> None:
+        self.thread.join()
+        if self.error:
+            raise self.error
+
+
+def random_instants(rng: random.Random, n: int, low: float, high: float) -> list[float]:
+    return [rng.uniform(low, high) for _ in range(n)]
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    started = time.monotonic()
+    fn()
+    return time.monotonic() - started

@@ -1,0 +1,227 @@
+"""Fault injection: exact counts through worker SIGKILLs, rebalances, Redis crashes and outages, broker restarts.
+
+Each test owns its broker and redis-server (tests/faultstack.py) and kills them at will. Traffic flows in the
+background while the fault happens; afterwards the counts in Redis must equal the generated truth exactly:
+nothing lost, nothing counted twice. Recovery times are printed (run with -s) and written to
+`fault-figures.json` in the test's tmp dir.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.faultstack import FaultStack, Pacer, applied_offsets, events_seen, fault_stack, kill_worker
+from tests.harness import Deployment, metric_value, metrics_text, wait_for
+from tests.truth import expected_counts, generate, read_counts, with_duplicates
+
+pytestmark = [pytest.mark.integration, pytest.mark.faults]
+
+Truth = Counter[tuple[str, int, str, str, str]]
+
+
+@pytest.fixture
+def fs(tmp_path: Path) -> Iterator[FaultStack]:
+    with fault_stack(tmp_path / "stack") as stack:
+        yield stack
+
+
+@pytest.fixture
+def dep(fs: FaultStack, tmp_path: Path) -> Iterator[Deployment]:
+    d = Deployment(fs, tmp_path, overrides={"TRUSTGAP_DEFAULTS__ALLOWED_LATENESS_SECONDS": "86400",  # type: ignore
+                                            "TRUSTGAP_TAKE_MAX": "200"})
+    d.create_topics()
+    yield d
+    d.stop_all()
+
+
+def traffic(seed: int, n: int, prefix: str = "") -> tuple[list[tuple[str, Any]], Truth]:
+    """A shuffled stream of predictions, actions and outcomes with ~20% re-sent copies, and its truth."""
+    rng = random.Random(seed)
+    preds, actions, outcomes = generate(rng, n, prefix)
+    events = ([("predictions", e) for e in with_duplicates(rng, preds)]
+              + [("actions", e) for e in with_duplicates(rng, actions)]
+              + [("outcomes", e) for e in with_duplicates(rng, outcomes)])
+    rng.shuffle(events)
+    return events, expected_counts(preds, actions, outcomes)
+
+
+def settle(dep: Deployment, truth: Truth, timeout: float = 90.0) -> tuple[float, Truth]:
+    """Wait until Redis holds exactly the truth; returns (seconds it took, the counts read)."""
+    models, starts = {k[0] for k in truth}, {k[1] for k in truth}
+    started = time.monotonic()
+
+    def counts() -> Truth | None:
+        try:
+            got = read_counts(dep, models, starts)
+        except Exception:  # Redis may still be loading its AOF
+            return None
+        return got if got == truth else None
+
+    try:
+        wait_for(counts, timeout, 0.5, what="Redis counts to equal the generated truth")
+    except AssertionError:
+        got = read_counts(dep, models, starts)
+        lost = sum((truth - got).values())
+        double = sum((got - truth).values())
+        raise AssertionError(f"counts differ from the truth: {lost} missing, {double} counted twice") from None
+    return time.monotonic() - started, truth
+
+
+def report(tmp_path: Path, name: str, **figures: Any) -> None:
+    line = {"scenario": name, **figures}
+    print(f"\nFIGURES {json.dumps(line)}")
+    with (tmp_path / "fault-figures.json").open("a") as f:
+        f.write(json.dumps(line) + "\n")
+
+
+def health(port: int) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+    except OSError:
+        return 0, ""
+
+
+def test_counts_are_exact_after_ten_sigkills_of_the_worker_mid_stream(dep: Deployment, tmp_path: Path) -> None:
+    rng = random.Random(5)
+    events, truth = traffic(11, 1200)
+    pacer = Pacer(dep, events, seconds=60).start()
+    worker = dep.start_worker()
+    resume_times = []
+    for _ in range(10):
+        wait_for(lambda: events_seen(worker.web_port) > 0, 60, what="the worker to handle events")  # type: ignore
+        time.sleep(rng.uniform(0.2, 2.5))  # a random instant while batches are being applied
+        assert not pacer.done, "the stream ended before the kill; the kill would not be mid-stream"
+        kill_worker(worker)
+        restarted = time.monotonic()
+        worker = dep.start_worker()
+        wait_for(lambda: events_seen(worker.web_port) > 0, 60, what="the restarted worker to handle events")  # type: ignore
+        resume_times.append(round(time.monotonic() - restarted, 2))
+    pacer.join()
+    catch_up, _ = settle(dep, truth)
+    assert worker.poll() is None
+    report(tmp_path, "worker_sigkill", kills=10, events_sent=len(events), distinct_events=len({e["event_id"] for _, e in events}), lost=0, double_counted=0,
+        resume_seconds_after_each_restart=resume_times, catch_up_seconds=round(catch_up, 2))
+
+
+def test_counts_are_exact_when_a_second_worker_joins_and_the_first_leaves(dep: Deployment, tmp_path: Path
+                                                                          ) -> None:
+    events, truth = traffic(12, 1200)
+    pacer = Pacer(dep, events, seconds=25).start()
+    first = dep.start_worker()
+    wait_for(lambda: events_seen(first.web_port) > 0, 60, what="the first worker to handle events")  # type: ignore
+    time.sleep(3)
+    joined = time.monotonic()
+    second = dep.start_worker()
+    wait_for(lambda: events_seen(second.web_port) > 0, 60, what="the joining worker to get partitions")  # type: ignore
+    join_s = time.monotonic() - joined
+    time.sleep(3)
+    assert not pacer.done, "the stream ended before the first worker left"
+    first.terminate()  # graceful leave: Faust does not commit on revoke, so its last batches are replayed
+    first.wait(30)
+    left = time.monotonic()
+    pacer.join()
+    catch_up, _ = settle(dep, truth)
+    assert second.poll() is None
+    report(tmp_path, "rebalance", events_sent=len(events), lost=0, double_counted=0,
+           join_to_first_batch_seconds=round(join_s, 2), catch_up_after_leave_seconds=round(
+               time.monotonic() - left, 2), settle_seconds=round(catch_up, 2))
+
+
+def test_counts_are_exact_after_redis_is_killed_and_restarts_from_an_aof_missing_its_tail(
+        fs: FaultStack, dep: Deployment, tmp_path: Path) -> None:
+    events, truth = traffic(13, 1200)
+    pacer = Pacer(dep, events, seconds=20).start()
+    worker = dep.start_worker()
+    wait_for(lambda: applied_offsets(fs) > 500, 60, what="some progress recorded in Redis")
+    before = applied_offsets(fs)
+    # Losing the AOF's tail is what an OS crash within `appendfsync everysec` does; kill -9 alone loses ~nothing.
+    cut = fs.kill_redis(lose_tail_fraction=0.3)
+    time.sleep(2)
+    fs.start_redis()
+    back = time.monotonic()
+    after = applied_offsets(fs)
+    assert after < before, "the truncated AOF should have rolled Redis's offsets back"
+    wait_for(lambda: applied_offsets(fs) > before, 60, what="progress past the offsets held before the crash")
+    recovered = time.monotonic() - back
+    pacer.join()
+    catch_up, _ = settle(dep, truth)
+    text = metrics_text(worker.web_port)  # type: ignore[attr-defined]
+    assert metric_value(text, "trustgap_offset_seeks_total", cause="redis_restart") > 0
+    assert worker.poll() is None
+    report(tmp_path, "redis_sigkill_aof", events_sent=len(events), lost=0, double_counted=0, aof_bytes_cut=cut,
+           offsets_before=before, offsets_after_restart=after,
+           partitions_sought_back=metric_value(text, "trustgap_offset_seeks_total", cause="redis_restart"),
+           recovery_seconds_after_redis_back=round(recovered, 2), settle_seconds=round(catch_up, 2))
+
+
+def test_worker_backs_off_reports_degraded_and_catches_up_after_redis_is_unreachable_for_30s(
+        fs: FaultStack, dep: Deployment, tmp_path: Path) -> None:
+    events, truth = traffic(14, 800)
+    pacer = Pacer(dep, events, seconds=20).start()
+    worker = dep.start_worker()
+    port = worker.web_port  # type: ignore[attr-defined]
+    wait_for(lambda: applied_offsets(fs) > 200, 60, what="some progress recorded in Redis")
+    fs.pause_redis()
+    paused = time.monotonic()
+    try:
+        status, body = wait_for(lambda: (h := health(port))[0] == 503 and h, 25, what="/health to say degraded")
+        assert "degraded" in body
+        degraded_after = time.monotonic() - paused
+        time.sleep(max(0.0, 30 - (time.monotonic() - paused)))
+        assert worker.poll() is None
+    finally:
+        fs.resume_redis()
+    resumed = time.monotonic()
+    wait_for(lambda: health(port)[0] == 200, 60, what="/health to recover")
+    healthy_after = time.monotonic() - resumed
+    pacer.join()
+    catch_up, _ = settle(dep, truth)
+    assert worker.poll() is None
+    assert metric_value(metrics_text(port), "trustgap_redis_errors_total") > 0
+    report(tmp_path, "redis_unreachable_30s", events_sent=len(events), lost=0, double_counted=0,
+           degraded_reported_after_seconds=round(degraded_after, 2),
+           healthy_after_redis_back_seconds=round(healthy_after, 2),
+           caught_up_after_redis_back_seconds=round(time.monotonic() - resumed, 2), settle_seconds=round(catch_up, 2))
+
+
+def test_worker_carries_on_with_new_traffic_after_the_broker_restarts_empty(
+        fs: FaultStack, dep: Deployment, tmp_path: Path) -> None:
+    before, truth_before = traffic(15, 500, prefix="a")
+    after, truth_after = traffic(16, 500, prefix="b")
+    worker = dep.start_worker()
+    Pacer(dep, before, seconds=2).start().join()
+    settle(dep, truth_before)  # what the old broker held is gone with it; only what was applied counts
+    fs.kill_broker()
+    fs.start_broker()  # memory storage: a fresh broker with no topics, no offsets, no groups
+    back = time.monotonic()
+    wait_for(lambda: dep.topic("predictions") in topics_on(fs), 60, what="the worker to re-create its topics")
+    recreated = time.monotonic() - back
+    Pacer(dep, after, seconds=2).start().join()
+    catch_up, _ = settle(dep, truth_before + truth_after)
+    assert worker.poll() is None
+    report(tmp_path, "broker_restart", events_sent=len(before) + len(after), lost=0, double_counted=0,
+           topics_recreated_after_seconds=round(recreated, 2),
+           new_traffic_counted_after_broker_back_seconds=round(time.monotonic() - back, 2),
+           settle_seconds=round(catch_up, 2))
+
+
+def topics_on(fs: FaultStack) -> set[str]:
+    from confluent_kafka.admin import AdminClient
+
+    try:
+        return set(AdminClient({"bootstrap.servers": fs.bootstrap_servers}).list_topics(timeout=2).topics)
+    except Exception:
+        return set()

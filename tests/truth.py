@@ -1,0 +1,98 @@
+"""The generated truth: a reproducible event stream and the counts it must produce, computed without the Lua."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import Counter
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from stream.store import Store
+from tests.harness import Deployment
+
+T0 = datetime(2026, 11, 20, 0, 0, tzinfo=timezone.utc)
+HOUR_MS = 3600 * 1000
+
+
+def _ts(t: datetime) -> str:
+    return t.isoformat().replace("+00:00", "Z")
+
+
+def generate(rng: random.Random, n: int, prefix: str = "") -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    preds, actions, outcomes = [], [], []
+    for i in range(n):
+        model = rng.choice(["claims", "fraud"])
+        t = T0 + timedelta(minutes=rng.uniform(0, 180))
+        pid = f"{prefix}p{i}"
+        preds.append({"schema_version": 1, "event_id": f"{prefix}ep{i}", "prediction_id": pid, "model": model,
+                      "model_version": rng.choice(["v1", "v2"]), "ts": _ts(t), "label": rng.choice("ab"),
+                      "band": rng.choice(["low", "high"]), "segment": {"region": rng.choice(["eu", "us"])},
+                      "extra_field_from_the_future": True})
+        if rng.random() < 0.8:
+            actions.append({"schema_version": 1, "event_id": f"{prefix}ea{i}", "prediction_id": pid,
+                            "ts": _ts(t + timedelta(minutes=rng.uniform(0, 30))),
+                            "action": rng.choice(["accept", "accept", "override", "bypass", "escalate"])})
+        for kind in ("truth", "proxy"):
+            if rng.random() < 0.6:
+                outcomes.append({"schema_version": 1, "event_id": f"{prefix}eo{kind}{i}", "prediction_id": pid,
+                                 "ts": _ts(t + timedelta(minutes=rng.uniform(0, 90))), "kind": kind,
+                                 "label": rng.choice("ab")})
+    return preds, actions, outcomes
+
+
+def expected_counts(preds: list[dict[str, Any]], actions: list[dict[str, Any]], outcomes: list[dict[str, Any]]
+                    ) -> Counter[tuple[str, int, str, str, str]]:
+    """Reference counts (model, window start, version, scope, counter), written independently of the Lua."""
+    truth: Counter[tuple[str, int, str, str, str]] = Counter()
+    by_pid = {p["prediction_id"]: p for p in preds}
+
+    def window(ts: str) -> int:
+        ms = int(datetime.fromisoformat(ts).timestamp() * 1000)
+        return ms - ms % HOUR_MS
+
+    def bump(p: dict[str, Any], ts: str, counter: str) -> None:
+        for scope in ("", f"band={p['band']}", f"region={p['segment']['region']}"):
+            truth[(p["model"], window(ts), p["model_version"], scope, counter)] += 1
+
+    for p in preds:
+        bump(p, p["ts"], "n")
+    for a in actions:
+        bump(by_pid[a["prediction_id"]], a["ts"], f"a:{a['action']}")
+    for o in outcomes:
+        p = by_pid[o["prediction_id"]]
+        bump(p, o["ts"], f"o:{o['kind']}")
+        if o["label"] != p["label"]:
+            bump(p, o["ts"], f"m:{o['kind']}")
+    return truth
+
+
+def with_duplicates(rng: random.Random, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The events plus ~20% of them sent again (same event_id), shuffled."""
+    out = events + [e for e in events if rng.random() < 0.2]
+    rng.shuffle(out)
+    return out
+
+
+def batches(events: list[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    for i in range(0, len(events), size):
+        yield events[i:i + size]
+
+
+def read_counts(dep: Deployment, models: set[str], starts: set[int]) -> Counter[tuple[str, int, str, str, str]]:
+    async def go() -> Counter[tuple[str, int, str, str, str]]:
+        store = Store.from_settings(dep.settings)
+        got: Counter[tuple[str, int, str, str, str]] = Counter()
+        try:
+            for model in models:
+                for start in starts:
+                    wc = await store.peek_window(model, start)
+                    for (version, scope, counter), n in wc.counts.items():
+                        got[(model, start, version, scope, counter)] += n
+        finally:
+            await store.close()
+        return got
+    return asyncio.run(go())
+
+
