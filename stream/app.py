@@ -160,7 +160,7 @@ class Runtime:
         m.windows.labels(model).inc()
         m.closed.labels(model).set(result.summary.end / 1000)
         for scope, counts in result.summary.scopes.items():
-            for signal in detect.RATE_SIGNALS:
+            for signal in detect.EXPORTED_RATES:
                 k, n = detect.rate(counts, signal)
                 if n:
                     m.rate.labels(model, signal, scope or "all").set(k / n)
@@ -169,10 +169,9 @@ class Runtime:
             scope = ",".join(f"{k}={v}" for k, v in alert.scope.items()) or "all"
             m.baseline.labels(model, alert.signal, scope).set(alert.baseline)
             labels = (model, alert.signal, scope, alert.classification, alert.severity, alert.recommendation)
-            if alert.status == "firing":
-                m.alert_active.labels(*labels).set(1)
-            else:
-                m.alert_active.labels(*labels).set(0)
+            # Only sustained alerts have a lifetime (firing .. resolved); transient and expected are one-off news.
+            if alert.classification == "sustained":
+                m.alert_active.labels(*labels).set(1 if alert.status == "firing" else 0)
 
     async def publish_outbox(self, model: str) -> None:
         for body in sorted(await self.with_redis("outbox", lambda: self.store.outbox(model))):

@@ -40,7 +40,8 @@ class BatchProducer:
     def add(self, kind: EventKind, event: dict[str, Any]) -> None:
         buf = self._buffers[kind]
         buf.append(event)
-        if len(buf) >= self._batch:
+        # Annotations are rare and must be stored before the windows they explain close: never hold them back.
+        if len(buf) >= self._batch or kind == "annotation":
             self._send(kind)
 
     def _send(self, kind: EventKind) -> None:

@@ -47,6 +47,9 @@ class ModelSettings(_Strict):
     alpha: float = Field(0.01, gt=0, lt=1, description="family-wise significance level per model and window")
     persistence: int = Field(3, gt=0, description="consecutive candidate windows before an alert is sustained")
     resolve_after: int = Field(2, gt=0, description="clean windows before a sustained alert resolves")
+    concentration_share: float = Field(0.7, gt=0.5, le=1,
+                                       description="share of a model-level excess one scope must carry to be "
+                                                   "named the place to investigate")
 
     @model_validator(mode="after")
     def _bands_consistent(self) -> ModelSettings:
