@@ -148,7 +148,11 @@ def measure(signal: Signal, scope: str, current: Mapping[str, int], baseline: Se
         t0, q0 = _sum(baseline, "outcome_mismatch"), _sum(baseline, "proxy_mismatch")
         if min(t[1], q[1], t0[1], q0[1]) < ms.min_samples:
             return None
-        _, p, _ = stats.did_rise(t, q, t0, q0, 1 - ms.alpha)
+        _, p_gap, _ = stats.did_rise(t, q, t0, q0, 1 - ms.alpha)
+        # Intersection-union: divergence needs the gap to widen *and* the proxy to look better (fewer proxy
+        # mismatches, exact test); the larger p-value is a valid level-alpha test of both, and it keeps the
+        # Wald statistic's light-tail optimism from reaching the alert alone.
+        p = max(p_gap, stats.rise_pvalue(q[1] - q[0], q[1], q0[1] - q0[0], q0[1]))  # proxy agreement rose
         rt, rq, rt0, rq0 = t[0] / t[1], q[0] / q[1], t0[0] / t0[1], q0[0] / q0[1]
         # "the proxy says better while the truth says worse or flat": a truth that got better too is no alarm
         ok = rq <= rq0 and rt >= rt0 - ms.min_gap

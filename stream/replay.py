@@ -70,12 +70,15 @@ class Run:
 
 
 def replay(scenario: str, ms: ModelSettings, days: float = 4.0, rate: float = 300.0, seed: int = 1,
-           end: datetime = datetime(2026, 11, 20, tzinfo=timezone.utc), model: str = "claims") -> Run:
-    """Generate a scenario and evaluate every window that would close, as the worker does."""
+           end: datetime = datetime(2026, 11, 20, tzinfo=timezone.utc), model: str = "claims",
+           close_until: datetime | None = None) -> Run:
+    """Generate a scenario and evaluate every window that would close (all that end by `close_until`, by default
+    those the run's own watermark passes), as the worker does."""
     size = ms.window_seconds * 1000
     counts, annotations = window_counts(generate(scenario, days, rate, seed, model, end), size)
     starts = sorted(counts)
-    last_closed = window_start(int(end.timestamp() * 1000) - ms.allowed_lateness_seconds * 1000, size)
+    last_closed = (window_start(int(end.timestamp() * 1000) - ms.allowed_lateness_seconds * 1000, size)
+                   if close_until is None else int(close_until.timestamp() * 1000) - size + 1)
     history: list[detect.Summary] = []
     state = detect.State()
     windows, evaluations = [], []

@@ -71,31 +71,31 @@ def _from(change: float, changed: Behaviour, where: Callable[[dict[str, str]], b
 
 
 def trust_decay(total_hours: float, start: datetime) -> Plan:
-    """From 70% of the run on, officers in region=eu override 3.5 times as often; outcomes do not move."""
+    """From 70% of the run on, officers in region=eu override four times as often; outcomes do not move."""
     change = _hour_after(start, 0.7 * total_hours)
-    return Plan(_from(change, Behaviour(override=0.35), lambda s: s["region"] == "eu"), change,
+    return Plan(_from(change, Behaviour(override=0.40), lambda s: s["region"] == "eu"), change,
                 expect="override_rate sustained (page) for the model and region=eu -> investigate_segment "
                        "(region=eu carries the excess)")
 
 
 def trust_erosion(total_hours: float, start: datetime) -> Plan:
-    """From 70% on, reviewers everywhere override twice as often, while outcomes stay as good as before."""
+    """From 70% on, reviewers everywhere override 2.5 times as often, while outcomes stay as good as before."""
     change = _hour_after(start, 0.7 * total_hours)
-    return Plan(_from(change, Behaviour(override=0.22)), change,
+    return Plan(_from(change, Behaviour(override=0.25)), change,
                 expect="override_rate sustained (page) for the model -> investigate_trust")
 
 
 def outcome_drift(total_hours: float, start: datetime) -> Plan:
     """From 70% on, the world moves: truth and proxy mismatch both rise everywhere (e.g. a new fraud pattern)."""
     change = _hour_after(start, 0.7 * total_hours)
-    return Plan(_from(change, Behaviour(mismatch=0.22, proxy_mismatch=0.42)), change,
+    return Plan(_from(change, Behaviour(mismatch=0.24, proxy_mismatch=0.44)), change,
                 expect="outcome_mismatch sustained (page) for the model -> retrain_candidate")
 
 
 def clickbait(total_hours: float, start: datetime) -> Plan:
     """From 70% on, a ranking change wins clicks (proxy mismatch falls) while real engagement gets worse."""
     change = _hour_after(start, 0.7 * total_hours)
-    return Plan(_from(change, Behaviour(mismatch=0.19, proxy_mismatch=0.15)), change,
+    return Plan(_from(change, Behaviour(mismatch=0.20, proxy_mismatch=0.15)), change,
                 expect="proxy_divergence sustained (ticket) and outcome_mismatch sustained (page) for the model "
                        "-> review_objective on both")
 
