@@ -165,14 +165,14 @@ def generate(scenario: str, days: float = 30.0, rate: float = 120.0, seed: int =
         score = rng.random()
         band = next(name for cut, name in BANDS if score < cut)
         b = behave(hours, segment, band)
-        pid = f"p-{uuid.UUID(int=rng.getrandbits(128))}"
+        pid = f"p-{model}-{uuid.UUID(int=rng.getrandbits(128))}"  # ids are unique across models too
         label = LABELS[0] if score < 0.5 else LABELS[1]
         other = LABELS[1] if label == LABELS[0] else LABELS[0]
 
         def emit(when: datetime, kind: EventKind, body: dict[str, Any]) -> None:
             nonlocal seq
             seq += 1
-            event = {"schema_version": 1, "event_id": f"e-{uuid.UUID(int=rng.getrandbits(128))}", **body}
+            event = {"schema_version": 1, "event_id": f"e-{model}-{uuid.UUID(int=rng.getrandbits(128))}", **body}
             if when <= end:
                 heapq.heappush(pending, (when, seq, kind, event))
 
