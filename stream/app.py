@@ -266,7 +266,7 @@ class Runtime:
             counts = await self.with_redis("close", lambda: self.store.close_window(model, window.start, window.end))
             fres = await self._evaluate_features(model, window, counts.counts, fhist, fstate, annotations)
             result = detect.evaluate(model, window, counts.counts, list(history.values()), state, annotations, ms,
-                                     utcnow(), active_feature_alerts=fres.state.active())
+                                     utcnow(), feature_alerts=fres.state.active())
             keep_from = window.end - ms.baseline_windows * size
             ok = await self.with_redis("commit", lambda: self.store.commit_evaluation(
                 model, closed_mark, window.end, window.start,
@@ -315,7 +315,7 @@ class Runtime:
         m.windows.labels(model).inc()
         m.closed.labels(model).set(result.summary.end / 1000)
         for scope, counts in result.summary.scopes.items():
-            for signal in detect.RATE_SIGNALS:
+            for signal in detect.EXPORTED_RATES:
                 k, n = detect.rate(counts, signal)
                 if n:
                     m.rate.labels(model, signal, scope or "all").set(k / n)
@@ -324,10 +324,9 @@ class Runtime:
             scope = ",".join(f"{k}={v}" for k, v in alert.scope.items()) or "all"
             m.baseline.labels(model, alert.signal, scope).set(alert.baseline)
             labels = (model, alert.signal, scope, alert.classification, alert.severity, alert.recommendation)
-            if alert.status == "firing":
-                m.alert_active.labels(*labels).set(1)
-            else:
-                m.alert_active.labels(*labels).set(0)
+            # Only sustained alerts have a lifetime (firing .. resolved); transient and expected are one-off news.
+            if alert.classification == "sustained":
+                m.alert_active.labels(*labels).set(1 if alert.status == "firing" else 0)
 
     async def publish_outbox(self, model: str) -> None:
         for body in sorted(await self.with_redis("outbox", lambda: self.store.outbox(model))):

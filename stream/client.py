@@ -496,6 +496,9 @@ class BatchProducer:
     def add(self, kind: EventKind, event: dict[str, Any]) -> None:
         self._client.send(kind, event)
         self.sent += 1
+        if kind == "annotation":
+            # Annotations are rare and must be stored before the windows they explain close: never hold them.
+            self._client.flush()
 
     def send_all(self, events: Iterable[tuple[EventKind, dict[str, Any]]]) -> int:
         for kind, event in events:

@@ -55,6 +55,9 @@ class ModelSettings(_Strict):
     feature_scale_factor: float = Field(10.0, gt=1, description="RMS ratio vs baseline that is a scale shift")
     feature_missing_gap: float = Field(0.2, gt=0, le=1,
                                        description="null/absent rate above the baseline's that is a feature_missing")
+    concentration_share: float = Field(0.7, gt=0.5, le=1,
+                                       description="share of a model-level excess one scope must carry to be "
+                                                   "named the place to investigate")
 
     @model_validator(mode="after")
     def _bands_consistent(self) -> ModelSettings:

@@ -1,8 +1,9 @@
 """Scenario generators: contract-v1 events for realistic cases, in event-time order, reproducible by seed.
 
-A scenario is a function of (hours since the start, segment, band) -> Behaviour: the probabilities that a person
-overrides, that the real outcome differs from the prediction, that the cheap proxy does. Event time runs as fast
-as the producer can send, so a month of traffic replays in seconds.
+A scenario lays out a run (`Plan`): a function of (hours since the start, segment, band) -> Behaviour, the
+probabilities that a person overrides, that the real outcome differs from the prediction, that the cheap proxy
+does; when the change starts; and the annotations teams would send. Event time runs as fast as the producer can
+send, so a month of traffic replays in seconds. Each scenario's `expect` says what trustgap should publish.
 """
 
 from __future__ import annotations
@@ -41,39 +42,108 @@ class Behaviour:
 Scenario = Callable[[float, dict[str, str], str], Behaviour]
 
 
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A scenario laid out over one run: its behaviour, when the change starts, and the annotations it sends."""
+
+    behaviour: Scenario
+    change_hours: float | None = None  # hours after the start when the change begins (None: nothing changes)
+    annotations: tuple[dict[str, Any], ...] = ()  # Annotation bodies without schema_version/event_id/model
+    expect: str = ""  # what trustgap should say, for the README, the tests and the detection report
+
+
 def quiet(hours: float, segment: dict[str, str], band: str) -> Behaviour:
     """Nothing changes: the false-alarm baseline."""
     return Behaviour()
 
 
-def trust_decay(total_hours: float) -> Scenario:
-    """From 70% of the run on, officers in region=eu override three times as often; outcomes do not move."""
+def _hour_after(start: datetime, hours: float) -> float:
+    """Hours from `start` to the first whole hour at or after `start + hours` (so a change fills whole windows)."""
+    t = start + timedelta(hours=hours)
+    aligned = t.replace(minute=0, second=0, microsecond=0)
+    if aligned < t:
+        aligned += timedelta(hours=1)
+    return (aligned - start).total_seconds() / 3600
+
+
+def _from(change: float, changed: Behaviour, where: Callable[[dict[str, str]], bool] = lambda s: True,
+          until: float = float("inf")) -> Scenario:
     def behaviour(hours: float, segment: dict[str, str], band: str) -> Behaviour:
-        if hours >= 0.7 * total_hours and segment["region"] == "eu":
-            return Behaviour(override=0.35)
-        return Behaviour()
+        return changed if change <= hours < until and where(segment) else Behaviour()
     return behaviour
 
 
-def feature_breakage(total_hours: float) -> Scenario:
+def feature_breakage(total_hours: float, start: datetime) -> Plan:
     """From half-way, `income` freezes and `days_since_signup` goes missing; the model, fed junk, errs more."""
-    def behaviour(hours: float, segment: dict[str, str], band: str) -> Behaviour:
-        if hours >= 0.5 * total_hours:
-            return Behaviour(mismatch=0.35, frozen=("income",), missing=("days_since_signup",))
-        return Behaviour()
-    return behaviour
+    change = _hour_after(start, 0.5 * total_hours)
+    return Plan(_from(change, Behaviour(mismatch=0.35, frozen=("income",), missing=("days_since_signup",))), change,
+                expect="feature_frozen (income) and feature_missing (days_since_signup) sustained (ticket); the "
+                       "model's outcome_mismatch alerts -> fix_upstream_feature")
 
 
-def feature_rescale(total_hours: float) -> Scenario:
+def feature_rescale(total_hours: float, start: datetime) -> Plan:
     """From half-way, `income` arrives in cents instead of units (x100); nothing else changes."""
-    def behaviour(hours: float, segment: dict[str, str], band: str) -> Behaviour:
-        return Behaviour(rescaled=(("income", 100.0),)) if hours >= 0.5 * total_hours else Behaviour()
-    return behaviour
+    change = _hour_after(start, 0.5 * total_hours)
+    return Plan(_from(change, Behaviour(rescaled=(("income", 100.0),))), change,
+                expect="feature_scale_shift (income, x100) sustained (ticket) -> fix_upstream_feature")
 
 
-SCENARIOS: dict[str, Callable[[float], Scenario]] = {
-    "quiet": lambda total: quiet,
+def trust_decay(total_hours: float, start: datetime) -> Plan:
+    """From 70% of the run on, officers in region=eu override four times as often; outcomes do not move."""
+    change = _hour_after(start, 0.7 * total_hours)
+    return Plan(_from(change, Behaviour(override=0.40), lambda s: s["region"] == "eu"), change,
+                expect="override_rate sustained (page) for the model and region=eu -> investigate_segment "
+                       "(region=eu carries the excess)")
+
+
+def trust_erosion(total_hours: float, start: datetime) -> Plan:
+    """From 70% on, reviewers everywhere override 2.5 times as often, while outcomes stay as good as before."""
+    change = _hour_after(start, 0.7 * total_hours)
+    return Plan(_from(change, Behaviour(override=0.25)), change,
+                expect="override_rate sustained (page) for the model -> investigate_trust")
+
+
+def outcome_drift(total_hours: float, start: datetime) -> Plan:
+    """From 70% on, the world moves: truth and proxy mismatch both rise everywhere (e.g. a new fraud pattern)."""
+    change = _hour_after(start, 0.7 * total_hours)
+    return Plan(_from(change, Behaviour(mismatch=0.24, proxy_mismatch=0.44)), change,
+                expect="outcome_mismatch sustained (page) for the model -> retrain_candidate")
+
+
+def clickbait(total_hours: float, start: datetime) -> Plan:
+    """From 70% on, a ranking change wins clicks (proxy mismatch falls) while real engagement gets worse."""
+    change = _hour_after(start, 0.7 * total_hours)
+    return Plan(_from(change, Behaviour(mismatch=0.20, proxy_mismatch=0.15)), change,
+                expect="proxy_divergence sustained (ticket) and outcome_mismatch sustained (page) for the model "
+                       "-> review_objective on both")
+
+
+def campaign(total_hours: float, start: datetime) -> Plan:
+    """A promotion from 50% to 75% of the run brings unusual customers (more overrides and mismatches); marketing
+    annotated it in advance, so it is expected."""
+    begin, end = _hour_after(start, 0.5 * total_hours), _hour_after(start, 0.75 * total_hours)
+    note = {"kind": "campaign", "start": _ts(start + timedelta(hours=begin)),
+            "end": _ts(start + timedelta(hours=end)), "note": "weekend promotion: new-customer discount"}
+    return Plan(_from(begin, Behaviour(override=0.25, mismatch=0.20), until=end), begin, (note,),
+                expect="expected (info) once per signal and scope -> none; no sustained alert")
+
+
+def blip(total_hours: float, start: datetime) -> Plan:
+    """At 70% of the run, a 90-minute review-tool outage makes editors bypass the model, then all is normal."""
+    change = _hour_after(start, 0.7 * total_hours)
+    return Plan(_from(change, Behaviour(override=0.45), until=change + 1.5), change,
+                expect="override_rate transient (info) for two windows -> exclude_window_from_training; no "
+                       "sustained alert")
+
+
+SCENARIOS: dict[str, Callable[[float, datetime], Plan]] = {
+    "quiet": lambda total, start: Plan(quiet, expect="no sustained alert"),
     "trust_decay": trust_decay,
+    "trust_erosion": trust_erosion,
+    "outcome_drift": outcome_drift,
+    "clickbait": clickbait,
+    "campaign": campaign,
+    "blip": blip,
     "feature_breakage": feature_breakage,
     "feature_rescale": feature_rescale,
 }
@@ -109,26 +179,37 @@ def features_of(rng: random.Random, segment: dict[str, str], b: Behaviour, last:
     return out
 
 
+def plan(scenario: str, days: float, end: datetime) -> Plan:
+    """The scenario's plan for a run of `days` ending at `end`."""
+    if scenario not in SCENARIOS:
+        raise ValueError(f"unknown scenario {scenario!r}; choose from {', '.join(sorted(SCENARIOS))}")
+    return SCENARIOS[scenario](days * 24, end - timedelta(hours=days * 24))
+
+
 def _ts(t: datetime) -> str:
     return t.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def generate(scenario: str, days: float = 30.0, rate: float = 120.0, seed: int = 1, model: str = "claims",
              end: datetime | None = None) -> Iterator[tuple[EventKind, dict[str, Any]]]:
-    """Yield (kind, event) in event-time order: `rate` predictions per hour for `days`, ending at `end`."""
-    if scenario not in SCENARIOS:
-        raise ValueError(f"unknown scenario {scenario!r}; choose from {', '.join(sorted(SCENARIOS))}")
+    """Yield (kind, event) in event-time order: `rate` predictions per hour for `days`, ending at `end`; a
+    scenario's annotations come first."""
     rng = random.Random(seed)
     frng = random.Random(seed * 7919 + 4)  # features draw from their own stream: the events stay as they were
     last: dict[str, Any] = {}
     total_hours = days * 24
-    behave = SCENARIOS[scenario](total_hours)
     end = end or datetime.now(timezone.utc).replace(microsecond=0)
     start = end - timedelta(hours=total_hours)
+    layout = plan(scenario, days, end)
+    behave = layout.behaviour
     pending: list[tuple[datetime, int, EventKind, dict[str, Any]]] = []
     seq = 0
     t = start
     step = timedelta(hours=1) / rate
+    for i, body in enumerate(layout.annotations):
+        # announced ahead of the change, as teams do; sent first so it is stored before its windows close
+        yield "annotation", {"schema_version": 1, "event_id": f"ann-{model}-{scenario}-{seed}-{i}", "model": model,
+                             **body}
     while t < end:
         t += timedelta(seconds=rng.expovariate(1.0) * step.total_seconds())
         hours = (t - start).total_seconds() / 3600
@@ -136,14 +217,14 @@ def generate(scenario: str, days: float = 30.0, rate: float = 120.0, seed: int =
         score = rng.random()
         band = next(name for cut, name in BANDS if score < cut)
         b = behave(hours, segment, band)
-        pid = f"p-{uuid.UUID(int=rng.getrandbits(128))}"
+        pid = f"p-{model}-{uuid.UUID(int=rng.getrandbits(128))}"  # ids are unique across models too
         label = LABELS[0] if score < 0.5 else LABELS[1]
         other = LABELS[1] if label == LABELS[0] else LABELS[0]
 
         def emit(when: datetime, kind: EventKind, body: dict[str, Any]) -> None:
             nonlocal seq
             seq += 1
-            event = {"schema_version": 1, "event_id": f"e-{uuid.UUID(int=rng.getrandbits(128))}", **body}
+            event = {"schema_version": 1, "event_id": f"e-{model}-{uuid.UUID(int=rng.getrandbits(128))}", **body}
             if when <= end:
                 heapq.heappush(pending, (when, seq, kind, event))
 

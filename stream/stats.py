@@ -1,0 +1,137 @@
+"""Proportion tests, intervals and the multiple-testing correction that detection relies on. Pure arithmetic.
+
+Choice of test, for a reviewer:
+- A window is compared with its own baseline (the pooled trailing windows): two independent binomial samples,
+  one small (a window, at least `min_samples` trials) and one large (up to a week of them). One-sided, because
+  trustgap alerts on rises only (more overrides, more mismatches), which buys power at the same level.
+- The decisive p-value is Fisher's exact test (one-sided, conditional on the margins). The pooled two-proportion
+  z-test (Pearson's chi-square, z^2 = X^2) was the first choice, but the multiple-testing correction asks for
+  p-values near alpha / 27 ~ 4e-4, far in the tail, and there the normal approximation is anti-conservative for
+  low rates (~10%) on ~100 trials: the binomial's right tail is heavier. Measured on stationary data
+  (tests/test_detect.py) it gave 2.6% of windows with a false candidate at a family-wise alpha of 1%. Fisher's
+  test is exact whatever the sample sizes, so the Holm guarantee holds as stated; its conservatism costs
+  little at these sizes. The z-test stays as a cheap screen: Fisher is computed only where the z p-value is
+  small enough to matter (most tests on quiet data never need it).
+- The reported interval for the gap is Newcombe's hybrid score interval (method 10, built from Wilson intervals):
+  it stays inside [-1, 1] and keeps its coverage near 0 and 1, where override rates live, unlike the Wald one.
+- Proxy divergence compares a difference of two rates (truth mismatch minus proxy mismatch) with its baseline
+  value: a difference-in-differences of four binomial proportions, tested with the one-sided Wald z statistic
+  (unpooled variances, since the four rates differ by design); it has no exact counterpart in scipy, and the
+  proxy rates it works with (~30%) are far less skewed.
+- Many scopes are tested per model and window (whole model, each band, each segment value, for each signal): at
+  alpha = 1% per test, 27 tests would give a false candidate in ~24% of windows. Holm–Bonferroni controls the
+  family-wise error at alpha under any dependence between the tests (the scopes overlap: region=eu is inside the
+  whole model) and is uniformly more powerful than plain Bonferroni.
+Normal tails use math.erfc (exact to double precision) rather than scipy, to keep a window's evaluation in
+microseconds; the tests pin every figure against scipy.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from functools import lru_cache
+
+from scipy.stats import hypergeom
+
+_SQRT2 = math.sqrt(2.0)
+
+
+def normal_sf(z: float) -> float:
+    """P(Z > z) for a standard normal Z."""
+    return 0.5 * math.erfc(z / _SQRT2)
+
+
+@lru_cache(maxsize=64)  # called with a handful of confidence levels per process
+def normal_isf(q: float) -> float:
+    """z with P(Z > z) = q (bisection on erfc: exact enough for interval widths, no scipy at run time)."""
+    lo, hi = -40.0, 40.0
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        if normal_sf(mid) > q:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
+def rise_pvalue(k: int, n: int, bk: int, bn: int) -> float:
+    """One-sided p-value for H1: rate k/n is above the baseline rate bk/bn (see the module docstring).
+
+    The pooled z-test first; where it could matter (z p-value under ZTEST_ONLY_ABOVE), Fisher's exact one.
+    """
+    p = ztest_rise(k, n, bk, bn)
+    if p > ZTEST_ONLY_ABOVE:
+        return p
+    return fisher_rise(k, n, bk, bn)
+
+
+# Above this the z-test's p-value is kept: no Holm threshold (<= alpha < 1%) can reject such a test, and Fisher's
+# exact p-value is the larger of the two in the right tail of low rates, so it could only be larger still.
+ZTEST_ONLY_ABOVE = 0.1
+
+
+def fisher_rise(k: int, n: int, bk: int, bn: int) -> float:
+    """Fisher's exact one-sided p-value: P(X >= k) for X hypergeometric given the pooled margins."""
+    return float(hypergeom.sf(k - 1, n + bn, k + bk, n))
+
+
+def ztest_rise(k: int, n: int, bk: int, bn: int) -> float:
+    """One-sided pooled two-proportion z-test p-value for H1: rate k/n is above the baseline rate bk/bn."""
+    if n <= 0 or bn <= 0:
+        return 1.0
+    pooled = (k + bk) / (n + bn)
+    var = pooled * (1 - pooled) * (1 / n + 1 / bn)
+    if var <= 0:  # both samples all-0 or all-1: the rates are equal
+        return 1.0
+    return normal_sf((k / n - bk / bn) / math.sqrt(var))
+
+
+def wilson(k: int, n: int, confidence: float) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion k/n at a two-sided confidence level."""
+    if n <= 0:
+        return 0.0, 1.0
+    z = normal_isf((1 - confidence) / 2)
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def newcombe(k1: int, n1: int, k2: int, n2: int, confidence: float) -> tuple[float, float]:
+    """Newcombe's hybrid score interval (his method 10) for the difference k1/n1 - k2/n2."""
+    p1, p2 = k1 / n1, k2 / n2
+    l1, u1 = wilson(k1, n1, confidence)
+    l2, u2 = wilson(k2, n2, confidence)
+    d = p1 - p2
+    return d - math.hypot(p1 - l1, u2 - p2), d + math.hypot(u1 - p1, p2 - l2)
+
+
+def did_rise(t: tuple[int, int], q: tuple[int, int], t0: tuple[int, int], q0: tuple[int, int],
+             confidence: float) -> tuple[float, float, tuple[float, float]]:
+    """(gap, one-sided p-value, interval) for the rise of (t - q) over (t0 - q0); each pair is (successes, trials).
+
+    The Wald z for a difference-in-differences of four independent proportions; its variance is the sum of the
+    four binomial variances.
+    """
+    rates = [k / n for k, n in (t, q, t0, q0)]
+    gap = (rates[0] - rates[1]) - (rates[2] - rates[3])
+    var = sum(r * (1 - r) / n for r, (_, n) in zip(rates, (t, q, t0, q0)))
+    if var <= 0:
+        return gap, (0.0 if gap > 0 else 1.0), (gap, gap)
+    se = math.sqrt(var)
+    z = normal_isf((1 - confidence) / 2)
+    return gap, normal_sf(gap / se), (gap - z * se, gap + z * se)
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm–Bonferroni adjusted p-values, in the input order: reject where adjusted <= alpha."""
+    m = len(pvalues)
+    order = sorted(range(m), key=lambda i: pvalues[i])
+    adjusted = [1.0] * m
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * pvalues[i]))
+        adjusted[i] = running
+    return adjusted

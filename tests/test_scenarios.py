@@ -1,0 +1,109 @@
+"""Every simulator scenario yields the alerts it should: in memory (replay), and through the real broker and Redis.
+
+The integration run sends all scenarios at once, one model each, into one worker, and checks that the alerts
+topic carries exactly the alerts the in-memory replay decides for the same events (byte for byte but for the
+publication time), plus each scenario's expected story.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stream.admin import confluent_config
+from stream.client import BatchProducer
+from stream.embedded import StackInfo
+from stream.offline import replay
+from stream.settings import ModelSettings
+from stream.simulate import SCENARIOS, generate
+from tests.harness import Deployment, metric_value, metrics_text, wait_for
+
+DAYS, RATE, SEED = 3.0, 250.0, 1
+END = datetime(2026, 11, 12, tzinfo=timezone.utc)  # more than LATENESS + 1 h before "now" (see max_future_seconds)
+LATENESS = 10 * 86400  # nothing closes while the run is sent: topics are consumed concurrently, so a window must
+#                        not close before its last action arrives; a final event then closes every window at once
+
+# scenario -> (signal, recommendation, severity) of its model-level sustained alerts; classifications it must and
+# must not publish
+STORY: dict[str, tuple[set[tuple[str, str, str]], set[str], set[str]]] = {
+    "quiet": (set(), set(), {"sustained"}),
+    "trust_decay": ({("override_rate", "investigate_segment", "page")}, {"sustained"}, set()),
+    "trust_erosion": ({("override_rate", "investigate_trust", "page")}, {"sustained"}, set()),
+    "outcome_drift": ({("outcome_mismatch", "retrain_candidate", "page")}, {"sustained"}, set()),
+    "clickbait": ({("proxy_divergence", "review_objective", "ticket"),
+                   ("outcome_mismatch", "review_objective", "page")}, {"sustained"}, set()),
+    "campaign": (set(), {"expected"}, {"sustained"}),
+    "blip": (set(), {"transient"}, {"sustained"}),
+}
+
+
+def check_story(scenario: str, alerts: list[dict[str, Any]]) -> None:
+    sustained, must, must_not = STORY[scenario]
+    whole = {(a["signal"], a["recommendation"], a["severity"]) for a in alerts
+             if a["classification"] == "sustained" and a["status"] == "firing" and not a["scope"]}
+    classes = {a["classification"] for a in alerts}
+    assert whole == sustained, scenario
+    assert must <= classes and not (must_not & classes), (scenario, classes)
+    if scenario == "trust_decay":
+        assert any("region=eu carries" in d for a in alerts if not a["scope"] and a["classification"] == "sustained"
+                   for d in a["diagnosis"])
+    if scenario == "campaign":
+        assert {a["recommendation"] for a in alerts if a["classification"] == "expected"} == {"none"}
+        assert {a["severity"] for a in alerts if a["classification"] == "expected"} == {"info"}
+    if scenario == "blip":
+        assert {a["recommendation"] for a in alerts} == {"exclude_window_from_training"}
+        assert {a["signal"] for a in alerts} == {"override_rate"}
+        assert len({a["window"]["start"] for a in alerts}) == 2  # the 90-minute outage touches two windows
+
+
+def replayed(scenario: str, ms: ModelSettings, close_until: datetime | None = None) -> list[dict[str, Any]]:
+    run = replay(scenario, ms, DAYS, RATE, SEED, END, model=scenario, close_until=close_until)
+    return [a.model_dump(mode="json") for _, a in run.alerts()]
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_scenario_story_in_memory(scenario: str) -> None:
+    check_story(scenario, replayed(scenario, ModelSettings()))
+
+
+@pytest.fixture
+def deployment(stack: StackInfo, tmp_path: Path, redis_client: Any) -> Iterator[Deployment]:
+    dep = Deployment(stack, tmp_path, overrides={"TRUSTGAP_DEFAULTS__ALLOWED_LATENESS_SECONDS": str(LATENESS)})
+    dep.create_topics()
+    yield dep
+    dep.stop_all()
+
+
+@pytest.mark.integration
+def test_every_scenario_publishes_its_alerts_through_broker_and_redis(deployment: Deployment) -> None:
+    worker = deployment.start_worker()
+    settings = deployment.settings
+    producer = BatchProducer(confluent_config(settings), settings.topics.model_dump())
+    for scenario in sorted(SCENARIOS):
+        producer.send_all(generate(scenario, DAYS, RATE, SEED, model=scenario, end=END))
+    sent = producer.sent  # cumulative over the calls
+    port = worker.web_port  # type: ignore[attr-defined]
+    wait_for(lambda: metric_value(metrics_text(port), "trustgap_events_total", result="applied") == sent, 150,
+             interval=1.0, what=f"all {sent} events to be applied")
+    # one last prediction per model pushes the watermark past the end of the run: every window closes now
+    flush = END + timedelta(seconds=LATENESS, hours=1)
+    deployment.send("predictions", [{"schema_version": 1, "event_id": f"flush-{s}", "prediction_id": f"flush-{s}",
+                                     "model": s, "model_version": "v1", "ts": flush.isoformat().replace("+00:00", "Z"),
+                                     "label": "approve", "band": "low", "segment": {"region": "eu", "channel": "web"}}
+                                    for s in SCENARIOS])
+    ms = settings.for_model("quiet")
+    expected = {s: replayed(s, ms, close_until=END) for s in SCENARIOS}
+    total = sum(len(v) for v in expected.values())
+    got = deployment.read("alerts", total, timeout=120)
+    assert len(got) == total
+    text = metrics_text(port)
+    assert metric_value(text, "trustgap_events_total", result="late") == 0
+    for scenario in SCENARIOS:
+        mine = [a for a in got if a["model"] == scenario]
+        strip = lambda alerts: sorted(({**a, "ts": None} for a in alerts), key=lambda a: a["alert_id"])  # noqa
+        assert strip(mine) == strip(expected[scenario]), scenario
+        check_story(scenario, mine)

@@ -1,0 +1,89 @@
+"""The statistics, pinned against scipy and a published worked example."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from scipy import stats as ss
+
+from stream import stats
+
+
+@pytest.mark.parametrize("k,n,bk,bn", [
+    (30, 100, 1000, 10000),   # a clear rise: 30% against 10%
+    (12, 100, 1000, 10000),   # a small rise, not significant
+    (5, 100, 1000, 10000),    # a fall: the one-sided p-value is above 1/2
+    (50, 50, 10, 200),        # window all successes
+    (0, 60, 0, 5000),         # both all zero: equal rates, p = 1 by definition
+])
+def test_ztest_is_the_one_sided_pearson_chi_square(k: int, n: int, bk: int, bn: int) -> None:
+    p = stats.ztest_rise(k, n, bk, bn)
+    if k == 0 and bk == 0:
+        assert p == 1.0
+        return
+    chi2, two_sided, _, _ = ss.chi2_contingency([[k, n - k], [bk, bn - bk]], correction=False)
+    # z^2 = X^2: the one-sided p-value is half the two-sided one on the side of the observed difference
+    expected = two_sided / 2 if k / n > bk / bn else 1 - two_sided / 2
+    assert p == pytest.approx(expected, rel=1e-9, abs=1e-15)
+
+
+@pytest.mark.parametrize("k,n,bk,bn", [
+    (30, 100, 1000, 10000),   # a clear rise: Fisher decides, and is more conservative than z in this tail
+    (16, 100, 1000, 10000),   # borderline
+    (12, 100, 1000, 10000),   # z p-value above the screen: kept as is
+    (50, 50, 10, 200),        # window all successes
+])
+def test_rise_pvalue_is_fishers_exact_test_where_it_matters(k: int, n: int, bk: int, bn: int) -> None:
+    z = stats.ztest_rise(k, n, bk, bn)
+    fisher = ss.fisher_exact([[k, n - k], [bk, bn - bk]], alternative="greater").pvalue
+    expected = z if z > stats.ZTEST_ONLY_ABOVE else fisher
+    assert stats.rise_pvalue(k, n, bk, bn) == pytest.approx(expected, rel=1e-9)
+    assert fisher >= min(z, 1.0) or z > stats.ZTEST_ONLY_ABOVE  # the screen relies on this in the right tail
+
+
+@pytest.mark.parametrize("k,n,confidence", [
+    (3, 20, 0.95),      # small sample, low rate
+    (0, 50, 0.99),      # zero successes: lower bound 0
+    (50, 50, 0.99),     # all successes: upper bound 1
+    (137, 1000, 0.9),   # large sample
+])
+def test_wilson_interval_equals_scipy(k: int, n: int, confidence: float) -> None:
+    ci = ss.binomtest(k, n).proportion_ci(confidence, method="wilson")
+    assert stats.wilson(k, n, confidence) == pytest.approx((ci.low, ci.high), abs=1e-12)
+
+
+def test_newcombe_interval_matches_newcombes_published_example() -> None:
+    # Newcombe (1998), Statistics in Medicine 17:873, example (a): 56/70 - 48/80, method 10 -> 0.0524 to 0.3339
+    lo, hi = stats.newcombe(56, 70, 48, 80, 0.95)
+    assert (round(lo, 4), round(hi, 4)) == (0.0524, 0.3339)
+
+
+@pytest.mark.parametrize("q", [0.5, 0.025, 0.005, 1e-6])
+def test_normal_tail_and_quantile_equal_scipy(q: float) -> None:
+    assert stats.normal_isf(q) == pytest.approx(ss.norm.isf(q), abs=1e-9)
+    assert stats.normal_sf(ss.norm.isf(q)) == pytest.approx(q, rel=1e-9)
+
+
+def test_difference_in_differences_rise_by_hand() -> None:
+    # truth 30/100, proxy 20/100 against baseline truth 100/1000, proxy 300/1000: 0.10 vs -0.20, gap 0.30;
+    # variance 0.21/100 + 0.16/100 + 0.09/1000 + 0.21/1000 = 0.004
+    gap, p, (lo, hi) = stats.did_rise((30, 100), (20, 100), (100, 1000), (300, 1000), 0.95)
+    se = math.sqrt(0.004)
+    assert gap == pytest.approx(0.30)
+    assert p == pytest.approx(ss.norm.sf(0.30 / se), rel=1e-9)
+    assert (lo, hi) == pytest.approx((0.30 - ss.norm.isf(0.025) * se, 0.30 + ss.norm.isf(0.025) * se))
+
+
+@pytest.mark.parametrize("pvalues,adjusted", [
+    # textbook: sorted 0.005 x4, 0.01 x3, 0.03 x2, 0.04 x1 (raised to the running max 0.06)
+    ([0.01, 0.04, 0.03, 0.005], [0.03, 0.06, 0.06, 0.02]),
+    # one test: unchanged
+    ([0.2], [0.2]),
+    # capped at 1
+    ([0.5, 0.6], [1.0, 1.0]),
+    # no tests
+    ([], []),
+])
+def test_holm_adjusted_pvalues(pvalues: list[float], adjusted: list[float]) -> None:
+    assert stats.holm(pvalues) == pytest.approx(adjusted)
