@@ -83,7 +83,9 @@ class Runtime:
         horizon = epoch_ms(now) + self.settings.max_future_seconds * 1000
         valid: list[Any] = []
         offsets: dict[tuple[str, int], int] = {}
+        dirty = False  # offsets (or events) not yet written to Redis
         for ev in batch:
+            dirty = True
             msg = ev.message
             offsets[(msg.topic, msg.partition)] = max(offsets.get((msg.topic, msg.partition), 0), msg.offset + 1)
             events, rejects = parse(kind, msg.value, limits)
@@ -97,17 +99,28 @@ class Runtime:
                         e.model_dump_json().encode()))
                     continue
                 valid.append(e)
+            # take_max counts messages, and one message may hold max_batch_events events: apply every take_max
+            # events so that one Lua call (which blocks Redis) and the parsed events held stay bounded. The
+            # offsets passed cover only whole messages already parsed, so they still follow their effects.
+            if len(valid) >= self.settings.take_max:
+                await self._apply(kind, topic, valid, offsets, now)
+                valid, dirty = [], False
+        if dirty:
+            await self._apply(kind, topic, valid, offsets, now)
+        self.metrics.batch_seconds.labels(topic).observe(time.perf_counter() - started)
+
+    async def _apply(self, kind: EventKind, topic: str, valid: list[Any], offsets: dict[tuple[str, int], int],
+                     now: datetime) -> None:
         if kind == "annotation":
             new = await self.with_redis("annotations", lambda: self.store.add_annotations(valid))
             self.metrics.events.labels(topic, "applied").inc(new)
             self.metrics.events.labels(topic, "duplicate").inc(len(valid) - new)
         else:
-            res = await self.with_redis("apply", lambda: self.store.apply(valid, offsets, epoch_ms(now)))
+            res = await self.with_redis("apply", lambda: self.store.apply(valid, dict(offsets), epoch_ms(now)))
             for result, n in (("applied", res.applied + res.drained), ("duplicate", res.duplicates),
                               ("pending", res.pending), ("late", res.late)):
                 if n:
                     self.metrics.events.labels(topic, result).inc(n)
-        self.metrics.batch_seconds.labels(topic).observe(time.perf_counter() - started)
 
     async def evaluate(self) -> int:
         """Close and evaluate every window the watermark has passed, for every model; returns windows closed."""
