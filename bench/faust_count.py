@@ -52,7 +52,8 @@ def main(argv: list[str]) -> None:
             count(len(batch))
 
     app.agent(topic, name="bench.count")(per_event if mode == "event" else per_take)
-    worker = faust.Worker(app, loglevel=os.environ.get("BENCH_FAUST_LOGLEVEL", "warning"), quiet=True, redirect_stdouts=False)
+    level = os.environ.get("BENCH_FAUST_LOGLEVEL", "warning")
+    worker = faust.Worker(app, loglevel=level, quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()
 
 

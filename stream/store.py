@@ -311,8 +311,10 @@ class Store:
         result = ApplyResult()
         async with self.redis.pipeline(transaction=False) as pipe:
             for bucket, recs in buckets.items():
-                await self._apply(keys=[keys.bucket_meta(bucket), keys.bucket_pending(bucket)],
-                                  args=[cfg, orjson.dumps(recs)], client=pipe)
+                # EVAL, not EVALSHA: a script object in a pipeline makes redis-py send SCRIPT EXISTS first, a
+                # second round trip per batch; EVALSHA alone could fail NOSCRIPT after a Redis restart while the
+                # offsets queued behind it still apply. Redis caches the compiled body by its SHA (issue 7).
+                pipe.eval(_APPLY, 2, keys.bucket_meta(bucket), keys.bucket_pending(bucket), cfg, orjson.dumps(recs))
             if models:
                 pipe.sadd(keys.MODELS, *models)
             if offsets:
@@ -349,7 +351,7 @@ class Store:
         counts = WindowCounts()
         async with self.redis.pipeline(transaction=False) as pipe:
             for b in range(self.settings.state_buckets):
-                await self._close(keys=[keys.bucket_meta(b)], args=[model, str(start_ms), str(end_ms)], client=pipe)
+                pipe.eval(_CLOSE, 1, keys.bucket_meta(b), model, str(start_ms), str(end_ms))  # EVAL: see apply
             for reply in await pipe.execute():
                 counts.merge(reply)
         return counts
@@ -410,7 +412,7 @@ class Store:
         """Drop actions/outcomes whose prediction never came; returns (actions, outcomes) expired."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for b in range(self.settings.state_buckets):
-                await self._sweep(keys=[keys.bucket_pending(b)], args=[str(now_ms)], client=pipe)
+                pipe.eval(_SWEEP, 1, keys.bucket_pending(b), str(now_ms))  # EVAL: see apply
             replies = await pipe.execute()
         return sum(int(r[0]) for r in replies), sum(int(r[1]) for r in replies)
 
