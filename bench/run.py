@@ -282,10 +282,11 @@ def scale_out(stack: StackInfo, logdir: Path, n_workers: int, events: int, seed:
         # Measure from the first bulk progress: pids of the broker and Redis, to report the CPU split.
         orig = w.applied_messages
         w.applied_messages = lambda: max(0, orig() - sent)  # type: ignore[method-assign]
-        run = w.measure(len(bulk), BATCH, others=[stack.broker_proc.pid, stack.redis_proc.pid])
+        run = w.measure(len(bulk), BATCH, others=[stack.broker_proc.pid, stack.redis_proc.pid, os.getpid()])
         producer.join()
         names = {str(p.pid): f"worker{i + 1}" for i, p in enumerate(w.procs)}
-        names |= {str(stack.broker_proc.pid): "broker", str(stack.redis_proc.pid): "redis"}
+        names |= {str(stack.broker_proc.pid): "broker", str(stack.redis_proc.pid): "redis",
+                  str(os.getpid()): "bench (producer)"}
         run.cpu = {names[k]: v for k, v in run.cpu.items()}
         return run
     finally:
@@ -469,6 +470,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not args.quick:
                 record("faust count per event, uvloop ev/s",
                        faust_counter(stack, single_t, sizes.single, "event", "uvloop", logdir))
+            if not args.quick:
+                record("trustgap single-event, uvloop ev/s", worker_run(
+                    stack, logdir, single_t, len(single_msgs), 1, {"TRUSTGAP_EVENT_LOOP": "uvloop"}).rate)
+                record("trustgap batched, uvloop ev/s", worker_run(
+                    stack, logdir, batched_t, len(batched_msgs), BATCH, {"TRUSTGAP_EVENT_LOOP": "uvloop"}).rate)
             single = worker_run(stack, logdir, single_t, len(single_msgs), 1)
             record("trustgap single-event ev/s", single.rate)
             record("trustgap single-event redis trips/1000 ev", single.trips_per_1000)
@@ -500,6 +506,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             med["trustgap batched ev/s"] / med["aiokafka getmany pydantic ev/s"],
         "batched worker / 60k ev/s target": med["trustgap batched ev/s"] / 60_000,
         "batched worker / Quix stateless 58.7k (issue's figure)": med["trustgap batched ev/s"] / QUIX_STATELESS,
+        "single-event worker on uvloop / faust per-event count":
+            med.get("trustgap single-event, uvloop ev/s", float("nan")) / med["faust count per event ev/s"],
         "2 workers / 1 worker (target >= 1.7)":
             med["scale-out 2 worker(s) ev/s"] / med["scale-out 1 worker(s) ev/s"],
     }

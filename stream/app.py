@@ -228,6 +228,11 @@ def faust_broker_options(settings: Settings) -> dict[str, Any]:
 
 def create_app(settings: Settings, registry: CollectorRegistry | None = None) -> faust.App:
     """Build the Faust app; importing this module connects to nothing."""
+    if settings.event_loop == "uvloop":
+        import uvloop
+
+        # Before faust.App and faust.Worker ask asyncio for their loop, so both get a uvloop one.
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     metrics = Metrics(registry)
     app = faust.App(
         settings.app_id,
