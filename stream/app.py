@@ -196,8 +196,10 @@ class Runtime:
         now = utcnow()
         horizon = epoch_ms(now) + self.settings.max_future_seconds * 1000
         valid: list[Any] = []
-        seen: list[tuple[tuple[str, int], int]] = []
+        seen: list[tuple[tuple[str, int], int]] = []  # (partition, offset) of every message parsed
+        dirty = False  # events or offsets not yet written to Redis
         for ev in batch:
+            dirty = True
             msg = ev.message
             seen.append(((msg.topic, msg.partition), msg.offset))
             events, rejects = parse(kind, msg.value, limits)
@@ -211,6 +213,18 @@ class Runtime:
                         e.model_dump_json().encode()))
                     continue
                 valid.append(e)
+            # take_max counts messages, and one message may hold max_batch_events events: apply every take_max
+            # events so that one Lua call (which blocks Redis) and the parsed events held stay bounded. The
+            # offsets passed cover only whole messages already parsed, so they still follow their effects.
+            if len(valid) >= self.settings.take_max:
+                await self._apply(kind, topic, valid, seen, now)
+                valid, dirty = [], False
+        if dirty:
+            await self._apply(kind, topic, valid, seen, now)
+        self.metrics.batch_seconds.labels(topic).observe(time.perf_counter() - started)
+
+    async def _apply(self, kind: EventKind, topic: str, valid: list[Any], seen: list[tuple[tuple[str, int], int]],
+                     now: datetime) -> None:
         if kind == "annotation":
             new = await self.apply_guarded("annotations",
                                            lambda: self.store.add_annotations(valid, self._progress(seen)))
@@ -228,7 +242,6 @@ class Runtime:
                               ("pending", res.pending), ("late", res.late)):
                 if n:
                     self.metrics.events.labels(topic, result).inc(n)
-        self.metrics.batch_seconds.labels(topic).observe(time.perf_counter() - started)
 
     async def evaluate(self) -> int:
         """Close and evaluate every window the watermark has passed, for every model; returns windows closed."""
@@ -405,6 +418,11 @@ class _App(faust.App):
 
 def create_app(settings: Settings, registry: CollectorRegistry | None = None) -> faust.App:
     """Build the Faust app; importing this module connects to nothing."""
+    if settings.event_loop == "uvloop":
+        import uvloop
+
+        # Before faust.App and faust.Worker ask asyncio for their loop, so both get a uvloop one.
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     metrics = Metrics(registry)
     app = _App(
         settings.app_id,

@@ -49,6 +49,9 @@ if not same_server(cfg.run_id) then return redis.error_reply('TGRESTART redis re
 local recs = cjson.decode(ARGV[2])
 local applied, dup, pending, late, drained = 0, 0, 0, 0, 0
 local closed, touched, wm, first = {}, {}, {}, {}
+-- window counter increments summed per (key, field) and written once at the end: a batch repeats a few dozen
+-- fields thousands of times, and the script is atomic, so the end state is the same with far fewer calls (issue 7)
+local incr = {}
 
 local function fmt(x) return string.format('%d', x) end
 local function closed_of(model)
@@ -62,14 +65,47 @@ local function bump(model, version, scopes, ts, counter)
   local start = ts - (ts % size)
   if start + size <= closed_of(model) then return false end
   local key = pre .. ':w:' .. model .. ':' .. fmt(start)
-  redis.call('HINCRBY', key, version .. '||' .. counter, 1)
+  local c = incr[key]
+  if c == nil then c = {}; incr[key] = c end
+  local f = version .. '||' .. counter
+  c[f] = (c[f] or 0) + 1
   for scope in string.gmatch(scopes, '[^\031]+') do
-    redis.call('HINCRBY', key, version .. '|' .. scope .. '|' .. counter, 1)
+    f = version .. '|' .. scope .. '|' .. counter
+    c[f] = (c[f] or 0) + 1
   end
   touched[key] = cfg.ttl[model] or cfg.ttl['_']
   if wm[model] == nil or ts > wm[model] then wm[model] = ts end
   if first[model] == nil or start < first[model] then first[model] = start end
   return true
+end
+
+-- A context hash holds one field 'm' = '<id>\030<label>': <id> names the prediction's (model, version, scopes),
+-- interned once per bucket in meta ('i:<json>' -> id, 'j:<id>' -> json). A bucket sees a handful of distinct
+-- triples while it holds up to millions of contexts, so each context stores ~10 bytes instead of ~60 (issue 7).
+-- The prediction's own event_id is not kept: a prediction is deduplicated by prediction_id ('m' exists).
+local function intern(m, v, s)
+  local sig = cjson.encode({m, v, s})
+  local id = redis.call('HGET', meta, 'i:' .. sig)
+  if not id then
+    id = fmt(redis.call('HINCRBY', meta, 'i#', 1))
+    redis.call('HSET', meta, 'i:' .. sig, id, 'j:' .. id, sig)
+  end
+  return id
+end
+
+-- {model, version, label, scopes} of a stored context, or nil when the prediction has not arrived
+local triples = {}  -- id -> decoded {model, version, scopes}: a batch's actions share a few ids
+local function context(ck)
+  local packed = redis.call('HGET', ck, 'm')
+  if not packed then return nil end
+  local sep = string.find(packed, '\030', 1, true)  -- ids are digits, so the first separator ends the id
+  local id = string.sub(packed, 1, sep - 1)
+  local t = triples[id]
+  if t == nil then
+    t = cjson.decode(redis.call('HGET', meta, 'j:' .. id))
+    triples[id] = t
+  end
+  return {t[1], t[2], string.sub(packed, sep + 1), t[3]}
 end
 
 local function follow(ctx, r)
@@ -86,11 +122,14 @@ for _, r in ipairs(recs) do
     if redis.call('HEXISTS', ck, 'm') == 1 then
       dup = dup + 1
     else
-      redis.call('HSET', ck, 'm', r.m, 'v', r.v, 'l', r.l, 's', r.s, 'e', r.e)
+      -- Without 'm' the hash can only hold parked 'q:' fields; when it does not exist at all (the common case:
+      -- the prediction comes first) there is nothing to drain and no pending entry to remove (issue 7).
+      local parked = redis.call('EXISTS', ck) == 1
+      redis.call('HSET', ck, 'm', intern(r.m, r.v, r.s) .. '\030' .. r.l)
       redis.call('EXPIRE', ck, cfg.ctx_ttl)
       if bump(r.m, r.v, r.s, r.t, 'n') then applied = applied + 1 else late = late + 1 end
       local ctx = {r.m, r.v, r.l, r.s}
-      local all = redis.call('HGETALL', ck)
+      local all = parked and redis.call('HGETALL', ck) or {}
       for i = 1, #all, 2 do
         local f = all[i]
         if string.sub(f, 1, 2) == 'q:' then
@@ -100,15 +139,15 @@ for _, r in ipairs(recs) do
           redis.call('HSET', ck, 'x:' .. string.sub(f, 3), 1)
         end
       end
-      redis.call('ZREM', pendz, r.p)
+      if parked then redis.call('ZREM', pendz, r.p) end
     end
   else
     local xf, qf = 'x:' .. r.e, 'q:' .. r.e
     if redis.call('HEXISTS', ck, xf) == 1 or redis.call('HEXISTS', ck, qf) == 1 then
       dup = dup + 1
     else
-      local ctx = redis.call('HMGET', ck, 'm', 'v', 'l', 's')
-      if ctx[1] then
+      local ctx = context(ck)
+      if ctx then
         if follow(ctx, r) then applied = applied + 1 else late = late + 1 end
         redis.call('HSET', ck, xf, 1)
       else
@@ -122,6 +161,9 @@ for _, r in ipairs(recs) do
   end
 end
 
+for key, c in pairs(incr) do
+  for f, n in pairs(c) do redis.call('HINCRBY', key, f, n) end
+end
 for key, ttl in pairs(touched) do redis.call('EXPIRE', key, ttl) end
 for model, ts in pairs(wm) do
   local cur = tonumber(redis.call('HGET', meta, 'wm:' .. model) or '-1e18')
@@ -423,8 +465,10 @@ class Store:
         feature_plan = await self.features.plan([p for p in preds if models[p.model] == p.model])
         async with self.redis.pipeline(transaction=False) as pipe:
             for bucket, recs in buckets.items():
-                await self._apply(keys=[keys.bucket_meta(bucket), keys.bucket_pending(bucket)],
-                                  args=[cfg, orjson.dumps(recs)], client=pipe)
+                # EVAL, not EVALSHA: a script object in a pipeline makes redis-py send SCRIPT EXISTS first, a
+                # second round trip per batch; EVALSHA alone could fail NOSCRIPT after a Redis restart while the
+                # offsets queued behind it still apply. Redis caches the compiled body by its SHA (issue 7).
+                pipe.eval(_APPLY, 2, keys.bucket_meta(bucket), keys.bucket_pending(bucket), cfg, orjson.dumps(recs))
             await self.features.queue(pipe, feature_plan)
             if models:
                 pipe.sadd(keys.MODELS, *set(models.values()))
@@ -469,7 +513,7 @@ class Store:
         counts = WindowCounts()
         async with self.redis.pipeline(transaction=False) as pipe:
             for b in range(self.settings.state_buckets):
-                await self._close(keys=[keys.bucket_meta(b)], args=[model, str(start_ms), str(end_ms)], client=pipe)
+                pipe.eval(_CLOSE, 1, keys.bucket_meta(b), model, str(start_ms), str(end_ms))  # EVAL: see apply
             for reply in await pipe.execute():
                 counts.merge(reply)
         return counts
@@ -541,7 +585,7 @@ class Store:
         """Drop actions/outcomes whose prediction never came; returns (actions, outcomes) expired."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for b in range(self.settings.state_buckets):
-                await self._sweep(keys=[keys.bucket_pending(b)], args=[str(now_ms)], client=pipe)
+                pipe.eval(_SWEEP, 1, keys.bucket_pending(b), str(now_ms))  # EVAL: see apply
             replies = await pipe.execute()
         return sum(int(r[0]) for r in replies), sum(int(r[1]) for r in replies)
 
