@@ -74,7 +74,6 @@ class Runtime:
             log.warning("redis unreachable at assignment (%s); reconciling offsets on the first batch", err)
             self.store.run_id = "unknown"
             return out
-        self.store.run_id = run_id
         earliest = await self.app.consumer.earliest_offsets(*mine) if mine else {}
         seeks = plan_seeks(mine, {tp: committed.get(tp) for tp in mine},
                            {tp: held[(tp.topic, tp.partition)] for tp in mine if (tp.topic, tp.partition) in held},
@@ -85,12 +84,17 @@ class Runtime:
             await self.app.consumer.seek(tp, target)
             self.rewinding[(tp.topic, tp.partition)] = target
             out[tp] = target
+        self.store.run_id = run_id  # adopted only once the seeks are in place (see reconcile)
         self.metrics.offset_seeks.labels("assignment").inc(len(seeks))
         return out
 
     async def reconcile(self) -> None:
-        """Redis restarted: adopt its run_id and seek every assigned partition back to the offset it still holds."""
-        self.store.run_id = await self.with_redis("run_id", self.store.server_run_id)
+        """Redis restarted: seek every assigned partition back to the offset it still holds, then adopt its run_id.
+
+        The run_id is adopted last: until then every other agent's write is refused by the guard, so none can
+        claim offsets across the hole between what Redis kept and what the consumer had read. It is read first,
+        so that a second restart during the reconcile leaves a stale run_id and trips the guard again."""
+        run_id = await self.with_redis("run_id", self.store.server_run_id)
         held = await self.with_redis("offsets", self.store.offsets)
         consumer = self.app.consumer
         mine = [tp for tp in consumer.assignment() if tp.topic in self.event_topics()]
@@ -102,6 +106,7 @@ class Runtime:
         for tp, target in seeks.items():
             await consumer.seek(tp, target)
             self.rewinding[(tp.topic, tp.partition)] = target
+        self.store.run_id = run_id
         self.metrics.offset_seeks.labels("redis_restart").inc(len(seeks))
         log.warning("redis restarted (run_id %s): sought %d partitions back to the offsets it holds: %s",
                     self.store.run_id, len(seeks), {f"{tp.topic}:{tp.partition}": o for tp, o in seeks.items()})
@@ -196,10 +201,10 @@ class Runtime:
         now = utcnow()
         horizon = epoch_ms(now) + self.settings.max_future_seconds * 1000
         valid: list[Any] = []
-        seen: list[tuple[tuple[str, int], int]] = []  # (partition, offset) of every message parsed
-        dirty = False  # events or offsets not yet written to Redis
+        # (partition, offset) of the messages whose events are in `valid`: a chunk claims only its own messages, so
+        # a retry after a Redis rollback cannot claim an earlier chunk's messages, whose effects may be gone
+        seen: list[tuple[tuple[str, int], int]] = []
         for ev in batch:
-            dirty = True
             msg = ev.message
             seen.append(((msg.topic, msg.partition), msg.offset))
             events, rejects = parse(kind, msg.value, limits)
@@ -218,8 +223,8 @@ class Runtime:
             # offsets passed cover only whole messages already parsed, so they still follow their effects.
             if len(valid) >= self.settings.take_max:
                 await self._apply(kind, topic, valid, seen, now)
-                valid, dirty = [], False
-        if dirty:
+                valid, seen = [], []
+        if seen:
             await self._apply(kind, topic, valid, seen, now)
         self.metrics.batch_seconds.labels(topic).observe(time.perf_counter() - started)
 
