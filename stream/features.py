@@ -11,7 +11,6 @@ the rate signals. No I/O: the store reads the statistics, the evaluator in app.p
 
 from __future__ import annotations
 
-import hashlib
 import math
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
@@ -19,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from . import detect
 from .events import AlertWindow, AlignmentAlert, Annotation, Signal, epoch_ms
 from .settings import ModelSettings
 from .windows import Window
@@ -199,12 +199,9 @@ DETECTORS = {"feature_frozen": frozen, "feature_scale_shift": scale_shift, "feat
 
 
 @dataclass(slots=True)
-class Track:
-    """One (signal, feature): consecutive candidate windows, clean windows since, status, and when it began."""
+class Track(detect.Track):
+    """One (signal, feature): the rate signals' track, plus when the current streak began."""
 
-    streak: int = 0
-    clean: int = 0
-    status: str = "idle"  # idle | transient | sustained | expected
     since: int = 0        # start of the first window of the current streak (ms)
 
 
@@ -218,7 +215,8 @@ class State:
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any] | None) -> State:
-        return cls({k: Track(*v) for k, v in (d or {}).items()})
+        return cls({k: Track(streak, clean, status, since=since) for k, (streak, clean, status, since)
+                    in (d or {}).items()})
 
     def active(self) -> list[str]:
         """`signal:feature` of every unexplained feature-health alert still open (for detect's recommendation)."""
@@ -245,7 +243,7 @@ def evaluate(model: str, version: str, window: Window, n: int, stats: Mapping[st
     current = WindowFeatures(window.start, n, dict(stats))
     names = set(stats) | {f for h in baseline_windows for f in h.stats}
     overlapping = [a for a in annotations if _overlaps(a, window)]
-    new = State({k: Track(t.streak, t.clean, t.status, t.since) for k, t in state.tracks.items()})
+    new = State({k: Track(t.streak, t.clean, t.status, since=t.since) for k, t in state.tracks.items()})
     excluded: set[str] = set()
     alerts: list[AlignmentAlert] = []
     for feature in sorted(names):
@@ -260,30 +258,16 @@ def evaluate(model: str, version: str, window: Window, n: int, stats: Mapping[st
             if finding is None:  # too few samples to judge: the track neither advances nor heals
                 continue
             track = new.tracks.setdefault(key, Track())
-            status: str | None = None
-            classification = "transient"
             if finding.candidate:
                 excluded.add(key)
                 if track.streak == 0:
                     track.since = window.start
-                track.streak += 1
-                track.clean = 0
-                if overlapping:
-                    classification = "expected"
-                elif track.streak >= ms.persistence:
-                    classification = "sustained"
-                status, track.status = "firing", classification
-            else:
-                track.streak = 0
-                if track.status == "sustained":
-                    track.clean += 1
-                    excluded.add(key)
-                    if track.clean >= ms.resolve_after:
-                        status, classification = "resolved", "sustained"
-                        track.status, track.clean = "idle", 0
-                else:
-                    track.status = "idle"
-            if status is not None:
+            # the rate signals' state machine: transient per candidate window, sustained / expected / resolved once
+            news = detect.step(track, finding.candidate, bool(overlapping), ms)
+            if track.status == "sustained":
+                excluded.add(key)  # kept out of later baselines until it resolves
+            if news is not None:
+                status, classification = news
                 alerts.append(_alert(model, version, signal, feature, window, status, classification, track,
                                      finding, overlapping if classification == "expected" else [], now))
     summary = WindowFeatures(window.start, n, dict(stats), frozenset(excluded))
@@ -301,8 +285,8 @@ def _alert(model: str, version: str, signal: Signal, feature: str, window: Windo
         diagnosis = [f"feature {feature!r} {finding.detail}; changed in the window starting {since}",
                      "upstream data, not the model: fix the feature before trusting or retraining on these windows"]
     return AlignmentAlert(
-        alert_id=_hash(model, signal, scope, str(window.start), status)[:32],
-        fingerprint=_hash(model, signal, scope)[:16], status=status,  # type: ignore[arg-type]
+        alert_id=detect.alert_id(model, signal, scope, window, status),
+        fingerprint=detect.fingerprint(model, signal, scope), status=status,  # type: ignore[arg-type]
         classification=classification,  # type: ignore[arg-type]
         severity="ticket" if classification == "sustained" else "info",
         signal=signal, model=model, model_version=version, scope={"feature": feature},
@@ -326,11 +310,6 @@ def _pooled_std(stats: Sequence[FeatureStats]) -> float | None:
         return None
     mean = sum(s.total for s in numeric) / values
     return math.sqrt(max(sum(s.squares for s in numeric) / values - mean ** 2, 0.0))
-
-
-def _hash(*parts: str) -> str:
-    # the same recipe as detect's fingerprints, with the feature as the scope
-    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
 
 
 def _num(x: float | None) -> str:

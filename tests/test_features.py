@@ -164,8 +164,7 @@ def test_frozen_feature_goes_transient_then_sustained_then_resolves() -> None:
     assert steps == [
         (10, "feature_frozen", "firing", "transient", "info"),
         (11, "feature_frozen", "firing", "transient", "info"),
-        (12, "feature_frozen", "firing", "sustained", "ticket"),
-        (13, "feature_frozen", "firing", "sustained", "ticket"),
+        (12, "feature_frozen", "firing", "sustained", "ticket"),   # announced once, like the rate signals
         (15, "feature_frozen", "resolved", "sustained", "ticket"),  # resolve_after=2 clean windows
     ]
     assert [r.state.active() for r in results[9:16]] == [
