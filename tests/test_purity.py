@@ -11,7 +11,8 @@ HEAVY = ("faust", "redis", "aiokafka", "confluent_kafka", "prometheus_client", "
 
 
 @pytest.mark.parametrize("module", ["stream.events", "stream.windows", "stream.detect", "stream.simulate",
-                                    "stream.keys", "stream.settings", "stream.features"])
+                                    "stream.keys", "stream.settings", "stream.features", "stream.stats",
+                                    "stream.recovery", "stream.offline"])
 def test_core_modules_import_no_io_framework(module: str) -> None:
     code = f"import sys, {module}; print(','.join(m for m in {HEAVY!r} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
