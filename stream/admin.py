@@ -35,7 +35,7 @@ def confluent_config(settings: Settings, **extra: Any) -> dict[str, Any]:
 def ensure_topics(settings: Settings, timeout: float = 10.0) -> list[str]:
     """Create the event, alert and dead-letter topics if missing; returns the ones created."""
     from confluent_kafka import KafkaException
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
     admin = AdminClient(confluent_config(settings))
     try:

@@ -211,7 +211,7 @@ class Runtime:
             for r in rejects:
                 await self.dead_letter(msg.topic, msg.partition, msg.offset, r)
             for e in events:
-                when = epoch_ms(e.start if isinstance(e, Annotation) else e.ts)  # type: ignore[union-attr]
+                when = epoch_ms(e.start if isinstance(e, Annotation) else e.ts)
                 if when > horizon:
                     await self.dead_letter(msg.topic, msg.partition, msg.offset, Reject(
                         "future", f"timestamp more than {self.settings.max_future_seconds}s ahead of the clock",
@@ -456,11 +456,11 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     for kind, name in _TOPIC_FIELD.items():
         _register_agent(app, runtime, kind, runtime.topics[name])
 
-    @app.timer(settings.evaluate_interval)
+    @app.timer(settings.evaluate_interval)  # type: ignore[untyped-decorator]  # faust ships no types here
     async def evaluate_windows() -> None:
         await runtime.evaluate()
 
-    @app.timer(settings.topic_check_interval)
+    @app.timer(settings.topic_check_interval)  # type: ignore[untyped-decorator]
     async def watch_broker() -> None:
         await runtime.watch_broker()
 

@@ -39,7 +39,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
     config = getattr(args, "config", None) or os.environ.get("TRUSTGAP_CONFIG")
     stack = read_stack(state_dir()) or {}
-    fallback = {k: stack[k] for k in ("broker_url", "redis_url") if k in stack}
+    fallback: dict[str, Any] = {k: stack[k] for k in ("broker_url", "redis_url") if k in stack}
     try:
         return load(config, fallback=fallback)
     except ConfigError as err:
@@ -116,10 +116,11 @@ def status_rows(settings: Settings, limit: int = 5) -> list[dict[str, Any]]:
     import redis
 
     from . import detect, keys
+    from .store import as_text
 
     r = redis.Redis.from_url(settings.redis_url.get_secret_value(), socket_connect_timeout=5)
     rows = []
-    for model in sorted(m.decode() for m in r.smembers(keys.MODELS)):
+    for model in sorted(as_text(m) for m in r.smembers(keys.MODELS)):
         hist = r.hgetall(keys.model_history(model))
         for start in sorted(hist, key=int)[-limit:]:
             s = detect.Summary.from_json(orjson.loads(hist[start]))
@@ -309,8 +310,9 @@ def _demo_loop(args: argparse.Namespace, worker: subprocess.Popen[bytes]) -> int
 
     while worker.poll() is None:
         msg = consumer.poll(0.5)
-        if msg is not None and not msg.error():
-            a = orjson.loads(msg.value())
+        value = msg.value() if msg is not None and not msg.error() else None
+        if value is not None:
+            a = orjson.loads(value)
             alerts += 1
             quiet_since = time.monotonic()
             colour = {"page": "red", "ticket": "yellow"}.get(a["severity"], "cyan")

@@ -129,7 +129,8 @@ class Measure:
     def interval(self, confidence: float) -> tuple[float, float]:
         """Interval of the gap: Newcombe for a rate, Wald for the proxy difference-in-differences."""
         if self.signal == "proxy_divergence":
-            return stats.did_rise(*self.raw, confidence)[2]
+            t, q, t0, q0 = self.raw
+            return stats.did_rise(t, q, t0, q0, confidence)[2]
         k, n, bk, bn = self.raw
         return stats.newcombe(k, n, bk, bn, confidence)
 
@@ -377,7 +378,7 @@ def evaluate(model: str, window: Window, counts: Mapping[tuple[str, str, str], i
             news.append((key, *change))
 
     active = {k for k, t in new.tracks.items() if t.status == "sustained"} | candidates
-    concentrated = {}
+    concentrated: dict[str, Concentration] = {}
     for signal in SIGNALS:
         if f"{signal}|" not in measures:
             continue
@@ -403,14 +404,14 @@ def evaluate(model: str, window: Window, counts: Mapping[tuple[str, str, str], i
 
     alerts = []
     for key, status, classification in news:
-        signal, scope = key.split("|", 1)
+        name, scope = key.split("|", 1)
         m, track = measures[key], new.tracks[key]
         if status == "resolved":
-            rec, why = cast(Recommendation, track.recommendation or "none"), (f"back within its baseline for {ms.resolve_after} "
-                                                        "consecutive windows")
+            rec = cast(Recommendation, track.recommendation or "none")  # what its `sustained` said
+            why = f"back within its baseline for {ms.resolve_after} consecutive windows"
             track.recommendation = ""
         else:
-            rec, why = recommend(signal, scope, classification, ctx, overlapping[key])
+            rec, why = recommend(name, scope, classification, ctx, overlapping[key])
             if classification == "sustained":
                 track.recommendation = rec
         alerts.append(_alert(model, window, summary.version, m, status, classification, rec,
@@ -429,7 +430,7 @@ def _severity(signal: str, classification: str) -> str:
 def _diagnosis(m: Measure, p_adj: float, tests: int, track: Track, classification: str, status: str,
                ms: ModelSettings, measures: Mapping[str, Measure], why: str) -> list[str]:
     lo, hi = m.interval(1 - ms.alpha)
-    what = m.signal
+    what: str = m.signal
     if m.signal == "proxy_divergence":
         (tk, tn), (qk, qn), (tk0, tn0), (qk0, qn0) = m.raw
         what = (f"truth mismatch {tk / tn:.1%} vs proxy mismatch {qk / qn:.1%} (baseline {tk0 / tn0:.1%} vs "

@@ -286,8 +286,8 @@ def _alert(model: str, version: str, signal: Signal, feature: str, window: Windo
                      "upstream data, not the model: fix the feature before trusting or retraining on these windows"]
     return AlignmentAlert(
         alert_id=detect.alert_id(model, signal, scope, window, status),
-        fingerprint=detect.fingerprint(model, signal, scope), status=status,  # type: ignore[arg-type]
-        classification=classification,  # type: ignore[arg-type]
+        fingerprint=detect.fingerprint(model, signal, scope), status=status,
+        classification=classification,
         severity="ticket" if classification == "sustained" else "info",
         signal=signal, model=model, model_version=version, scope={"feature": feature},
         window=AlertWindow(start=_dt(window.start), end=_dt(window.end)), observed=finding.observed,

@@ -345,6 +345,15 @@ def _record(event: Event, labels: Sequence[tuple[str, str]] | None = None, model
     return {"k": "o", "p": event.prediction_id, "e": event.event_id, "t": ts, "l": event.label, "o": event.kind}
 
 
+def as_text(value: bytes | str) -> str:
+    """redis-py answers bytes (no decode_responses); its types say bytes or str."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def as_bytes(value: bytes | str) -> bytes:
+    return value.encode() if isinstance(value, str) else value
+
+
 async def _execute(pipe: Any) -> list[Any]:
     """Run a pipeline; a guard refusal anywhere in it becomes RedisRestarted."""
     try:
@@ -491,12 +500,12 @@ class Store:
         raw = await self.redis.hgetall(keys.OFFSETS)
         out = {}
         for k, v in raw.items():
-            topic, _, part = k.decode().rpartition(":")
+            topic, _, part = as_text(k).rpartition(":")
             out[(topic, int(part))] = int(v)
         return out
 
     async def models(self) -> list[str]:
-        return sorted(m.decode() for m in await self.redis.smembers(keys.MODELS))
+        return sorted(as_text(m) for m in await self.redis.smembers(keys.MODELS))
 
     async def event_time(self, model: str) -> tuple[int | None, int | None]:
         """(newest event ms, earliest window start) for a model over all buckets; None before any data."""
@@ -553,7 +562,7 @@ class Store:
         return bool(await self._lease(keys=[keys.model_lease(model)], args=[owner, str(ttl_ms)]))
 
     async def outbox(self, model: str) -> list[bytes]:
-        return list((await self.redis.hgetall(keys.model_outbox(model))).values())
+        return [as_bytes(v) for v in (await self.redis.hgetall(keys.model_outbox(model))).values()]
 
     async def ack_alert(self, model: str, alert_id: str) -> None:
         await self.redis.hdel(keys.model_outbox(model), alert_id)
