@@ -280,7 +280,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def _demo_loop(args: argparse.Namespace, worker: subprocess.Popen[bytes]) -> int:
     import threading
 
-    from confluent_kafka import Consumer
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
     from rich.console import Console
 
     from .admin import confluent_config, ensure_topics
@@ -291,13 +291,19 @@ def _demo_loop(args: argparse.Namespace, worker: subprocess.Popen[bytes]) -> int
     settings = Settings()
     ensure_topics(settings)
     consumer = Consumer(confluent_config(settings, **{"group.id": f"trustgap-demo-{os.getpid()}",
-                                                      "auto.offset.reset": "earliest"}))
-    consumer.subscribe([settings.topics.alerts])
+                                                      "enable.auto.commit": False}))
+    # every partition from the start, assigned directly: a group join would take seconds on the embedded broker
+    alerts_topic = settings.topics.alerts
+    partitions = consumer.list_topics(alerts_topic, timeout=10).topics[alerts_topic].partitions
+    consumer.assign([TopicPartition(alerts_topic, p, OFFSET_BEGINNING) for p in partitions])
     sent: dict[str, int] = {}
 
     def produce() -> None:
         producer = BatchProducer(confluent_config(settings), settings.topics.model_dump())
-        sent["n"] = producer.send_all(generate(args.scenario, args.days, args.rate, args.seed))
+        try:
+            sent["n"] = producer.send_all(generate(args.scenario, args.days, args.rate, args.seed))
+        finally:
+            producer.close()
 
     thread = threading.Thread(target=produce, daemon=True)
     thread.start()
@@ -308,30 +314,33 @@ def _demo_loop(args: argparse.Namespace, worker: subprocess.Popen[bytes]) -> int
     quiet_since = time.monotonic()
     import orjson
 
-    while worker.poll() is None:
-        msg = consumer.poll(0.5)
-        value = msg.value() if msg is not None and not msg.error() else None
-        if value is not None:
-            a = orjson.loads(value)
-            alerts += 1
-            quiet_since = time.monotonic()
-            colour = {"page": "red", "ticket": "yellow"}.get(a["severity"], "cyan")
-            console.print(f"[{colour}]ALERT {a['status']} {a['classification']} {a['signal']}[/] {a['model']} "
-                          f"scope={a['scope'] or 'all'} window {a['window']['start'][:16]} observed "
-                          f"{a['observed']:.1%} vs baseline {a['baseline']:.1%} (n={a['n']}) -> "
-                          f"[bold]{a['recommendation']}[/]  {'; '.join(a['diagnosis'][:2])}")
-        for row in status_rows(settings, limit=1000):
-            if row["window_start"] in seen:
-                continue
-            seen.add(row["window_start"])
-            quiet_since = time.monotonic()
-            console.print(f"window {_fmt_ms(row['window_start'])} {row['model']}: {row['predictions']} predictions,"
-                          f" override {_pct(row['override_rate'], row['override_rate_n'])}, mismatch "
-                          f"{_pct(row['outcome_mismatch'], row['outcome_mismatch_n'])}")
-        if not thread.is_alive() and time.monotonic() - quiet_since > args.linger:
-            console.print(f"done: {sent.get('n', 0)} events sent, {len(seen)} windows closed, {alerts} alerts")
-            return 0
-    raise CliError(f"the worker exited with code {worker.returncode}; see {state_dir() / 'worker.log'}")
+    try:
+        while worker.poll() is None:
+            msg = consumer.poll(0.5)
+            value = msg.value() if msg is not None and not msg.error() else None
+            if value is not None:
+                a = orjson.loads(value)
+                alerts += 1
+                quiet_since = time.monotonic()
+                colour = {"page": "red", "ticket": "yellow"}.get(a["severity"], "cyan")
+                console.print(f"[{colour}]ALERT {a['status']} {a['classification']} {a['signal']}[/] {a['model']} "
+                              f"scope={a['scope'] or 'all'} window {a['window']['start'][:16]} observed "
+                              f"{a['observed']:.1%} vs baseline {a['baseline']:.1%} (n={a['n']}) -> "
+                              f"[bold]{a['recommendation']}[/]  {'; '.join(a['diagnosis'][:2])}")
+            for row in status_rows(settings, limit=1000):
+                if row["window_start"] in seen:
+                    continue
+                seen.add(row["window_start"])
+                quiet_since = time.monotonic()
+                console.print(f"window {_fmt_ms(row['window_start'])} {row['model']}: {row['predictions']} predictions,"
+                              f" override {_pct(row['override_rate'], row['override_rate_n'])}, mismatch "
+                              f"{_pct(row['outcome_mismatch'], row['outcome_mismatch_n'])}")
+            if not thread.is_alive() and time.monotonic() - quiet_since > args.linger:
+                console.print(f"done: {sent.get('n', 0)} events sent, {len(seen)} windows closed, {alerts} alerts")
+                return 0
+        raise CliError(f"the worker exited with code {worker.returncode}; see {state_dir() / 'worker.log'}")
+    finally:
+        consumer.close()  # before the demo stops the broker, so the client logs no reconnect attempts
 
 
 def cmd_schemas(args: argparse.Namespace) -> int:

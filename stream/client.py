@@ -509,3 +509,6 @@ class BatchProducer:
     def flush(self, timeout: float = 60.0) -> None:
         self._client.flush(timeout)
 
+    def close(self, timeout: float = 30.0) -> None:
+        self._client.close(timeout)
+

@@ -197,6 +197,10 @@ def up(state_dir: Path, broker_port: int | None = None, redis_port: int | None =
 
         broker_port = broker_port or free_port()
         redis_port = redis_port or free_port()
+        # The broker keeps nothing across restarts (memory storage), so Redis must not either: an AOF left by the
+        # last stack would hold its dedup state and offsets, and the same events sent again would count as
+        # duplicates of events the new broker never saw.
+        shutil.rmtree(state_dir / "redis", ignore_errors=True)
         broker = start_broker(broker_port, state_dir / "broker.log")
         try:
             redis = start_redis(redis_port, state_dir / "redis", state_dir / "redis.log")

@@ -114,6 +114,21 @@ def test_up_is_idempotent_outlives_its_caller_and_down_stops_exactly_its_process
         down(state_dir)
 
 
+def test_a_new_stack_starts_with_an_empty_redis_like_its_memory_broker(tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    try:
+        first = up(state_dir)
+        client = redis.Redis.from_url(first["redis_url"])
+        client.set("left-over", "1")
+        client.bgrewriteaof()  # on disk now, as the last second of a demo would be
+        client.close()
+        down(state_dir)
+        second = up(state_dir)
+        assert redis.Redis.from_url(second["redis_url"]).dbsize() == 0
+    finally:
+        down(state_dir)
+
+
 def test_down_never_kills_a_recycled_pid(tmp_path: Path) -> None:
     bystander = subprocess.Popen(["sleep", "60"], start_new_session=True)
     try:
