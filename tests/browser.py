@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -34,19 +36,31 @@ class PageVisit:
 def visit(path: Path, expression: str, timeout: float = 60.0) -> PageVisit:
     """Load `path` in a fresh headless Chromium; collect errors; evaluate `expression` after the load event."""
     assert CHROMIUM, "chromium is not installed"
-    with tempfile.TemporaryDirectory() as profile:
+    # Chromium's helper processes may still write to the profile as the main one exits: the whole process group
+    # is stopped below, and a file that appears during cleanup does not fail the test.
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
         proc = subprocess.Popen([CHROMIUM, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         try:
             port = _devtools_port(Path(profile), proc, timeout)
             return asyncio.run(_visit(port, path.resolve().as_uri(), expression, timeout))
         finally:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            _stop_group(proc)
+
+
+def _stop_group(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    except ProcessLookupError:
+        pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # helpers that outlived the main process
+    except ProcessLookupError:
+        pass
 
 
 def _devtools_port(profile: Path, proc: subprocess.Popen[bytes], timeout: float) -> int:

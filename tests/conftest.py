@@ -34,8 +34,10 @@ def deploy(stack: StackInfo, tmp_path: Path, redis_client: redis.Redis) -> Itera
     started are stopped after the test."""
     made: list[Deployment] = []
 
-    def make(**overrides: str) -> Deployment:
-        dep = Deployment(stack, tmp_path, overrides={f"TRUSTGAP_{k.upper()}": v for k, v in overrides.items()})
+    def make(env: dict[str, str] | None = None, **overrides: str) -> Deployment:
+        """`env`: TRUSTGAP_* variables as they are; keyword overrides: `defaults__min_samples="20"` style."""
+        dep = Deployment(stack, tmp_path, overrides={**(env or {}),
+                                                     **{f"TRUSTGAP_{k.upper()}": v for k, v in overrides.items()}})
         dep.create_topics()
         made.append(dep)
         return dep

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from stream import keys
-from stream.embedded import StackInfo
 from tests.harness import Deployment, metric_value, metrics_text, wait_for
 from tests.test_pipeline import batches, expected_counts, generate, read_counts, with_duplicates
 
@@ -20,12 +18,9 @@ TAKE_MAX = 7  # far below the 50 events per message, so every message is split a
 
 
 @pytest.fixture
-def deployment(stack: StackInfo, tmp_path: Path, redis_client: Any) -> Iterator[Deployment]:
-    dep = Deployment(stack, tmp_path, overrides={"TRUSTGAP_DEFAULTS__ALLOWED_LATENESS_SECONDS": "86400",
-                                                 "TRUSTGAP_TAKE_MAX": str(TAKE_MAX)})
-    dep.create_topics()
-    yield dep
-    dep.stop_all()
+def deployment(deploy: Callable[..., Deployment]) -> Deployment:
+    return deploy(env={"TRUSTGAP_DEFAULTS__ALLOWED_LATENESS_SECONDS": "86400",
+                       "TRUSTGAP_TAKE_MAX": str(TAKE_MAX)})
 
 
 def test_batches_larger_than_take_max_count_exactly_once_and_offsets_cover_every_message(

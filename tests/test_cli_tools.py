@@ -10,7 +10,7 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,6 @@ import pytest
 
 from stream import keys
 from stream.detect import RATE_SIGNALS, Summary, fingerprint
-from stream.embedded import StackInfo
 from stream.events import AlertWindow, AlignmentAlert
 from tests.browser import CHROMIUM, visit
 from tests.harness import Deployment
@@ -33,11 +32,8 @@ T0_MS = int(T0.timestamp() * 1000)
 
 
 @pytest.fixture
-def deployment(stack: StackInfo, tmp_path: Path, redis_client: Any) -> Iterator[Deployment]:
-    dep = Deployment(stack, tmp_path)
-    dep.create_topics()
-    yield dep
-    dep.stop_all()
+def deployment(deploy: Callable[..., Deployment]) -> Deployment:
+    return deploy()
 
 
 def trustgap(dep: Deployment | None, *args: str, **env: str) -> subprocess.CompletedProcess[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,6 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from stream.client import AsyncClient, Client
-from stream.embedded import StackInfo
 from tests.harness import Deployment, metric_value, metrics_text, wait_for
 
 pytestmark = pytest.mark.integration
@@ -24,11 +23,8 @@ T0 = datetime(2026, 11, 20, 0, 0, tzinfo=timezone.utc)
 
 
 @pytest.fixture
-def deployment(stack: StackInfo, tmp_path: Path, redis_client: Any) -> Iterator[Deployment]:
-    dep = Deployment(stack, tmp_path, overrides={"TRUSTGAP_DEFAULTS__ALLOWED_LATENESS_SECONDS": "86400"})
-    dep.create_topics()
-    yield dep
-    dep.stop_all()
+def deployment(deploy: Callable[..., Deployment]) -> Deployment:
+    return deploy(env={"TRUSTGAP_DEFAULTS__ALLOWED_LATENESS_SECONDS": "86400"})
 
 
 def raw_messages(dep: Deployment, topic: str, expected_events: int) -> list[tuple[int, bytes, list[Any]]]:

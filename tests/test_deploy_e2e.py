@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,6 @@ import yaml
 from deploy import alerts, dashboards
 from stream.admin import confluent_config
 from stream.client import BatchProducer
-from stream.embedded import StackInfo
 from stream.simulate import generate as simulate
 from tests.harness import Deployment, wait_for
 from tests.ops import DEPLOY, alertmanager, http_json, prometheus, promql
@@ -29,11 +28,8 @@ GRAFANA_VARIABLES = {"$model": MODEL, "$__rate_interval": "15s"}
 
 
 @pytest.fixture
-def deployment(stack: StackInfo, tmp_path: Path, redis_client: Any) -> Iterator[Deployment]:
-    dep = Deployment(stack, tmp_path, overrides={"TRUSTGAP_DEFAULTS__MIN_SAMPLES": "20"})
-    dep.create_topics()
-    yield dep
-    dep.stop_all()
+def deployment(deploy: Callable[..., Deployment]) -> Deployment:
+    return deploy(env={"TRUSTGAP_DEFAULTS__MIN_SAMPLES": "20"})
 
 
 def prometheus_config(worker_port: int, alertmanager_url: str, rules_dir: Path) -> dict[str, Any]:

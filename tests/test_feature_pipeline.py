@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable
 from datetime import datetime, timezone
 from itertools import groupby
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from stream.embedded import StackInfo
 from stream.simulate import generate
 from tests.harness import Deployment, metric_value, metrics_text, wait_for
 
@@ -23,12 +21,9 @@ TOPIC = {"prediction": "predictions", "action": "actions", "outcome": "outcomes"
 
 
 @pytest.fixture
-def deployment(stack: StackInfo, tmp_path: Path, redis_client: Any) -> Iterator[Deployment]:
-    dep = Deployment(stack, tmp_path, overrides={"TRUSTGAP_DEFAULTS__ALLOWED_LATENESS_SECONDS": "7200",
-                                                 "TRUSTGAP_DEFAULTS__MIN_SAMPLES": "30"})
-    dep.create_topics()
-    yield dep
-    dep.stop_all()
+def deployment(deploy: Callable[..., Deployment]) -> Deployment:
+    return deploy(env={"TRUSTGAP_DEFAULTS__ALLOWED_LATENESS_SECONDS": "7200",
+                       "TRUSTGAP_DEFAULTS__MIN_SAMPLES": "30"})
 
 
 def send_in_event_time_order(dep: Deployment, events: list[tuple[str, dict[str, Any]]]) -> None:

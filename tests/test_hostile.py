@@ -7,9 +7,8 @@ through a real worker and checks the dead-letter topic and the counters against 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -17,7 +16,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stream.embedded import StackInfo
 from stream.events import REASONS, Limits, epoch_ms, parse
 from tests.harness import Deployment, metric_value, metrics_text, wait_for
 
@@ -117,15 +115,12 @@ pytestmark_worker = [pytest.mark.integration]
 
 
 @pytest.fixture
-def deployment(stack: StackInfo, tmp_path: Path, redis_client: Any) -> Iterator[Deployment]:
-    dep = Deployment(stack, tmp_path, overrides={"TRUSTGAP_MAX_EVENT_BYTES": str(LIMITS.max_event_bytes),
-                                                 "TRUSTGAP_MAX_MESSAGE_BYTES": str(LIMITS.max_message_bytes),
-                                                 "TRUSTGAP_MAX_BATCH_EVENTS": str(LIMITS.max_batch_events),
-                                                 "TRUSTGAP_MAX_FUTURE_SECONDS": "3600",
-                                                 "TRUSTGAP_DEFAULTS__ALLOWED_LATENESS_SECONDS": "86400"})
-    dep.create_topics()
-    yield dep
-    dep.stop_all()
+def deployment(deploy: Callable[..., Deployment]) -> Deployment:
+    return deploy(env={"TRUSTGAP_MAX_EVENT_BYTES": str(LIMITS.max_event_bytes),
+                       "TRUSTGAP_MAX_MESSAGE_BYTES": str(LIMITS.max_message_bytes),
+                       "TRUSTGAP_MAX_BATCH_EVENTS": str(LIMITS.max_batch_events),
+                       "TRUSTGAP_MAX_FUTURE_SECONDS": "3600",
+                       "TRUSTGAP_DEFAULTS__ALLOWED_LATENESS_SECONDS": "86400"})
 
 
 def future(event: dict[str, Any]) -> bool:

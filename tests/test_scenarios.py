@@ -7,16 +7,14 @@ publication time), plus each scenario's expected story.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from stream.admin import confluent_config
 from stream.client import BatchProducer
-from stream.embedded import StackInfo
 from stream.offline import replay
 from stream.settings import ModelSettings
 from stream.simulate import SCENARIOS, generate
@@ -78,11 +76,8 @@ def test_scenario_story_in_memory(scenario: str) -> None:
 
 
 @pytest.fixture
-def deployment(stack: StackInfo, tmp_path: Path, redis_client: Any) -> Iterator[Deployment]:
-    dep = Deployment(stack, tmp_path, overrides={"TRUSTGAP_DEFAULTS__ALLOWED_LATENESS_SECONDS": str(LATENESS)})
-    dep.create_topics()
-    yield dep
-    dep.stop_all()
+def deployment(deploy: Callable[..., Deployment]) -> Deployment:
+    return deploy(env={"TRUSTGAP_DEFAULTS__ALLOWED_LATENESS_SECONDS": str(LATENESS)})
 
 
 @pytest.mark.integration
