@@ -370,12 +370,10 @@ class Store:
     def __init__(self, client: aioredis.Redis, settings: Settings) -> None:
         self.redis = client
         self.settings = settings
-        self._apply = client.register_script(_APPLY)
-        self._close = client.register_script(_CLOSE)
+        # Scripts called alone go through EVALSHA (registered); scripts inside pipelines are sent with EVAL (see
+        # `apply`): a registered script in a pipeline costs redis-py an extra SCRIPT EXISTS round trip.
         self._commit = client.register_script(_COMMIT)
-        self._sweep = client.register_script(_SWEEP)
         self._lease = client.register_script(_LEASE)
-        self._offsets = client.register_script(_OFFSETS)
         self._admit = client.register_script(_ADMIT)
         self._cfg_cache: dict[str, Any] | None = None
         self.features = FeatureStore(self)
@@ -433,7 +431,7 @@ class Store:
             for model, items in per_model.items():
                 args = [s.max_dimensions, s.max_label_values, keys.MODEL_TTL]
                 args += [x for _, pairs in items for pair in pairs for x in pair]
-                await self._admit(keys=[keys.model_labels(model)], args=args, client=pipe)
+                pipe.eval(_ADMIT, 1, keys.model_labels(model), *args)  # EVAL: see apply
             replies = await pipe.execute()
         for (model, items), reply in zip(per_model.items(), replies):
             flat = iter(x.decode() for x in reply)
@@ -482,18 +480,18 @@ class Store:
             if models:
                 pipe.sadd(keys.MODELS, *set(models.values()))
             if offsets:
-                await self._write_offsets(pipe, offsets)
+                self._write_offsets(pipe, offsets)
             replies = await _execute(pipe)
         for reply in replies[: len(buckets)]:
             result.add([int(x) for x in reply])
         result.untracked_features = feature_plan.untracked
         return result
 
-    async def _write_offsets(self, pipe: Any, offsets: Mapping[tuple[str, int], int]) -> None:
+    def _write_offsets(self, pipe: Any, offsets: Mapping[tuple[str, int], int]) -> None:
         args: list[Any] = [self.run_id or ""]
         for (t, p), o in offsets.items():
             args += [f"{t}:{p}", o]
-        await self._offsets(keys=[keys.OFFSETS], args=args, client=pipe)
+        pipe.eval(_OFFSETS, 1, keys.OFFSETS, *args)  # EVAL: see apply
 
     async def offsets(self) -> dict[tuple[str, int], int]:
         """Next offset to read per (topic, partition), as far as Redis's state goes."""
@@ -582,7 +580,7 @@ class Store:
                 pipe.hsetnx(keys.model_annotations(a.model), a.event_id, a.model_dump_json())
                 pipe.expire(keys.model_annotations(a.model), keys.MODEL_TTL)
             if offsets:
-                await self._write_offsets(pipe, offsets)
+                self._write_offsets(pipe, offsets)
             replies = await _execute(pipe)
         return sum(int(r) for r in replies[0: 2 * len(kept): 2])
 
@@ -702,7 +700,6 @@ class FeatureStore:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.redis = store.redis
-        self._record = store.redis.register_script(_FEATURES)
         self._register = store.redis.register_script(_REGISTER)
         self._tracked: dict[str, set[str]] = {}  # per model, as far as this worker knows; the set only grows
         self._full: dict[str, bool] = {}
@@ -762,7 +759,7 @@ class FeatureStore:
             return
         cfg = orjson.dumps({**self.store._static_cfg(), "top_k": keys.FEATURE_TOP_K})
         for bucket, recs in plan.records.items():
-            await self._record(keys=[keys.bucket_meta(bucket)], args=[cfg, orjson.dumps(recs)], client=pipe)
+            pipe.eval(_FEATURES, 1, keys.bucket_meta(bucket), cfg, orjson.dumps(recs))  # EVAL: see Store.apply
         for hll, elements in plan.distinct.items():
             pipe.pfadd(hll, *sorted(elements))  # idempotent: a replayed or duplicate value adds nothing
             pipe.expire(hll, plan.ttl[hll])
