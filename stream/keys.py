@@ -19,6 +19,9 @@ def bucket_of(prediction_id: str, buckets: int) -> int:
 
 
 def bucket_tag(bucket: int) -> str:
+    """Hash tag and prefix of every key in a bucket: `<tag>:c:<pid>` prediction context (TTL context_ttl, or
+    pending_ttl while it only holds actions/outcomes waiting for their prediction), `<tag>:w:<model>:<start>` window
+    counters (TTL window + lateness + WINDOW_MARGIN), `<tag>:meta` watermarks and closed marks."""
     return f"{{{PREFIX}:b{bucket}}}"
 
 
@@ -28,13 +31,6 @@ def model_tag(model: str) -> str:
 
 
 # --- bucket keys (slot {tg:b<N>}); the Lua in store.py builds the per-prediction and window names itself ---
-
-def bucket_prefix(bucket: int) -> str:
-    """Prefix of every key in a bucket: `<tag>:c:<pid>` prediction context (TTL context_ttl, or pending_ttl while
-    it only holds actions/outcomes waiting for their prediction), `<tag>:w:<model>:<start>` window counters (TTL
-    window + lateness + WINDOW_MARGIN), `<tag>:meta` watermarks and closed marks (no data, never large)."""
-    return bucket_tag(bucket)
-
 
 def bucket_meta(bucket: int) -> str:
     """Hash: `wm:<model>` newest event ms, `first:<model>` earliest window start, `closed:<model>` closed-until ms,

@@ -596,9 +596,6 @@ class Store:
             replies = await pipe.execute()
         return sum(int(r[0]) for r in replies), sum(int(r[1]) for r in replies)
 
-    async def ping(self) -> bool:
-        return bool(await self.redis.ping())
-
     async def close(self) -> None:
         await self.redis.aclose()
 
