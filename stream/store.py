@@ -14,6 +14,7 @@ The one rule: every write that must not happen twice is guarded inside the same 
 from __future__ import annotations
 
 import math
+import time
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -303,6 +304,9 @@ class WindowCounts:
 OTHER = "__other__"
 """What a label value over its cap is counted as."""
 
+ADMIT_REFRESH_S = 3600.0
+"""How long a worker trusts its memory of admitted label values before asking Redis again (refreshing TTLs)."""
+
 
 class RedisRestarted(Exception):
     """Redis answered from a different process than the one the worker reconciled its offsets with."""
@@ -378,6 +382,11 @@ class Store:
         self._cfg_cache: dict[str, Any] | None = None
         self.features = FeatureStore(self)
         self._models_admitted: set[str] = set()
+        # (dimension, value) pairs Redis admitted per model: a value once admitted stays admitted, so at steady
+        # state a batch needs no admission round trip (issue 7). Forgotten every ADMIT_REFRESH_S so that the sets'
+        # TTL is still refreshed by traffic.
+        self._pairs_admitted: dict[str, set[tuple[str, str]]] = defaultdict(set)
+        self._admitted_since = time.monotonic()
         # The Redis process (INFO run_id) whose offsets the worker last reconciled with; None disables the guard.
         self.run_id: str | None = None
 
@@ -409,8 +418,13 @@ class Store:
         """Cap producer-chosen names: (model -> admitted model, capped labels per prediction, overflows by kind).
 
         The admitted values live in Redis sets (per deployment, not per worker) so every worker and every restart
-        agrees on them; a value once admitted stays admitted, so a replay maps an event the same way."""
+        agrees on them; a value once admitted stays admitted, so a replay maps an event the same way, and this
+        worker remembers what was admitted and asks Redis only about pairs it has not seen admitted yet."""
         s = self.settings
+        if time.monotonic() - self._admitted_since > ADMIT_REFRESH_S:
+            self._models_admitted.clear()
+            self._pairs_admitted.clear()
+            self._admitted_since = time.monotonic()
         overflow: Counter[str] = Counter()
         models = {p.model: p.model for p in predictions}
         unknown = sorted(m for m in models if m not in self._models_admitted)
@@ -422,27 +436,39 @@ class Store:
                     self._models_admitted.add(m)
                 else:
                     models[m] = OTHER
-        per_model: dict[str, list[tuple[int, list[tuple[str, str]]]]] = defaultdict(list)
-        for i, p in enumerate(predictions):
-            band = p.band or s.for_model(p.model).band_for(p.score)
-            per_model[models[p.model]].append((i, label_candidates(p, band)))
-        labels: list[list[tuple[str, str]]] = [[] for _ in predictions]
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for model, items in per_model.items():
-                args = [s.max_dimensions, s.max_label_values, keys.MODEL_TTL]
-                args += [x for _, pairs in items for pair in pairs for x in pair]
-                pipe.eval(_ADMIT, 1, keys.model_labels(model), *args)  # EVAL: see apply
-            replies = await pipe.execute()
-        for (model, items), reply in zip(per_model.items(), replies):
-            flat = iter(x.decode() for x in reply)
-            for i, pairs in items:
-                got = [(next(flat), next(flat)) for _ in pairs]
-                for (dim, value), (gdim, gvalue) in zip(pairs, got):
-                    if gdim != dim:
-                        overflow["dimension"] += 1
-                    elif gvalue != value:
-                        overflow["value"] += 1
-                labels[i] = got
+        candidates = []
+        asked: dict[str, dict[tuple[str, str], tuple[str, str]]] = defaultdict(dict)  # model -> pair -> answer
+        for p in predictions:
+            model = models[p.model]
+            pairs = label_candidates(p, p.band or s.for_model(p.model).band_for(p.score))
+            known = self._pairs_admitted[model]
+            for pair in pairs:
+                if pair not in known:
+                    asked[model][pair] = pair
+            candidates.append((model, pairs))
+        if asked:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for model, pairs in asked.items():
+                    args = [s.max_dimensions, s.max_label_values, keys.MODEL_TTL, *(x for pair in pairs for x in pair)]
+                    pipe.eval(_ADMIT, 1, keys.model_labels(model), *args)  # EVAL: see apply
+                replies = await pipe.execute()
+            for (model, pairs), reply in zip(asked.items(), replies):
+                flat = iter(x.decode() for x in reply)
+                for pair in pairs:
+                    got = (next(flat), next(flat))
+                    pairs[pair] = got
+                    if got == pair:  # only admissions are remembered: a capped value is asked again next time
+                        self._pairs_admitted[model].add(pair)
+        labels: list[list[tuple[str, str]]] = []
+        for model, pairs in candidates:
+            answers = asked.get(model, {})
+            got = [answers.get(pair, pair) for pair in pairs]
+            for (dim, value), (gdim, gvalue) in zip(pairs, got):
+                if gdim != dim:
+                    overflow["dimension"] += 1
+                elif gvalue != value:
+                    overflow["value"] += 1
+            labels.append(got)
         overflow["model"] = sum(1 for p in predictions if models[p.model] != p.model)
         return models, labels, overflow
 

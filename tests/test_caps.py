@@ -79,3 +79,35 @@ def test_models_and_dimensions_over_their_caps_collapse_into_one_other_scope(
     assert got[f"{OTHER}={OTHER}"] == 1
     assert got["a=1"] == 2 and got["b=2"] == 1
     assert scopes(redis_client, OTHER, Settings())[""] == 2
+
+
+def test_a_worker_asks_redis_only_about_label_values_it_has_not_seen_admitted(
+        stack: Any, redis_client: redis.Redis) -> None:
+    # Batch 1 admits r0..r2 (cap 3) and caps r3; batch 2 repeats r0..r2 plus r3: only r3, never admitted, is
+    # asked again (one admission call, for that pair alone), and the counts are the same as without memory.
+    def admission_calls() -> int:
+        stats = redis_client.info("commandstats")
+        return int(stats.get("cmdstat_eval", {}).get("calls", 0))
+
+    async def go() -> tuple[int, int, Counter[str], Counter[str]]:
+        store = Store.from_settings(Settings(redis_url=stack.redis_url, max_label_values=3))
+        try:
+            first = [prediction(i, "m", {"region": f"r{i % 4}"}) for i in range(8)]
+            r1 = await store.apply(first, {}, 0)
+            before = admission_calls()
+            models, labels, overflow = await store.admit([prediction(100 + i, "m", {"region": f"r{i}"})
+                                                          for i in range(3)])
+            known_only = admission_calls() - before
+            before = admission_calls()
+            models, labels, overflow = await store.admit([prediction(200 + i, "m", {"region": f"r{i}"})
+                                                          for i in range(4)])
+            with_capped = admission_calls() - before
+            return known_only, with_capped, r1.overflow, overflow
+        finally:
+            await store.close()
+
+    known_only, with_capped, first_overflow, second_overflow = asyncio.run(go())
+    assert known_only == 0
+    assert with_capped == 1
+    assert first_overflow["value"] == 2   # r3 twice in the first batch
+    assert second_overflow["value"] == 1  # r3 still capped
