@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -28,7 +30,7 @@ def main(argv: list[str]) -> None:
     # Same group-join settings as trustgap's bench worker, so joins do not dominate a short run.
     app = faust.App(group, broker=broker, value_serializer="raw", key_serializer="raw", store="memory://",
                     broker_session_timeout=2.0, broker_heartbeat_interval=0.5, web_enabled=False,
-                    topic_partitions=4)
+                    topic_partitions=4, datadir=str(Path(tempfile.gettempdir()) / f"{group}-data"))
     topic = app.topic(topic_name, key_type=bytes, value_type=bytes)
     seen: dict[str, Any] = {"n": 0, "first": None, "first_n": 0}
 

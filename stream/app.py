@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import tempfile
 import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from itertools import islice
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -55,6 +57,8 @@ class Runtime:
     read_offsets: ReadOffsets = field(default_factory=ReadOffsets)
     # (topic, partition) -> offset it was sought back to; its Redis offset waits until that message is re-read
     rewinding: dict[tuple[str, int], int] = field(default_factory=dict)
+    # per event kind, the one batch being applied to Redis while the agent parses the next (see submit)
+    inflight: dict[str, asyncio.Task[None]] = field(default_factory=dict)
 
     def event_topics(self) -> set[str]:
         t = self.settings.topics
@@ -194,7 +198,10 @@ class Runtime:
         self.metrics.events.labels(topic, "invalid").inc()
 
     async def handle(self, kind: EventKind, batch: Sequence[Any]) -> None:
-        """Parse a batch of Faust events, dead-letter the bad ones, apply the good ones once."""
+        """Parse a batch of Faust events, dead-letter the bad ones, and submit the good ones to be applied once.
+
+        Returns while the last chunk is still being applied (see `submit`), so that parsing the next batch overlaps
+        with Redis running this one's script."""
         started = time.perf_counter()
         topic = self.settings.topics.model_dump()[_TOPIC_FIELD[kind]]
         limits = self.settings.limits
@@ -222,11 +229,28 @@ class Runtime:
             # events so that one Lua call (which blocks Redis) and the parsed events held stay bounded. The
             # offsets passed cover only whole messages already parsed, so they still follow their effects.
             if len(valid) >= self.settings.take_max:
-                await self._apply(kind, topic, valid, seen, now)
+                await self.submit(kind, topic, valid, seen, now)
                 valid, seen = [], []
         if seen:
-            await self._apply(kind, topic, valid, seen, now)
+            await self.submit(kind, topic, valid, seen, now)
         self.metrics.batch_seconds.labels(topic).observe(time.perf_counter() - started)
+
+    async def submit(self, kind: EventKind, topic: str, valid: list[Any], seen: list[tuple[tuple[str, int], int]],
+                     now: datetime) -> None:
+        """Start applying a chunk once the kind's previous chunk is applied: one in flight per kind, in order.
+
+        Faust may commit a batch's offsets to Kafka before its chunk is applied; that is safe because Redis's
+        own offsets, written in the same pipeline as the effects, are the ones that count: on assignment the
+        consumer seeks back to them (stream.recovery), so a crash meanwhile re-reads and deduplicates."""
+        await self.drain(kind)
+        self.inflight[kind] = asyncio.create_task(self._apply(kind, topic, valid, seen, now))
+
+    async def drain(self, kind: EventKind | None = None) -> None:
+        """Wait until the in-flight chunk of `kind` (of every kind when None) is applied."""
+        for k in [kind] if kind else list(self.inflight):
+            task = self.inflight.pop(k, None)
+            if task is not None:
+                await task
 
     async def _apply(self, kind: EventKind, topic: str, valid: list[Any], seen: list[tuple[tuple[str, int], int]],
                      now: datetime) -> None:
@@ -435,6 +459,9 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         value_serializer="raw",
         key_serializer="raw",
         store="memory://",
+        # Faust creates its data directory on start; with the memory store nothing is written there, so keep it
+        # out of the working directory (it used to leave an `<app_id>-data` folder wherever a worker ran).
+        datadir=str(Path(tempfile.gettempdir()) / f"trustgap-{settings.app_id}-data"),
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=settings.topic_replication,
         broker_session_timeout=settings.broker_session_timeout,
