@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal, Union
 
 import orjson
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
 
 SCHEMA_VERSION = 1
 DLQ_SAMPLE = 4096  # bytes of a message kept with a reject whose element cannot be re-encoded on its own
@@ -112,6 +112,9 @@ MODELS: dict[str, type[_Event]] = {
 }
 
 
+_LISTS: dict[str, TypeAdapter[list[Event]]] = {kind: TypeAdapter(list[model]) for kind, model in MODELS.items()}  # type: ignore[valid-type]
+
+
 @dataclass(frozen=True, slots=True)
 class Limits:
     """Size limits from the contract (both configurable)."""
@@ -198,20 +201,34 @@ def parse(kind: EventKind, value: bytes | None, limits: Limits = Limits()) -> tu
         return ([], [result]) if isinstance(result, Reject) else ([result], [])
     if len(doc) > limits.max_batch_events:
         return [], [Reject("batch_too_large", f"{len(doc)} events > {limits.max_batch_events}", raw)]
-    events: list[Event] = []
+    sized: list[tuple[Any, bytes]] = []
     rejects: list[Reject] = []
     for i, element in enumerate(doc):
         try:
             element_raw = orjson.dumps(element)
         except (TypeError, orjson.JSONEncodeError):  # orjson writes less nesting (255) than it reads (1024)
             rejects.append(Reject("bad_value", "element nested too deeply", raw[:DLQ_SAMPLE], i))
-            continue
-        if len(element_raw) > limits.max_event_bytes:
-            rejects.append(Reject("event_too_large", f"{len(element_raw)} bytes > {limits.max_event_bytes}",
-                                  element_raw, i))
+            element_raw = b""
+        else:
+            if len(element_raw) > limits.max_event_bytes:
+                rejects.append(Reject("event_too_large", f"{len(element_raw)} bytes > {limits.max_event_bytes}",
+                                      element_raw, i))
+        sized.append((element, element_raw))
+    if not rejects:
+        # The common case, a whole batch valid, in one call into pydantic-core instead of one per element
+        # (about a fifth of the parsing time, issue 7); any invalid element sends the batch down the slow path.
+        try:
+            return _LISTS[kind].validate_python(doc), []
+        except (ValidationError, OverflowError, ValueError):
+            pass
+    events: list[Event] = []
+    bad = {r.index for r in rejects}
+    for i, (element, element_raw) in enumerate(sized):
+        if i in bad:
             continue
         result = validate(kind, element, element_raw, i)
         (rejects if isinstance(result, Reject) else events).append(result)  # type: ignore[arg-type]
+    rejects.sort(key=lambda r: r.index or 0)
     return events, rejects
 
 
