@@ -24,7 +24,7 @@ from bench.rtproxy import RoundTripProxy
 from bench.run import LATENCY_ENV, alert_latency, pct
 from stream.embedded import StackInfo, running_stack
 
-MODELS = [f"m{i}" for i in range(4)]
+MODELS = [f"m{i}" for i in range(4)]  # as in bench.run.alert_latency; `--models` takes fewer
 
 
 class _Alerts:
@@ -64,7 +64,7 @@ def _window_events(rng: random.Random, start_ms: int, n: int, spike: bool) -> li
 
 
 async def trips(stack: StackInfo, windows: int) -> dict[str, float]:
-    """Trips per tick: idle ticks, and ticks that close one window for each of four models (with alerts)."""
+    """Trips per tick: idle ticks, and ticks that close one window for each model (with alerts)."""
     from aiokafka import AIOKafkaProducer
     from prometheus_client import CollectorRegistry
 
@@ -109,7 +109,7 @@ async def trips(stack: StackInfo, windows: int) -> dict[str, float]:
         await store.close()
         await direct.close()
         proxy.stop()
-    return {"idle tick trips": statistics.mean(idle), "closing tick trips (4 windows)": statistics.mean(closing),
+    return {"idle tick trips": statistics.mean(idle), f"closing tick trips ({len(MODELS)} windows)": statistics.mean(closing),
             "alerts published per closing tick": alerts}
 
 
@@ -123,7 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--windows", type=int, default=12)
+    ap.add_argument("--models", type=int, default=len(MODELS))
     args = ap.parse_args(argv)
+    del MODELS[args.models:]
     with tempfile.TemporaryDirectory(prefix="trustgap-eval-") as tmp, running_stack(Path(tmp) / "stack") as stack:
         if args.what in ("trips", "both"):
             for k, v in asyncio.run(trips(stack, args.windows)).items():
