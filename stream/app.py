@@ -24,12 +24,12 @@ import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from redis.exceptions import RedisError
 
-from . import detect, features
+from . import detect, features, keys
 from .events import AlignmentAlert, Annotation, EventKind, Reject, epoch_ms, parse
 from .metrics import Metrics
 from .settings import Settings
 from .recovery import ReadOffsets, plan_seeks
-from .store import RedisRestarted, Store
+from .store import ModelTick, RedisRestarted, Store
 from .windows import Window, closable, watermark
 
 log = logging.getLogger("trustgap")
@@ -59,6 +59,7 @@ class Runtime:
     rewinding: dict[tuple[str, int], int] = field(default_factory=dict)
     # per event kind, the one batch being applied to Redis while the agent parses the next (see submit)
     inflight: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    _models: list[str] = field(default_factory=list)  # the models the evaluator's last tick found
 
     def event_topics(self) -> set[str]:
         t = self.settings.topics
@@ -273,48 +274,73 @@ class Runtime:
                     self.metrics.events.labels(topic, result).inc(n)
 
     async def evaluate(self) -> int:
-        """Close and evaluate every window the watermark has passed, for every model; returns windows closed."""
-        closed = 0
-        for model in await self.with_redis("models", self.store.models):
-            closed += await self._evaluate_model(model)
-        orphans = await self.with_redis("sweep", lambda: self.store.sweep_pending(epoch_ms(utcnow())))
-        for kind, n in zip(("action", "outcome"), orphans):
+        """Close and evaluate every window the watermark has passed, for every model; returns windows closed.
+
+        At steady state a tick is one Redis round trip (Store.tick); a window that closes costs one more to close
+        it and read what judging it needs, one to commit, and one to forget its acknowledged alerts."""
+        started = time.monotonic()
+        tick = await self.with_redis("tick", lambda: self.store.tick(self._models, self.worker_id,
+                                                                     epoch_ms(utcnow())))
+        new = [m for m in tick.models if m not in tick.seen]
+        if new:  # models this worker has not seen yet: read them now rather than a tick later
+            more = await self.with_redis("tick", lambda: self.store.tick(new, self.worker_id, None))
+            tick.seen.update(more.seen)
+        self._models = tick.models
+        for kind, n in zip(("action", "outcome"), tick.orphans):
             if n:
                 self.metrics.orphans.labels(kind).inc(n)
+        closed = 0
+        for model in tick.models:
+            closed += await self._evaluate_model(model, tick.seen[model], started)
         return closed
 
-    async def _evaluate_model(self, model: str) -> int:
+    async def _evaluate_model(self, model: str, seen: ModelTick, tick_started: float) -> int:
         ms = self.settings.for_model(model)
         size = ms.window_seconds * 1000
         # One worker at a time evaluates and publishes a model: the compare-and-set commit already makes each
         # evaluation happen once, the lease also keeps two workers from publishing the same outbox entry.
-        if not await self.with_redis("lease", lambda: self.store.lease(model, self.worker_id)):
+        if not seen.leased:
             return 0
-        await self.publish_outbox(model)  # left over from a crash between decision and publication
-        newest, first = await self.with_redis("event_time", lambda: self.store.event_time(model))
-        if newest is None or first is None:
+        if time.monotonic() - tick_started > keys.LEASE_MS / 3000:  # a long tick: the lease taken may run out
+            if not await self.with_redis("lease", lambda: self.store.lease(model, self.worker_id)):
+                return 0
+        # Left over from a crash between decision and publication, or from a failed send: published before any
+        # newer window is judged, so that a fingerprint's resolution never reaches the topic before its firing.
+        if seen.outbox and not await self.publish(model, seen.outbox):
             return 0
-        wm = watermark(newest, ms.allowed_lateness_seconds * 1000)
+        if seen.newest is None or seen.first is None:
+            return 0
+        wm = watermark(seen.newest, ms.allowed_lateness_seconds * 1000)
         self.metrics.watermark.labels(model).set(wm / 1000)
         self.metrics.watermark_lag.labels(model).set(time.time() - wm / 1000)
-        closed_mark, state_raw, hist_raw = await self.with_redis("state", lambda: self.store.model_state(model))
-        state_raw, hist_raw, fstate, fhist = _take_features(state_raw, hist_raw)
-        annotations = await self.with_redis("annotations", lambda: self.store.annotations(model))
-        state = detect.State.from_json(orjson.loads(state_raw) if state_raw else None)
-        history = {start: detect.Summary.from_json(orjson.loads(v)) for start, v in hist_raw.items()}
+        closed_mark = seen.closed
+        windows = list(islice(closable(seen.first, int(closed_mark) if closed_mark else None, wm, size),
+                              MAX_WINDOWS_PER_TICK))
+        if not windows:  # the common tick: the state, history and annotations are not even read
+            return 0
         done = 0
-        closed_until = int(closed_mark) if closed_mark else None
-        for window in islice(closable(first, closed_until, wm, size), MAX_WINDOWS_PER_TICK):
-            counts = await self.with_redis("close", lambda: self.store.close_window(model, window.start, window.end))
-            fres = await self._evaluate_features(model, window, counts.counts, fhist, fstate, annotations)
+        for window in windows:
+            read = await self.with_redis("close", lambda: self.store.close_and_read(
+                model, window.start, window.end, with_state=not done))
+            if read.state is not None:  # the first window of the tick: the state comes with it
+                if read.state.closed != closed_mark:  # another evaluator moved on since the tick; next tick
+                    return 0
+                state_raw, hist_raw, fstate, fhist = _take_features(read.state.state, read.state.history)
+                annotations = read.state.annotations
+                state = detect.State.from_json(orjson.loads(state_raw) if state_raw else None)
+                history = {start: detect.Summary.from_json(orjson.loads(v)) for start, v in hist_raw.items()}
+            counts = read.counts
+            fres = await self._evaluate_features(model, window, counts.counts, fhist, fstate, annotations,
+                                                 read.feature_stats)
             result = detect.evaluate(model, window, counts.counts, list(history.values()), state, annotations, ms,
                                      utcnow(), feature_alerts=fres.state.active())
             keep_from = window.end - ms.baseline_windows * size
+            alerts = {a.alert_id: a.model_dump_json().encode() for a in [*result.alerts, *fres.alerts]}
             ok = await self.with_redis("commit", lambda: self.store.commit_evaluation(
                 model, closed_mark, window.end, window.start,
                 orjson.dumps({**result.summary.to_json(), features.STATE_KEY: fres.summary.to_json()}),
                 orjson.dumps({**result.state.to_json(), features.STATE_KEY: fres.state.to_json()}),
-                [(a.alert_id, a.model_dump_json().encode()) for a in [*result.alerts, *fres.alerts]], keep_from))
+                list(alerts.items()), keep_from))
             if not ok:  # another worker evaluated it; pick up from its state next tick
                 break
             done += 1
@@ -325,14 +351,16 @@ class Runtime:
             fstate, fhist = fres.state, {**{k: v for k, v in fhist.items() if k >= keep_from},
                                          window.start: fres.summary}
             self._export(model, result)
-            await self.publish_outbox(model)
+            if alerts and not await self.publish(model, alerts):
+                break  # what failed stays in the outbox and goes first next tick; newer windows wait for it
         return done
 
     async def _evaluate_features(self, model: str, window: Window, counts: Mapping[tuple[str, str, str], int],
                                  history: Mapping[int, features.WindowFeatures], state: features.State,
-                                 annotations: Sequence[Annotation]) -> features.Evaluation:
+                                 annotations: Sequence[Annotation], read: Sequence[Mapping[bytes, bytes]] | None = None
+                                 ) -> features.Evaluation:
         """Judge the closed window's feature statistics against the features' own baseline windows."""
-        n, stats = await self.with_redis("features", lambda: self.store.features.read(model, window.start))
+        n, stats = await self.with_redis("features", lambda: self.store.features.read(model, window.start, read))
         per_version: dict[str, int] = {}
         for (version, scope, counter), k in counts.items():
             if scope == "" and counter == "n":
@@ -370,17 +398,35 @@ class Runtime:
             if alert.classification == "sustained":
                 m.alert_active.labels(*labels).set(1 if alert.status == "firing" else 0)
 
-    async def publish_outbox(self, model: str) -> None:
-        for body in sorted(await self.with_redis("outbox", lambda: self.store.outbox(model))):
-            alert = AlignmentAlert.model_validate_json(body)
-            fut = await self.topics["alerts"].send(key=alert.fingerprint.encode(), value=body)
-            await fut  # wait for the broker's ack before forgetting it
-            await self.with_redis("ack", lambda: self.store.ack_alert(model, alert.alert_id))
+    async def publish(self, model: str, entries: Mapping[str, bytes]) -> bool:
+        """Publish outbox entries (alert_id -> JSON) as one burst: send them all, await the broker's acks
+        together, then forget the acknowledged ones with one call. An entry leaves the outbox only after its
+        ack; one whose send failed stays for the next tick. True when every entry was acknowledged."""
+        alerts = sorted(((alert_id, AlignmentAlert.model_validate_json(body), body)
+                         for alert_id, body in entries.items()), key=lambda x: (x[1].window.end, x[0]))
+        sent: list[tuple[str, AlignmentAlert, Any]] = []
+        for alert_id, alert, body in alerts:
+            try:
+                sent.append((alert_id, alert, await self.topics["alerts"].send(key=alert.fingerprint.encode(),
+                                                                              value=body)))
+            except Exception as err:  # noqa: BLE001 - the broker's failure must not stop the timer
+                log.warning("alert %s not sent (%s); it stays in the outbox", alert_id, err)
+                break  # in order: a later entry must not overtake this one
+        acks = await asyncio.gather(*(fut for _, _, fut in sent), return_exceptions=True)
+        acked = []
+        for (alert_id, alert, _), ack in zip(sent, acks):
+            if isinstance(ack, BaseException):
+                log.warning("alert %s not acknowledged (%s); it stays in the outbox", alert_id, ack)
+                continue
+            acked.append(alert_id)
             self.metrics.alerts.labels(model, alert.signal, alert.classification, alert.severity,
                                        alert.status).inc()
             log.info("alert %s %s %s %s scope=%s observed=%.3f baseline=%.3f -> %s", alert.status,
                      alert.classification, alert.signal, model, alert.scope, alert.observed, alert.baseline,
                      alert.recommendation)
+        if acked:
+            await self.with_redis("ack", lambda: self.store.ack_alerts(model, acked))
+        return len(acked) == len(alerts)
 
 
 def _take_features(state_raw: bytes | None, hist_raw: dict[int, bytes]
@@ -436,6 +482,16 @@ class _App(faust.App):
         consumer: Any = super()._new_consumer()
         runtime = self.trustgap
         consumer._read_offset = runtime.read_offsets  # before the fetcher binds its methods
+        # Faust hard-codes aiokafka's fetch_max_wait_ms=1500; a broker that answers a waiting fetch only when the
+        # wait ends (Tansu) then delays every event by up to that much, and alerts with them (issue 7).
+        create = consumer._thread._create_worker_consumer
+
+        def create_with_wait(transport: Any) -> Any:
+            client = create(transport)
+            client._fetch_max_wait_ms = int(runtime.settings.broker_fetch_max_wait * 1000)
+            return client
+
+        consumer._thread._create_worker_consumer = create_with_wait
         seek_to_committed = consumer.seek_to_committed
 
         async def seek_then_reconcile() -> Mapping[Any, int]:

@@ -91,6 +91,8 @@ class Settings(BaseSettings):
     broker_ssl_cafile: Path | None = None
     broker_session_timeout: float = Field(10.0, gt=0, description="consumer group session timeout (s)")
     broker_heartbeat_interval: float = Field(3.0, gt=0, description="consumer heartbeat (s); < session timeout")
+    broker_fetch_max_wait: float = Field(0.1, gt=0, le=30, description="longest (s) a consumer fetch waits "
+                                         "for data; brokers that hold a fetch until then (Tansu) add it to latency")
     redis_url: SecretStr = Field(SecretStr("redis://127.0.0.1:6379/0"),
                                  description="redis:// or rediss:// URL; may carry a password")
     app_id: str = Field("trustgap", min_length=1, description="consumer group and Faust app id")

@@ -301,6 +301,45 @@ class WindowCounts:
             self.counts[key] = self.counts.get(key, 0) + int(flat[i + 1])
 
 
+@dataclass(slots=True)
+class ModelTick:
+    """One model as an evaluator tick found it."""
+
+    leased: bool                # this worker holds (or just renewed) the model's evaluation lease
+    outbox: dict[str, bytes]    # alert_id -> alert JSON decided but not yet acknowledged by the broker
+    closed: str                 # the model's closed mark as stored ('' before the first evaluation)
+    newest: int | None = None   # newest event ms over all buckets
+    first: int | None = None    # earliest window start over all buckets
+
+
+@dataclass(slots=True)
+class Tick:
+    """What `Store.tick` read: every admitted model, the ones asked about, and the orphans swept."""
+
+    models: list[str]
+    seen: dict[str, ModelTick] = field(default_factory=dict)
+    orphans: tuple[int, int] = (0, 0)  # (actions, outcomes) whose prediction never came
+
+
+@dataclass(slots=True)
+class ModelState:
+    """A model's detector state as stored: the closed mark it belongs to, state JSON, history, annotations."""
+
+    closed: str
+    state: bytes | None
+    history: dict[int, bytes]
+    annotations: list[Annotation]
+
+
+@dataclass(slots=True)
+class ClosedWindow:
+    """A window just closed: its counts, its feature statistics per bucket, and the model state if asked for."""
+
+    counts: WindowCounts = field(default_factory=WindowCounts)
+    feature_stats: list[dict[bytes, bytes]] = field(default_factory=list)
+    state: ModelState | None = None
+
+
 OTHER = "__other__"
 """What a label value over its cap is counted as."""
 
@@ -448,15 +487,15 @@ class Store:
             candidates.append((model, pairs))
         if asked:
             async with self.redis.pipeline(transaction=False) as pipe:
-                for model, pairs in asked.items():
-                    args = [s.max_dimensions, s.max_label_values, keys.MODEL_TTL, *(x for pair in pairs for x in pair)]
+                for model, answers in asked.items():
+                    args = [s.max_dimensions, s.max_label_values, keys.MODEL_TTL, *(x for pair in answers for x in pair)]
                     pipe.eval(_ADMIT, 1, keys.model_labels(model), *args)  # EVAL: see apply
                 replies = await pipe.execute()
-            for (model, pairs), reply in zip(asked.items(), replies):
+            for (model, answers), reply in zip(asked.items(), replies):
                 flat = iter(x.decode() for x in reply)
-                for pair in pairs:
+                for pair in answers:
                     got = (next(flat), next(flat))
-                    pairs[pair] = got
+                    answers[pair] = got
                     if got == pair:  # only admissions are remembered: a capped value is asked again next time
                         self._pairs_admitted[model].add(pair)
         labels: list[list[tuple[str, str]]] = []
@@ -588,8 +627,78 @@ class Store:
     async def outbox(self, model: str) -> list[bytes]:
         return [as_bytes(v) for v in (await self.redis.hgetall(keys.model_outbox(model))).values()]
 
-    async def ack_alert(self, model: str, alert_id: str) -> None:
-        await self.redis.hdel(keys.model_outbox(model), alert_id)
+    async def ack_alerts(self, model: str, alert_ids: Sequence[str]) -> None:
+        """Forget outbox entries the broker acknowledged (one HDEL for a whole burst)."""
+        if alert_ids:
+            await self.redis.hdel(keys.model_outbox(model), *alert_ids)
+
+    async def tick(self, models: Sequence[str], owner: str, sweep_now_ms: int | None) -> Tick:
+        """Everything an evaluator tick needs to know, in one round trip: the model set, and for each of `models`
+        its lease (taken or renewed for `owner`), unpublished alerts, closed mark and event time; with
+        `sweep_now_ms`, the expired pending actions/outcomes are swept in the same trip.
+
+        `models` is what the caller knew from its last tick (the keys to read must be named before the reply
+        says which models exist); models new to it are in `Tick.models` but not in `Tick.seen`."""
+        n = self.settings.state_buckets
+        fields = [f for m in models for f in (f"wm:{m}", f"first:{m}")]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.smembers(keys.MODELS)
+            for m in models:
+                pipe.eval(_LEASE, 1, keys.model_lease(m), owner, str(keys.LEASE_MS))  # EVAL: see apply
+                pipe.hgetall(keys.model_outbox(m))
+                pipe.hget(keys.model_state(m), "closed")
+            if fields:
+                for b in range(n):
+                    pipe.hmget(keys.bucket_meta(b), *fields)
+            if sweep_now_ms is not None:
+                for b in range(n):
+                    pipe.eval(_SWEEP, 1, keys.bucket_pending(b), str(sweep_now_ms))
+            replies = await pipe.execute()
+        it = iter(replies)
+        tick = Tick(sorted(as_text(m) for m in next(it)))
+        for m in models:
+            leased, outbox, closed = next(it), next(it), next(it)
+            tick.seen[m] = ModelTick(bool(leased), {as_text(k): as_bytes(v) for k, v in outbox.items()},
+                                     as_text(closed) if closed else "")
+        if fields:
+            for _ in range(n):
+                values = next(it)
+                for i, m in enumerate(models):
+                    wm, first = values[2 * i], values[2 * i + 1]
+                    t = tick.seen[m]
+                    if wm is not None:
+                        t.newest = max(int(wm), t.newest if t.newest is not None else int(wm))
+                    if first is not None:
+                        t.first = min(int(first), t.first if t.first is not None else int(first))
+        if sweep_now_ms is not None:
+            swept = [next(it) for _ in range(n)]
+            tick.orphans = (sum(int(r[0]) for r in swept), sum(int(r[1]) for r in swept))
+        return tick
+
+    async def close_and_read(self, model: str, start_ms: int, end_ms: int, with_state: bool) -> ClosedWindow:
+        """Close a window and read what judging it needs, in one round trip: its counts and feature statistics
+        per bucket, and with `with_state` the model's detector state, history and annotations."""
+        n = self.settings.state_buckets
+        out = ClosedWindow()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            if with_state:
+                pipe.hmget(keys.model_state(model), "closed", "state")
+                pipe.hgetall(keys.model_history(model))
+                pipe.hgetall(keys.model_annotations(model))
+            for b in range(n):
+                pipe.eval(_CLOSE, 1, keys.bucket_meta(b), model, str(start_ms), str(end_ms))  # EVAL: see apply
+            for b in range(n):  # read after the close: no feature statistic lands in a closed window
+                pipe.hgetall(keys.feature_stats(b, model, start_ms))
+            replies = await pipe.execute()
+        if with_state:
+            (closed, state), hist, ann = replies[:3]
+            out.state = ModelState((closed or b"").decode(), state, {int(k): v for k, v in hist.items()},
+                                   [Annotation.model_validate_json(v) for v in ann.values()])
+            replies = replies[3:]
+        for reply in replies[:n]:
+            out.counts.merge(reply)
+        out.feature_stats = list(replies[n:])
+        return out
 
     async def add_annotations(self, annotations: Sequence[Annotation],
                               offsets: Mapping[tuple[str, int], int] | None = None) -> int:
@@ -787,13 +896,18 @@ class FeatureStore:
             pipe.pfadd(hll, *sorted(elements))  # idempotent: a replayed or duplicate value adds nothing
             pipe.expire(hll, plan.ttl[hll])
 
-    async def read(self, model: str, start_ms: int) -> tuple[int, dict[str, features.FeatureStats]]:
-        """A closed window's feature statistics summed over buckets: (predictions recorded, stats per feature)."""
+    async def read(self, model: str, start_ms: int, stats: Sequence[Mapping[bytes, bytes]] | None = None
+                   ) -> tuple[int, dict[str, features.FeatureStats]]:
+        """A closed window's feature statistics summed over buckets: (predictions recorded, stats per feature).
+
+        `stats`: the per-bucket statistics hashes when already read (Store.close_and_read), saving a round trip."""
         buckets = range(self.store.settings.state_buckets)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for b in buckets:
-                pipe.hgetall(keys.feature_stats(b, model, start_ms))
-            replies = await pipe.execute()
+        if stats is None:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for b in buckets:
+                    pipe.hgetall(keys.feature_stats(b, model, start_ms))
+                stats = await pipe.execute()
+        replies = list(stats)
         n = 0
         sums: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
         lo: dict[str, float] = {}
