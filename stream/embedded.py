@@ -133,6 +133,8 @@ def start_redis(
         "--dir", str(workdir),
         "--appendonly", "yes" if appendonly else "no",
         "--appendfsync", "everysec",
+        # Context slot hashes hold millions of fields: free them in a background thread when they expire.
+        "--lazyfree-lazy-expire", "yes",
         # No RDB snapshots: the AOF is the only persistence, so restarts replay exactly what was written.
         "--save", "",
         "--protected-mode", "yes",

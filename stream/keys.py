@@ -19,9 +19,11 @@ def bucket_of(prediction_id: str, buckets: int) -> int:
 
 
 def bucket_tag(bucket: int) -> str:
-    """Hash tag and prefix of every key in a bucket: `<tag>:c:<pid>` prediction context (TTL context_ttl, or
-    pending_ttl while it only holds actions/outcomes waiting for their prediction), `<tag>:w:<model>:<start>` window
-    counters (TTL window + lateness + WINDOW_MARGIN), `<tag>:meta` watermarks and closed marks."""
+    """Hash tag and prefix of every key in a bucket: `<tag>:c:<slot>` prediction contexts (see `context_slot`),
+    `<tag>:q:<pid>` actions/outcomes parked until their prediction arrives (see `parked`), `<tag>:w:<model>:<start>`
+    window counters (TTL window + lateness + WINDOW_MARGIN), `<tag>:meta` watermarks, closed marks and interned
+    context triples. The Lua in store.py builds these names itself from the meta key (`<tag>:meta` minus `:meta`),
+    so a script touches only keys of its bucket's Cluster slot; a new name is added here and there together."""
     return f"{{{PREFIX}:b{bucket}}}"
 
 
@@ -45,6 +47,39 @@ def bucket_pending(bucket: int) -> str:
 
 def window_counts(bucket: int, model: str, start_ms: int) -> str:
     return f"{bucket_tag(bucket)}:w:{model}:{start_ms}"
+
+
+CONTEXT_SLOTS = 8
+"""Event-time slots per context_ttl: the slot span is context_ttl / 8 (whole seconds, rounded up)."""
+
+
+def slot_span_ms(context_ttl_seconds: int) -> int:
+    """Event-time span of one context slot hash."""
+    return -(-context_ttl_seconds // CONTEXT_SLOTS) * 1000
+
+
+def slot_of(ts_ms: int, span_ms: int) -> int:
+    """Start of the context slot an event time falls in (floor, like window_start)."""
+    return ts_ms - ts_ms % span_ms
+
+
+def context_slot(bucket: int, slot_ms: int) -> str:
+    """Hash: prediction_id -> packed context `<id>[\x1d<tokens>]\x1e<label>` for the predictions of the bucket
+    whose `ts` falls in [slot_ms, slot_ms + span). `<id>` is the interned (model, version, scopes) triple (meta
+    `i:`/`j:` fields); `<tokens>` are 16-hex-digit hashes of the event_ids of the actions/outcomes applied to it
+    (their dedup). One hash per slot instead of one key per prediction saves the ~130 bytes of per-key overhead
+    (issue 7). Its TTL is reset to context_ttl on every write, so a context lives between context_ttl and
+    context_ttl + span (wall clock) after it was stored; an action or outcome at `ts` looks for its prediction in
+    the slots from slot(ts + span) back to slot(ts - context_ttl), so it joins a prediction up to context_ttl
+    older than itself, or up to one span newer (clock skew); anything else is parked and orphaned."""
+    return f"{bucket_tag(bucket)}:c:{slot_ms}"
+
+
+def parked(bucket: int, prediction_id: str) -> str:
+    """Hash: event_id -> record JSON of an action/outcome that arrived before its prediction (the rare path);
+    drained and deleted when the prediction arrives, or deleted by the pending sweep as an orphan. TTL twice
+    pending_ttl, a backstop only: the sweep deletes it (and counts it) at pending_ttl."""
+    return f"{bucket_tag(bucket)}:q:{prediction_id}"
 
 
 # --- model keys (slot {tg:m:<model>}) ---

@@ -2,8 +2,10 @@
 
 The one rule: every write that must not happen twice is guarded inside the same Lua call that does it.
 - `apply` runs one script per bucket touched by a batch (one round trip for the whole batch). The script
-  dedups by `event_id` inside the prediction's context hash, joins actions/outcomes to their prediction (or parks
-  them until it arrives), and bumps the window counters, refusing events whose window is already closed.
+  dedups each prediction by its id in its context slot and each action/outcome by a hash of its `event_id` kept in
+  its prediction's context, joins actions/outcomes to their prediction (or parks them until it arrives), bumps the
+  window counters, refusing events whose window is already closed, and records the features of a prediction it
+  newly stored.
 - `close_window` marks a window closed in every bucket and returns its counts in the same call, so nothing can
   be added to a window after it was read.
 - `commit_evaluation` advances a model's closed mark only from the value the evaluator read (compare-and-set),
@@ -13,6 +15,7 @@ The one rule: every write that must not happen twice is guarded inside the same 
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from collections import Counter, defaultdict
@@ -44,17 +47,18 @@ end
 
 _APPLY = _GUARD + r"""
 local meta, pendz = KEYS[1], KEYS[2]
-local pre = string.sub(meta, 1, -6)
+local pre = string.sub(meta, 1, -6)  -- '<tag>:meta' -> '<tag>': the bucket's key names are built from it (keys.py)
 local cfg = cjson.decode(ARGV[1])
 if not same_server(cfg.run_id) then return redis.error_reply('TGRESTART redis restarted') end
 local recs = cjson.decode(ARGV[2])
 local applied, dup, pending, late, drained = 0, 0, 0, 0, 0
-local closed, touched, wm, first = {}, {}, {}, {}
+local closed, touched, wm, first, slots = {}, {}, {}, {}, {}
 -- window counter increments summed per (key, field) and written once at the end: a batch repeats a few dozen
 -- fields thousands of times, and the script is atomic, so the end state is the same with far fewer calls (issue 7)
 local incr = {}
 
 local function fmt(x) return string.format('%d', x) end
+local function num(x) return string.format('%.17g', x) end
 local function closed_of(model)
   if closed[model] == nil then closed[model] = tonumber(redis.call('HGET', meta, 'closed:' .. model) or '-1') end
   return closed[model]
@@ -80,10 +84,11 @@ local function bump(model, version, scopes, ts, counter)
   return true
 end
 
--- A context hash holds one field 'm' = '<id>\030<label>': <id> names the prediction's (model, version, scopes),
--- interned once per bucket in meta ('i:<json>' -> id, 'j:<id>' -> json). A bucket sees a handful of distinct
--- triples while it holds up to millions of contexts, so each context stores ~10 bytes instead of ~60 (issue 7).
--- The prediction's own event_id is not kept: a prediction is deduplicated by prediction_id ('m' exists).
+-- Contexts are fields of event-time slot hashes (keys.context_slot): field prediction_id, value
+-- '<id>[\029<tokens>]\030<label>'. <id> names the prediction's (model, version, scopes), interned once per bucket
+-- in meta ('i:<json>' -> id, 'j:<id>' -> json): a bucket sees a handful of distinct triples while it holds up to
+-- millions of contexts. <tokens> are the 16-hex-digit hashes of the event_ids already applied to the prediction.
+-- A field in a shared hash costs ~100 bytes less than a key of its own (issue 7).
 local function intern(m, v, s)
   local sig = cjson.encode({m, v, s})
   local id = redis.call('HGET', meta, 'i:' .. sig)
@@ -94,19 +99,57 @@ local function intern(m, v, s)
   return id
 end
 
--- {model, version, label, scopes} of a stored context, or nil when the prediction has not arrived
+local function pack(id, tokens, label)
+  if tokens == '' then return id .. '\030' .. label end
+  return id .. '\029' .. tokens .. '\030' .. label
+end
+
+-- (id, tokens, label) of a packed context: ids are digits and tokens hex, so the label may hold any byte
+local function unpack_ctx(v)
+  local id, at = string.match(v, '^(%d+)()')
+  if string.byte(v, at) == 29 then
+    local stop = string.find(v, '\030', at + 1, true)
+    return id, string.sub(v, at + 1, stop - 1), string.sub(v, stop + 1)
+  end
+  return id, '', string.sub(v, at + 1)
+end
+
+local function has_token(tokens, h)
+  for i = 1, #tokens, 16 do
+    if string.sub(tokens, i, i + 15) == h then return true end
+  end
+  return false
+end
+
 local triples = {}  -- id -> decoded {model, version, scopes}: a batch's actions share a few ids
-local function context(ck)
-  local packed = redis.call('HGET', ck, 'm')
-  if not packed then return nil end
-  local sep = string.find(packed, '\030', 1, true)  -- ids are digits, so the first separator ends the id
-  local id = string.sub(packed, 1, sep - 1)
+local function triple(id)
   local t = triples[id]
   if t == nil then
     t = cjson.decode(redis.call('HGET', meta, 'j:' .. id))
     triples[id] = t
   end
-  return {t[1], t[2], string.sub(packed, sep + 1), t[3]}
+  return t
+end
+
+local function slot_key(ts)
+  return pre .. ':c:' .. fmt(ts - (ts % cfg.span))
+end
+
+-- the slot key and packed context of an action/outcome's prediction, looked for from slot(ts) back to
+-- slot(ts - context_ttl), then one slot ahead (a prediction stamped slightly after its action); nil when absent
+local function find(pid, ts)
+  local here = ts - (ts % cfg.span)
+  local oldest = ts - cfg.ctx_ttl * 1000
+  oldest = oldest - (oldest % cfg.span)
+  for s = here, oldest, -cfg.span do
+    local key = pre .. ':c:' .. fmt(s)
+    local v = redis.call('HGET', key, pid)
+    if v then return key, v end
+  end
+  local key = pre .. ':c:' .. fmt(here + cfg.span)
+  local v = redis.call('HGET', key, pid)
+  if v then return key, v end
+  return nil, nil
 end
 
 local function follow(ctx, r)
@@ -117,43 +160,95 @@ local function follow(ctx, r)
   return ok
 end
 
+-- feature statistics of a prediction this call newly stored in an open window (issue 4); being newly stored is
+-- the once-guard, so a duplicate, a replay after a crash, or two workers racing record them once
+local function record_features(r, fx)
+  local size = cfg.win[r.m] or cfg.win['_']
+  local start = fmt(r.t - (r.t % size))
+  local key = pre .. ':f:' .. r.m .. ':' .. start
+  local ttl = cfg.ttl[r.m] or cfg.ttl['_']
+  touched[key] = ttl
+  redis.call('HINCRBY', key, '_n', 1)
+  for _, v in ipairs(fx.x) do
+    local f, x = v[1], v[2]
+    redis.call('HINCRBY', key, 'c|' .. f, 1)
+    redis.call('HINCRBYFLOAT', key, 's|' .. f, num(x))
+    redis.call('HINCRBYFLOAT', key, 'q|' .. f, num(x * x))
+    local lohi = redis.call('HMGET', key, 'lo|' .. f, 'hi|' .. f)
+    local lo, hi = lohi[1], lohi[2]
+    if not lo or x < tonumber(lo) then redis.call('HSET', key, 'lo|' .. f, num(x)) end
+    if not hi or x > tonumber(hi) then redis.call('HSET', key, 'hi|' .. f, num(x)) end
+  end
+  for _, sv in ipairs(fx.s) do
+    local f, v = sv[1], sv[2]
+    redis.call('HINCRBY', key, 'k|' .. f, 1)
+    -- Space-Saving: a new value takes over the smallest counter (and its count) once k are in use
+    local tk = pre .. ':fv:' .. r.m .. ':' .. start .. ':' .. f
+    touched[tk] = ttl
+    if redis.call('HEXISTS', tk, v) == 1 or redis.call('HLEN', tk) < cfg.top_k then
+      redis.call('HINCRBY', tk, v, 1)
+    else
+      local all = redis.call('HGETALL', tk)
+      local minv, minc = all[1], tonumber(all[2])
+      for i = 3, #all, 2 do
+        local c = tonumber(all[i + 1])
+        if c < minc then minv, minc = all[i], c end
+      end
+      redis.call('HDEL', tk, minv)
+      redis.call('HSET', tk, v, minc + 1)
+    end
+  end
+  for _, f in ipairs(fx.z) do redis.call('HINCRBY', key, 'z|' .. f, 1) end
+end
+
 for _, r in ipairs(recs) do
-  local ck = pre .. ':c:' .. r.p
   if r.k == 'p' then
-    if redis.call('HEXISTS', ck, 'm') == 1 then
+    -- a prediction's slot follows from its own ts, so a redelivered copy meets the stored one
+    local sk = slot_key(r.t)
+    if redis.call('HEXISTS', sk, r.p) == 1 then
       dup = dup + 1
     else
-      -- Without 'm' the hash can only hold parked 'q:' fields; when it does not exist at all (the common case:
-      -- the prediction comes first) there is nothing to drain and no pending entry to remove (issue 7).
-      local parked = redis.call('EXISTS', ck) == 1
-      redis.call('HSET', ck, 'm', intern(r.m, r.v, r.s) .. '\030' .. r.l)
-      redis.call('EXPIRE', ck, cfg.ctx_ttl)
-      if bump(r.m, r.v, r.s, r.t, 'n') then applied = applied + 1 else late = late + 1 end
-      local ctx = {r.m, r.v, r.l, r.s}
-      local all = parked and redis.call('HGETALL', ck) or {}
-      for i = 1, #all, 2 do
-        local f = all[i]
-        if string.sub(f, 1, 2) == 'q:' then
-          local q = cjson.decode(all[i + 1])
-          if follow(ctx, q) then drained = drained + 1 else late = late + 1 end
-          redis.call('HDEL', ck, f)
-          redis.call('HSET', ck, 'x:' .. string.sub(f, 3), 1)
-        end
+      local id = intern(r.m, r.v, r.s)
+      if bump(r.m, r.v, r.s, r.t, 'n') then
+        applied = applied + 1
+        if r.f then record_features(r, r.f) end
+      else
+        late = late + 1
       end
-      if parked then redis.call('ZREM', pendz, r.p) end
+      local tokens = ''
+      local qk = pre .. ':q:' .. r.p
+      local parked = redis.call('HGETALL', qk)  -- empty in the common case: the prediction comes first
+      if #parked > 0 then
+        local ctx = {r.m, r.v, r.l, r.s}
+        for i = 2, #parked, 2 do
+          local q = cjson.decode(parked[i])
+          if follow(ctx, q) then drained = drained + 1 else late = late + 1 end
+          tokens = tokens .. q.h
+        end
+        redis.call('DEL', qk)
+        redis.call('ZREM', pendz, r.p)
+      end
+      redis.call('HSET', sk, r.p, pack(id, tokens, r.l))
+      slots[sk] = true
     end
   else
-    local xf, qf = 'x:' .. r.e, 'q:' .. r.e
-    if redis.call('HEXISTS', ck, xf) == 1 or redis.call('HEXISTS', ck, qf) == 1 then
-      dup = dup + 1
-    else
-      local ctx = context(ck)
-      if ctx then
-        if follow(ctx, r) then applied = applied + 1 else late = late + 1 end
-        redis.call('HSET', ck, xf, 1)
+    local sk, v = find(r.p, r.t)
+    if sk then
+      local id, tokens, label = unpack_ctx(v)
+      if has_token(tokens, r.h) then
+        dup = dup + 1
       else
-        redis.call('HSET', ck, qf, cjson.encode(r))
-        if redis.call('TTL', ck) < 0 then redis.call('EXPIRE', ck, cfg.pend_ttl) end
+        local t = triple(id)
+        if follow({t[1], t[2], label, t[3]}, r) then applied = applied + 1 else late = late + 1 end
+        redis.call('HSET', sk, r.p, pack(id, tokens .. r.h, label))
+        slots[sk] = true
+      end
+    else
+      local qk = pre .. ':q:' .. r.p
+      if redis.call('HSETNX', qk, r.e, cjson.encode(r)) == 0 then
+        dup = dup + 1  -- parked already
+      else
+        redis.call('EXPIRE', qk, cfg.pend_ttl * 2)
         redis.call('ZADD', pendz, cfg.now + cfg.pend_ttl * 1000, r.p)
         redis.call('EXPIRE', pendz, cfg.pend_ttl * 2)
         pending = pending + 1
@@ -166,6 +261,7 @@ for key, c in pairs(incr) do
   for f, n in pairs(c) do redis.call('HINCRBY', key, f, n) end
 end
 for key, ttl in pairs(touched) do redis.call('EXPIRE', key, ttl) end
+for key in pairs(slots) do redis.call('EXPIRE', key, cfg.ctx_ttl) end
 for model, ts in pairs(wm) do
   local cur = tonumber(redis.call('HGET', meta, 'wm:' .. model) or '-1e18')
   if ts > cur then redis.call('HSET', meta, 'wm:' .. model, fmt(ts)) end
@@ -248,20 +344,17 @@ return 0
 
 _SWEEP = r"""
 local pendz = KEYS[1]
-local pre = string.sub(pendz, 1, -9)
+local pre = string.sub(pendz, 1, -9)  -- '<tag>:pending' -> '<tag>' (keys.py)
 local due = redis.call('ZRANGEBYSCORE', pendz, '-inf', ARGV[1], 'LIMIT', 0, 1000)
 local actions, outcomes = 0, 0
 for _, pid in ipairs(due) do
-  local ck = pre .. ':c:' .. pid
-  if redis.call('HEXISTS', ck, 'm') == 0 then
-    local all = redis.call('HGETALL', ck)
-    for i = 1, #all, 2 do
-      if string.sub(all[i], 1, 2) == 'q:' then
-        if cjson.decode(all[i + 1]).k == 'a' then actions = actions + 1 else outcomes = outcomes + 1 end
-      end
-    end
-    redis.call('DEL', ck)
+  -- a parked key still there was never drained: its prediction did not come (drain deletes it and the entry)
+  local qk = pre .. ':q:' .. pid
+  local all = redis.call('HGETALL', qk)
+  for i = 2, #all, 2 do
+    if cjson.decode(all[i]).k == 'a' then actions = actions + 1 else outcomes = outcomes + 1 end
   end
+  redis.call('DEL', qk)
   redis.call('ZREM', pendz, pid)
 end
 return {actions, outcomes}
@@ -380,12 +473,21 @@ def _record(event: Event, labels: Sequence[tuple[str, str]] | None = None, model
         version = next(v for d, v in labels if d == "version")
         # '|' separates version, scope and counter in a counter field; keep it out of the parts.
         scopes = "\x1f".join(s.replace("|", "/") for s in scopes_of(labels))
-        return {"k": "p", "p": event.prediction_id, "e": event.event_id, "m": model,
-                "v": version.replace("|", "/"), "t": ts, "l": event.label, "s": scopes}
+        # no event_id: a prediction is deduplicated by prediction_id in the slot of its ts
+        return {"k": "p", "p": event.prediction_id, "m": model, "v": version.replace("|", "/"), "t": ts,
+                "l": event.label, "s": scopes}
     if isinstance(event, HumanActionEvent):
-        return {"k": "a", "p": event.prediction_id, "e": event.event_id, "t": ts, "a": event.action}
+        return {"k": "a", "p": event.prediction_id, "e": event.event_id, "h": dedup_token(event.event_id),
+                "t": ts, "a": event.action}
     assert isinstance(event, OutcomeEvent)
-    return {"k": "o", "p": event.prediction_id, "e": event.event_id, "t": ts, "l": event.label, "o": event.kind}
+    return {"k": "o", "p": event.prediction_id, "e": event.event_id, "h": dedup_token(event.event_id), "t": ts,
+            "l": event.label, "o": event.kind}
+
+
+def dedup_token(event_id: str) -> str:
+    """16 hex digits kept in a prediction's context per applied action/outcome: its dedup, in 16 bytes instead of a
+    hash field holding the event_id. Two events of one prediction collide with probability ~2**-64."""
+    return hashlib.blake2b(event_id.encode(), digest_size=8).hexdigest()
 
 
 def as_text(value: bytes | str) -> str:
@@ -449,7 +551,9 @@ class Store:
                 win[name] = m.window_seconds * 1000
                 ttl[name] = m.window_seconds + m.allowed_lateness_seconds + keys.WINDOW_MARGIN
             self._cfg_cache = {"win": win, "ttl": ttl, "ctx_ttl": s.context_ttl_seconds,
-                               "pend_ttl": s.pending_ttl_seconds, "meta_ttl": keys.META_TTL}
+                               "span": keys.slot_span_ms(s.context_ttl_seconds),
+                               "pend_ttl": s.pending_ttl_seconds, "meta_ttl": keys.META_TTL,
+                               "top_k": keys.FEATURE_TOP_K}
         return self._cfg_cache
 
     async def admit(self, predictions: Sequence[PredictionEvent]
@@ -523,25 +627,28 @@ class Store:
         preds = [e for e in events if isinstance(e, PredictionEvent)]
         models, labels, overflow = await self.admit(preds) if preds else ({}, [], Counter[str]())
         position = {id(p): i for i, p in enumerate(preds)}
+        # features only for models admitted under their own name: a capped-away model keeps no feature keys
+        feature_plan = await self.features.plan([p for p in preds if models[p.model] == p.model])
         buckets: dict[int, list[dict[str, Any]]] = defaultdict(list)
         n = self.settings.state_buckets
         for event in events:
             if isinstance(event, PredictionEvent):
                 rec = _record(event, labels[position[id(event)]], models[event.model])
+                fx = feature_plan.records.get(id(event))
+                if fx is not None:
+                    rec["f"] = fx  # recorded by `_APPLY` exactly when it newly stores the prediction
             else:
                 rec = _record(event)
             buckets[keys.bucket_of(event.prediction_id, n)].append(rec)  # type: ignore[union-attr]
         cfg = orjson.dumps({**self._static_cfg(), "now": now_ms, "run_id": self.run_id or ""})
         result = ApplyResult(overflow=overflow)
-        # features only for models admitted under their own name: a capped-away model keeps no feature keys
-        feature_plan = await self.features.plan([p for p in preds if models[p.model] == p.model])
         async with self.redis.pipeline(transaction=False) as pipe:
             for bucket, recs in buckets.items():
                 # EVAL, not EVALSHA: a script object in a pipeline makes redis-py send SCRIPT EXISTS first, a
                 # second round trip per batch; EVALSHA alone could fail NOSCRIPT after a Redis restart while the
                 # offsets queued behind it still apply. Redis caches the compiled body by its SHA (issue 7).
                 pipe.eval(_APPLY, 2, keys.bucket_meta(bucket), keys.bucket_pending(bucket), cfg, orjson.dumps(recs))
-            await self.features.queue(pipe, feature_plan)
+            self.features.queue(pipe, feature_plan)
             if models:
                 pipe.sadd(keys.MODELS, *set(models.values()))
             if offsets:
@@ -736,66 +843,8 @@ class Store:
 
 
 # --- feature health (issue 4) ------------------------------------------------------------------------------
-# Runs in the same pipeline as `_APPLY`, after it, one call per bucket. The guard is the prediction's own
-# context hash: features are recorded only for a prediction `_APPLY` has stored ('m'), and at most once
-# ('f' set with HSETNX), so a duplicate, a replay after a crash, or two workers racing count them once.
-
-_FEATURES = r"""
-local meta = KEYS[1]
-local pre = string.sub(meta, 1, -6)
-local cfg = cjson.decode(ARGV[1])
-local recs = cjson.decode(ARGV[2])
-local recorded, closed, touched = 0, {}, {}
-local function fmt(x) return string.format('%d', x) end
-local function num(x) return string.format('%.17g', x) end
-for _, r in ipairs(recs) do
-  local ck = pre .. ':c:' .. r.p
-  if redis.call('HEXISTS', ck, 'm') == 1 and redis.call('HSETNX', ck, 'f', 1) == 1 then
-    local size = cfg.win[r.m] or cfg.win['_']
-    local start = r.t - (r.t % size)
-    if closed[r.m] == nil then closed[r.m] = tonumber(redis.call('HGET', meta, 'closed:' .. r.m) or '-1') end
-    if start + size > closed[r.m] then
-      recorded = recorded + 1
-      local key = pre .. ':f:' .. r.m .. ':' .. fmt(start)
-      local ttl = cfg.ttl[r.m] or cfg.ttl['_']
-      touched[key] = ttl
-      redis.call('HINCRBY', key, '_n', 1)
-      for _, fx in ipairs(r.x) do
-        local f, x = fx[1], fx[2]
-        redis.call('HINCRBY', key, 'c|' .. f, 1)
-        redis.call('HINCRBYFLOAT', key, 's|' .. f, num(x))
-        redis.call('HINCRBYFLOAT', key, 'q|' .. f, num(x * x))
-        local lohi = redis.call('HMGET', key, 'lo|' .. f, 'hi|' .. f)
-        local lo, hi = lohi[1], lohi[2]
-        if not lo or x < tonumber(lo) then redis.call('HSET', key, 'lo|' .. f, num(x)) end
-        if not hi or x > tonumber(hi) then redis.call('HSET', key, 'hi|' .. f, num(x)) end
-      end
-      for _, fv in ipairs(r.s) do
-        local f, v = fv[1], fv[2]
-        redis.call('HINCRBY', key, 'k|' .. f, 1)
-        -- Space-Saving: a new value takes over the smallest counter (and its count) once k are in use
-        local tk = pre .. ':fv:' .. r.m .. ':' .. fmt(start) .. ':' .. f
-        touched[tk] = ttl
-        if redis.call('HEXISTS', tk, v) == 1 or redis.call('HLEN', tk) < cfg.top_k then
-          redis.call('HINCRBY', tk, v, 1)
-        else
-          local all = redis.call('HGETALL', tk)
-          local minv, minc = all[1], tonumber(all[2])
-          for i = 3, #all, 2 do
-            local c = tonumber(all[i + 1])
-            if c < minc then minv, minc = all[i], c end
-          end
-          redis.call('HDEL', tk, minv)
-          redis.call('HSET', tk, v, minc + 1)
-        end
-      end
-      for _, f in ipairs(r.z) do redis.call('HINCRBY', key, 'z|' .. f, 1) end
-    end
-  end
-end
-for key, ttl in pairs(touched) do redis.call('EXPIRE', key, ttl) end
-return recorded
-"""
+# A prediction's window statistics are written by `_APPLY` itself, in the call that newly stores it (see
+# `record_features` there): being newly stored is the once-guard. The HyperLogLogs follow in the same pipeline.
 
 _REGISTER = r"""
 local set, cap, ttl = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2])
@@ -818,9 +867,9 @@ _STRING_MAX = 256  # characters of a string value counted: the top-value hash fi
 
 @dataclass(slots=True)
 class FeaturePlan:
-    """What one batch writes for features: records per bucket, HLL elements per key, values over the cap."""
+    """What one batch writes for features: a record per prediction, HLL elements per key, values over the cap."""
 
-    records: dict[int, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
+    records: dict[int, dict[str, Any]] = field(default_factory=dict)  # id(prediction) -> its numbers/strings/nulls
     distinct: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     ttl: dict[str, int] = field(default_factory=dict)
     untracked: dict[str, int] = field(default_factory=dict)  # model -> feature values not tracked (over the cap)
@@ -850,7 +899,7 @@ class FeatureStore:
         return names & known
 
     async def plan(self, predictions: Sequence[PredictionEvent]) -> FeaturePlan:
-        """Sort a batch's feature values into per-bucket records (numbers, strings, nulls) and HLL elements."""
+        """Sort a batch's feature values into records per prediction (numbers, strings, nulls) and HLL elements."""
         plan = FeaturePlan()
         settings = self.store.settings
         by_model: dict[str, set[str]] = defaultdict(set)
@@ -865,7 +914,7 @@ class FeatureStore:
             ts = epoch_ms(p.ts)
             start = window_start(ts, ms.window_seconds * 1000)
             ttl = ms.window_seconds + ms.allowed_lateness_seconds + keys.WINDOW_MARGIN
-            rec: dict[str, Any] = {"p": p.prediction_id, "m": p.model, "t": ts, "x": [], "s": [], "z": []}
+            rec: dict[str, Any] = {"x": [], "s": [], "z": []}
             for name, value in sorted((p.features or {}).items()):
                 if name not in tracked[p.model]:
                     if features.watched(name, ms):
@@ -882,16 +931,11 @@ class FeatureStore:
                 else:
                     rec["x"].append([name, value])
                     plan.distinct[hll].add("n:" + repr(float(value)))
-            plan.records[keys.bucket_of(p.prediction_id, settings.state_buckets)].append(rec)
+            plan.records[id(p)] = rec
         return plan
 
-    async def queue(self, pipe: Any, plan: FeaturePlan) -> None:
-        """Add a batch's feature writes to the apply pipeline (after the counters, before the offsets)."""
-        if not plan.records:
-            return
-        cfg = orjson.dumps({**self.store._static_cfg(), "top_k": keys.FEATURE_TOP_K})
-        for bucket, recs in plan.records.items():
-            pipe.eval(_FEATURES, 1, keys.bucket_meta(bucket), cfg, orjson.dumps(recs))  # EVAL: see Store.apply
+    def queue(self, pipe: Any, plan: FeaturePlan) -> None:
+        """Add a batch's distinct-count writes to the apply pipeline (after the counters, before the offsets)."""
         for hll, elements in plan.distinct.items():
             pipe.pfadd(hll, *sorted(elements))  # idempotent: a replayed or duplicate value adds nothing
             pipe.expire(hll, plan.ttl[hll])

@@ -19,7 +19,7 @@ FIGURES = [
     "faust count per event ev/s", "faust count take(1000) ev/s",
     "trustgap single-event ev/s", "trustgap single-event redis trips/1000 ev",
     "trustgap batched ev/s", "trustgap batched redis trips/1000 ev", "trustgap worker peak RSS MiB",
-    "scale-out 1 worker(s) ev/s", "scale-out 2 worker(s) ev/s", "redis MEMORY USAGE per context key",
+    "scale-out 1 worker(s) ev/s", "scale-out 2 worker(s) ev/s", "redis MEMORY USAGE per context (slot hashes / n)",
     "alert latency p50 ms", "alert latency p99 ms",
 ]
 RATIOS = ["single-event worker / faust per-event count", "batched worker / aiokafka+pydantic single",
