@@ -89,13 +89,18 @@ end
 -- in meta ('i:<json>' -> id, 'j:<id>' -> json): a bucket sees a handful of distinct triples while it holds up to
 -- millions of contexts. <tokens> are the 16-hex-digit hashes of the event_ids already applied to the prediction.
 -- A field in a shared hash costs ~100 bytes less than a key of its own (issue 7).
+local interned = {}  -- '<m>\0<v>\0<s>' -> id within this call: a batch repeats a few triples many times
 local function intern(m, v, s)
+  local memo = m .. '\0' .. v .. '\0' .. s
+  local id = interned[memo]
+  if id then return id end
   local sig = cjson.encode({m, v, s})
-  local id = redis.call('HGET', meta, 'i:' .. sig)
+  id = redis.call('HGET', meta, 'i:' .. sig)
   if not id then
     id = fmt(redis.call('HINCRBY', meta, 'i#', 1))
     redis.call('HSET', meta, 'i:' .. sig, id, 'j:' .. id, sig)
   end
+  interned[memo] = id
   return id
 end
 
@@ -161,44 +166,80 @@ local function follow(ctx, r)
 end
 
 -- feature statistics of a prediction this call newly stored in an open window (issue 4); being newly stored is
--- the once-guard, so a duplicate, a replay after a crash, or two workers racing record them once
+-- the once-guard, so a duplicate, a replay after a crash, or two workers racing record them once. Like the window
+-- counters they are summed per (key, field) in the call and written once at its end (issue 7): counts into
+-- `incr`, float sums, minima and maxima here, string values per top-value hash in first-seen order.
+local fsum, flo, fhi, tops, top_keys = {}, {}, {}, {}, {}
+local function field_of(t, key)
+  local c = t[key]
+  if c == nil then c = {}; t[key] = c end
+  return c
+end
 local function record_features(r, fx)
   local size = cfg.win[r.m] or cfg.win['_']
   local start = fmt(r.t - (r.t % size))
   local key = pre .. ':f:' .. r.m .. ':' .. start
   local ttl = cfg.ttl[r.m] or cfg.ttl['_']
   touched[key] = ttl
-  redis.call('HINCRBY', key, '_n', 1)
+  local counts, sums, lo, hi = field_of(incr, key), field_of(fsum, key), field_of(flo, key), field_of(fhi, key)
+  counts['_n'] = (counts['_n'] or 0) + 1
   for _, v in ipairs(fx.x) do
     local f, x = v[1], v[2]
-    redis.call('HINCRBY', key, 'c|' .. f, 1)
-    redis.call('HINCRBYFLOAT', key, 's|' .. f, num(x))
-    redis.call('HINCRBYFLOAT', key, 'q|' .. f, num(x * x))
-    local lohi = redis.call('HMGET', key, 'lo|' .. f, 'hi|' .. f)
-    local lo, hi = lohi[1], lohi[2]
-    if not lo or x < tonumber(lo) then redis.call('HSET', key, 'lo|' .. f, num(x)) end
-    if not hi or x > tonumber(hi) then redis.call('HSET', key, 'hi|' .. f, num(x)) end
+    counts['c|' .. f] = (counts['c|' .. f] or 0) + 1
+    sums['s|' .. f] = (sums['s|' .. f] or 0) + x
+    sums['q|' .. f] = (sums['q|' .. f] or 0) + x * x
+    if lo[f] == nil or x < lo[f] then lo[f] = x end
+    if hi[f] == nil or x > hi[f] then hi[f] = x end
   end
   for _, sv in ipairs(fx.s) do
     local f, v = sv[1], sv[2]
-    redis.call('HINCRBY', key, 'k|' .. f, 1)
-    -- Space-Saving: a new value takes over the smallest counter (and its count) once k are in use
+    counts['k|' .. f] = (counts['k|' .. f] or 0) + 1
     local tk = pre .. ':fv:' .. r.m .. ':' .. start .. ':' .. f
     touched[tk] = ttl
-    if redis.call('HEXISTS', tk, v) == 1 or redis.call('HLEN', tk) < cfg.top_k then
-      redis.call('HINCRBY', tk, v, 1)
-    else
-      local all = redis.call('HGETALL', tk)
-      local minv, minc = all[1], tonumber(all[2])
-      for i = 3, #all, 2 do
-        local c = tonumber(all[i + 1])
-        if c < minc then minv, minc = all[i], c end
+    local t = tops[tk]
+    if t == nil then t = {order = {}, n = {}}; tops[tk] = t; top_keys[#top_keys + 1] = tk end
+    if t.n[v] == nil then t.order[#t.order + 1] = v; t.n[v] = 0 end
+    t.n[v] = t.n[v] + 1
+  end
+  for _, f in ipairs(fx.z) do counts['z|' .. f] = (counts['z|' .. f] or 0) + 1 end
+end
+
+-- Weighted Space-Saving over a batch's string values: a monitored value adds its count, a new one takes a free
+-- counter or else the smallest one (and its count). The summary keeps its guarantee: any value with a share above
+-- 1/top_k is monitored, its count over-estimated by at most the smallest counter.
+local function write_tops()
+  for _, tk in ipairs(top_keys) do
+    local t = tops[tk]
+    local all = redis.call('HGETALL', tk)
+    local cnt, size = {}, 0
+    for i = 1, #all, 2 do cnt[all[i]] = tonumber(all[i + 1]); size = size + 1 end
+    for _, v in ipairs(t.order) do
+      local c = t.n[v]
+      if cnt[v] ~= nil or size < cfg.top_k then
+        if cnt[v] == nil then size = size + 1 end
+        cnt[v] = (cnt[v] or 0) + c
+        redis.call('HINCRBY', tk, v, c)
+      else
+        local minv, minc = nil, nil
+        for k, n in pairs(cnt) do
+          if minc == nil or n < minc or (n == minc and k < minv) then minv, minc = k, n end
+        end
+        cnt[minv] = nil
+        cnt[v] = minc + c
+        redis.call('HDEL', tk, minv)
+        redis.call('HSET', tk, v, minc + c)
       end
-      redis.call('HDEL', tk, minv)
-      redis.call('HSET', tk, v, minc + 1)
     end
   end
-  for _, f in ipairs(fx.z) do redis.call('HINCRBY', key, 'z|' .. f, 1) end
+end
+
+local function write_extremes(t, prefix, better)
+  for key, c in pairs(t) do
+    for f, x in pairs(c) do
+      local cur = redis.call('HGET', key, prefix .. f)
+      if not cur or better(x, tonumber(cur)) then redis.call('HSET', key, prefix .. f, num(x)) end
+    end
+  end
 end
 
 for _, r in ipairs(recs) do
@@ -260,6 +301,12 @@ end
 for key, c in pairs(incr) do
   for f, n in pairs(c) do redis.call('HINCRBY', key, f, n) end
 end
+for key, c in pairs(fsum) do
+  for f, x in pairs(c) do redis.call('HINCRBYFLOAT', key, f, num(x)) end
+end
+write_extremes(flo, 'lo|', function(a, b) return a < b end)
+write_extremes(fhi, 'hi|', function(a, b) return a > b end)
+write_tops()
 for key, ttl in pairs(touched) do redis.call('EXPIRE', key, ttl) end
 for key in pairs(slots) do redis.call('EXPIRE', key, cfg.ctx_ttl) end
 for model, ts in pairs(wm) do
