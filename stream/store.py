@@ -485,6 +485,22 @@ OTHER = "__other__"
 
 ADMIT_REFRESH_S = 3600.0
 """How long a worker trusts its memory of admitted label values before asking Redis again (refreshing TTLs)."""
+LABELS_MEMO_MAX = 100_000
+"""Distinct (model, version, band, segment) combinations a worker remembers as wholly admitted."""
+
+
+@dataclass(frozen=True, slots=True)
+class Labels:
+    """A prediction's admitted model and labels, as its record carries them to the apply script."""
+
+    model: str
+    version: str  # '|' separates version, scope and counter in a counter field; kept out of the parts
+    scopes: str   # scopes_of the labels, '\x1f'-separated
+
+    @classmethod
+    def of(cls, model: str, labels: Sequence[tuple[str, str]]) -> Labels:
+        version = next(v for d, v in labels if d == "version")
+        return cls(model, version.replace("|", "/"), "\x1f".join(x.replace("|", "/") for x in scopes_of(labels)))
 
 
 class RedisRestarted(Exception):
@@ -512,17 +528,13 @@ def scopes_of(labels: Sequence[tuple[str, str]]) -> list[str]:
     return scopes
 
 
-def _record(event: Event, labels: Sequence[tuple[str, str]] | None = None, model: str | None = None
-            ) -> dict[str, Any]:
+def _record(event: Event, labels: Labels | None = None) -> dict[str, Any]:
     ts = epoch_ms(event.ts)  # type: ignore[union-attr]
     if isinstance(event, PredictionEvent):
-        assert labels is not None and model is not None
-        version = next(v for d, v in labels if d == "version")
-        # '|' separates version, scope and counter in a counter field; keep it out of the parts.
-        scopes = "\x1f".join(s.replace("|", "/") for s in scopes_of(labels))
+        assert labels is not None
         # no event_id: a prediction is deduplicated by prediction_id in the slot of its ts
-        return {"k": "p", "p": event.prediction_id, "m": model, "v": version.replace("|", "/"), "t": ts,
-                "l": event.label, "s": scopes}
+        return {"k": "p", "p": event.prediction_id, "m": labels.model, "v": labels.version, "t": ts,
+                "l": event.label, "s": labels.scopes}
     if isinstance(event, HumanActionEvent):
         return {"k": "a", "p": event.prediction_id, "e": event.event_id, "h": dedup_token(event.event_id),
                 "t": ts, "a": event.action}
@@ -575,6 +587,7 @@ class Store:
         # TTL is still refreshed by traffic.
         self._pairs_admitted: dict[str, set[tuple[str, str]]] = defaultdict(set)
         self._admitted_since = time.monotonic()
+        self._labels_seen: dict[tuple[Any, ...], Labels] = {}
         # The Redis process (INFO run_id) whose offsets the worker last reconciled with; None disables the guard.
         self.run_id: str | None = None
 
@@ -603,20 +616,32 @@ class Store:
                                "top_k": keys.FEATURE_TOP_K}
         return self._cfg_cache
 
-    async def admit(self, predictions: Sequence[PredictionEvent]
-                    ) -> tuple[dict[str, str], list[list[tuple[str, str]]], Counter[str]]:
-        """Cap producer-chosen names: (model -> admitted model, capped labels per prediction, overflows by kind).
+    async def admit(self, predictions: Sequence[PredictionEvent]) -> tuple[list[Labels], Counter[str]]:
+        """Cap producer-chosen names: the admitted labels of each prediction, and the overflows by kind.
 
         The admitted values live in Redis sets (per deployment, not per worker) so every worker and every restart
         agrees on them; a value once admitted stays admitted, so a replay maps an event the same way, and this
-        worker remembers what was admitted and asks Redis only about pairs it has not seen admitted yet."""
+        worker remembers what was admitted and asks Redis only about pairs it has not seen admitted yet. A
+        prediction whose (model, version, band, segment) was seen wholly admitted reuses its labels outright."""
         s = self.settings
-        if time.monotonic() - self._admitted_since > ADMIT_REFRESH_S:
+        if time.monotonic() - self._admitted_since > ADMIT_REFRESH_S or len(self._labels_seen) > LABELS_MEMO_MAX:
             self._models_admitted.clear()
             self._pairs_admitted.clear()
+            self._labels_seen.clear()
             self._admitted_since = time.monotonic()
         overflow: Counter[str] = Counter()
-        models = {p.model: p.model for p in predictions}
+        out: list[Labels | None] = []
+        misses: list[tuple[int, tuple[Any, ...], PredictionEvent, list[tuple[str, str]]]] = []
+        for i, p in enumerate(predictions):
+            band = p.band or s.for_model(p.model).band_for(p.score)
+            sig = (p.model, p.model_version, band, tuple(sorted(p.segment.items())) if p.segment else ())
+            hit = self._labels_seen.get(sig)
+            out.append(hit)
+            if hit is None:
+                misses.append((i, sig, p, label_candidates(p, band)))
+        if not misses:
+            return out, overflow  # type: ignore[return-value]  # no None left
+        models = {p.model: p.model for _, _, p, _ in misses}
         unknown = sorted(m for m in models if m not in self._models_admitted)
         if unknown:
             args = [s.max_models, s.max_label_values, keys.MODEL_TTL] + [x for m in unknown for x in ("", m)]
@@ -626,16 +651,13 @@ class Store:
                     self._models_admitted.add(m)
                 else:
                     models[m] = OTHER
-        candidates = []
         asked: dict[str, dict[tuple[str, str], tuple[str, str]]] = defaultdict(dict)  # model -> pair -> answer
-        for p in predictions:
+        for _, _, p, pairs in misses:
             model = models[p.model]
-            pairs = label_candidates(p, p.band or s.for_model(p.model).band_for(p.score))
             known = self._pairs_admitted[model]
             for pair in pairs:
                 if pair not in known:
                     asked[model][pair] = pair
-            candidates.append((model, pairs))
         if asked:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for model, answers in asked.items():
@@ -649,8 +671,8 @@ class Store:
                     answers[pair] = got
                     if got == pair:  # only admissions are remembered: a capped value is asked again next time
                         self._pairs_admitted[model].add(pair)
-        labels: list[list[tuple[str, str]]] = []
-        for model, pairs in candidates:
+        for i, sig, p, pairs in misses:
+            model = models[p.model]
             answers = asked.get(model, {})
             got = [answers.get(pair, pair) for pair in pairs]
             for (dim, value), (gdim, gvalue) in zip(pairs, got):
@@ -658,9 +680,13 @@ class Store:
                     overflow["dimension"] += 1
                 elif gvalue != value:
                     overflow["value"] += 1
-            labels.append(got)
-        overflow["model"] = sum(1 for p in predictions if models[p.model] != p.model)
-        return models, labels, overflow
+            if model != p.model:
+                overflow["model"] += 1
+            labels = Labels.of(model, got)
+            out[i] = labels
+            if model == p.model and got == pairs:
+                self._labels_seen[sig] = labels
+        return out, overflow  # type: ignore[return-value]  # every None was a miss, now filled
 
     async def apply(self, events: Sequence[Event], offsets: Mapping[tuple[str, int], int], now_ms: int
                     ) -> ApplyResult:
@@ -672,15 +698,15 @@ class Store:
         run on a Redis process other than `run_id` (RedisRestarted), so a batch never lands on top of a hole.
         """
         preds = [e for e in events if isinstance(e, PredictionEvent)]
-        models, labels, overflow = await self.admit(preds) if preds else ({}, [], Counter[str]())
+        labels, overflow = await self.admit(preds) if preds else ([], Counter[str]())
         position = {id(p): i for i, p in enumerate(preds)}
         # features only for models admitted under their own name: a capped-away model keeps no feature keys
-        feature_plan = await self.features.plan([p for p in preds if models[p.model] == p.model])
+        feature_plan = await self.features.plan([p for p, got in zip(preds, labels) if got.model == p.model])
         buckets: dict[int, list[dict[str, Any]]] = defaultdict(list)
         n = self.settings.state_buckets
         for event in events:
             if isinstance(event, PredictionEvent):
-                rec = _record(event, labels[position[id(event)]], models[event.model])
+                rec = _record(event, labels[position[id(event)]])
                 fx = feature_plan.records.get(id(event))
                 if fx is not None:
                     rec["f"] = fx  # recorded by `_APPLY` exactly when it newly stores the prediction
@@ -696,8 +722,8 @@ class Store:
                 # offsets queued behind it still apply. Redis caches the compiled body by its SHA (issue 7).
                 pipe.eval(_APPLY, 2, keys.bucket_meta(bucket), keys.bucket_pending(bucket), cfg, orjson.dumps(recs))
             self.features.queue(pipe, feature_plan)
-            if models:
-                pipe.sadd(keys.MODELS, *set(models.values()))
+            if labels:
+                pipe.sadd(keys.MODELS, *{got.model for got in labels})
             if offsets:
                 self._write_offsets(pipe, offsets)
             replies = await _execute(pipe)
@@ -949,37 +975,60 @@ class FeatureStore:
         """Sort a batch's feature values into records per prediction (numbers, strings, nulls) and HLL elements."""
         plan = FeaturePlan()
         settings = self.store.settings
-        by_model: dict[str, set[str]] = defaultdict(set)
+        seen: dict[str, set[str]] = defaultdict(set)
         for p in predictions:
-            ms = settings.for_model(p.model)
-            by_model[p.model] |= {f for f in (p.features or {}) if features.watched(f, ms)}
-        tracked = {m: await self.tracked(m, names) for m, names in by_model.items()}
+            if p.features:
+                seen[p.model].update(p.features)
+        # per model: (window ms, key TTL, tracked names, watched names); this loop runs per prediction and feature,
+        # so everything that depends only on the model or the window is looked up once per batch (issue 7)
+        per_model: dict[str, tuple[int, int, set[str], set[str]]] = {}
+        for model, names in seen.items():
+            ms = settings.for_model(model)
+            watched = {f for f in names if features.watched(f, ms)}
+            tracked = await self.tracked(model, watched)
+            per_model[model] = (ms.window_seconds * 1000, ms.window_seconds + ms.allowed_lateness_seconds
+                                + keys.WINDOW_MARGIN, tracked, watched)
+        hlls: dict[tuple[str, int, str], set[str]] = {}
         for p in predictions:
             if not self._tracked.get(p.model):
                 continue  # a model that never sent a watched feature keeps no feature statistics
-            ms = settings.for_model(p.model)
+            # a prediction without features still counts: a feature it lacks is missing (null rate)
+            entry = per_model.get(p.model)
+            if entry is None:
+                entry = per_model[p.model] = self._known(p.model)
+            size, ttl, tracked, watched = entry
             ts = epoch_ms(p.ts)
-            start = window_start(ts, ms.window_seconds * 1000)
-            ttl = ms.window_seconds + ms.allowed_lateness_seconds + keys.WINDOW_MARGIN
-            rec: dict[str, Any] = {"x": [], "s": [], "z": []}
+            start = ts - ts % size
+            xs: list[list[Any]] = []
+            strs: list[list[Any]] = []
+            nulls: list[str] = []
             for name, value in sorted((p.features or {}).items()):
-                if name not in tracked[p.model]:
-                    if features.watched(name, ms):
+                if name not in tracked:
+                    if name in watched:
                         plan.untracked[p.model] = plan.untracked.get(p.model, 0) + 1
                     continue
                 if value is None:
-                    rec["z"].append(name)
+                    nulls.append(name)
                     continue
-                hll = keys.feature_distinct(p.model, start, name)
-                plan.ttl[hll] = ttl
+                elements = hlls.get((p.model, start, name))
+                if elements is None:
+                    hll = keys.feature_distinct(p.model, start, name)
+                    elements = hlls[(p.model, start, name)] = plan.distinct[hll]
+                    plan.ttl[hll] = ttl
                 if isinstance(value, str):
-                    rec["s"].append([name, value[:_STRING_MAX]])
-                    plan.distinct[hll].add("s:" + value[:_STRING_MAX])
+                    value = value[:_STRING_MAX]
+                    strs.append([name, value])
+                    elements.add("s:" + value)
                 else:
-                    rec["x"].append([name, value])
-                    plan.distinct[hll].add("n:" + repr(float(value)))
-            plan.records[id(p)] = rec
+                    xs.append([name, value])
+                    elements.add("n:" + repr(float(value)))
+            plan.records[id(p)] = {"x": xs, "s": strs, "z": nulls}
         return plan
+
+    def _known(self, model: str) -> tuple[int, int, set[str], set[str]]:
+        """A model whose predictions in this batch carry no features: its window and TTL, no names to look up."""
+        ms = self.store.settings.for_model(model)
+        return ms.window_seconds * 1000, ms.window_seconds + ms.allowed_lateness_seconds + keys.WINDOW_MARGIN, set(), set()
 
     def queue(self, pipe: Any, plan: FeaturePlan) -> None:
         """Add a batch's distinct-count writes to the apply pipeline (after the counters, before the offsets)."""

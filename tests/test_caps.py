@@ -95,12 +95,10 @@ def test_a_worker_asks_redis_only_about_label_values_it_has_not_seen_admitted(
             first = [prediction(i, "m", {"region": f"r{i % 4}"}) for i in range(8)]
             r1 = await store.apply(first, {}, 0)
             before = admission_calls()
-            models, labels, overflow = await store.admit([prediction(100 + i, "m", {"region": f"r{i}"})
-                                                          for i in range(3)])
+            await store.admit([prediction(100 + i, "m", {"region": f"r{i}"}) for i in range(3)])
             known_only = admission_calls() - before
             before = admission_calls()
-            models, labels, overflow = await store.admit([prediction(200 + i, "m", {"region": f"r{i}"})
-                                                          for i in range(4)])
+            _, overflow = await store.admit([prediction(200 + i, "m", {"region": f"r{i}"}) for i in range(4)])
             with_capped = admission_calls() - before
             return known_only, with_capped, r1.overflow, overflow
         finally:

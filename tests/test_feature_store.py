@@ -124,3 +124,19 @@ def test_a_model_without_features_keeps_no_feature_keys(stack: StackInfo, redis_
 
     assert run(stack, steps) == (0, {})
     assert [k for k in redis_client.keys("*") if b":f" in k] == []
+
+
+def test_a_prediction_without_features_counts_as_missing_every_tracked_feature(stack: StackInfo,
+                                                                               redis_client: Any) -> None:
+    # One batch: 3 predictions with income, then 1 with no features at all (and, alone in the second batch, 2 more
+    # without): every one of the 6 is a prediction recorded, so income is missing in 3 of 6.
+    async def steps(store: Store) -> Any:
+        await store.apply([prediction(0, {"income": 1.0}), prediction(1, {"income": 2.0}),
+                           prediction(2, {"income": 3.0}), prediction(3, None)], {}, 0)
+        await store.apply([prediction(4, None), prediction(5, {})], {}, 0)
+        return await store.features.read("claims", START)
+
+    n, stats = run(stack, steps)
+    assert n == 6
+    assert stats["income"].values == 3
+    assert stats["income"].null_rate == pytest.approx(3 / 6)
