@@ -8,6 +8,7 @@ Errors are one line without a traceback, saying what to fix.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import signal
 import subprocess
@@ -77,6 +78,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from .app import create_app
 
     app = create_app(settings)
+    # Parsed batches allocate tens of thousands of short-lived objects; with CPython's default thresholds every
+    # one of them pushes collections that also walk the long-lived Faust/aiokafka objects. Freeze those (they are
+    # set up by now) and collect the young generation less often (issue 7: batched throughput ~1.5x).
+    gc.freeze()
+    gc.set_threshold(settings.gc_threshold, 50, 1000)
     worker = faust.Worker(app, loglevel=args.loglevel, quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()
     return 0

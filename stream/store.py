@@ -64,20 +64,49 @@ local function closed_of(model)
   return closed[model]
 end
 
--- count one event into its window for the model, its version and every scope; false when the window is closed
-local function bump(model, version, scopes, ts, counter)
+-- Names a batch builds thousands of times from a few parts are built once per call (issue 7): Lua strings are
+-- interned, so a lookup through nested tables costs less than the concatenations and string.format it saves.
+local memo = {}
+local function memo_table(t, k)
+  local v = t[k]
+  if v == nil then v = {}; t[k] = v end
+  return v
+end
+
+-- the counter fields one event bumps: the whole model and every scope, for its version and counter
+local fields_memo = {}
+local function fields_of(version, scopes, counter)
+  local by_counter = memo_table(memo_table(fields_memo, version), scopes)
+  local l = by_counter[counter]
+  if l == nil then
+    l = {version .. '||' .. counter}
+    for scope in string.gmatch(scopes, '[^\031]+') do l[#l + 1] = version .. '|' .. scope .. '|' .. counter end
+    by_counter[counter] = l
+  end
+  return l
+end
+
+-- (window start, '<pre>:<kind>:<model>:<start>') of an event time, for kind 'w' (counters) or 'f' (features)
+local starts_memo = {}
+local function window_key(kind, model, ts)
   local size = cfg.win[model] or cfg.win['_']
   local start = ts - (ts % size)
+  local by_start = memo_table(memo_table(starts_memo, kind), model)
+  local key = by_start[start]
+  if key == nil then
+    key = pre .. ':' .. kind .. ':' .. model .. ':' .. fmt(start)
+    by_start[start] = key
+  end
+  return start, size, key
+end
+
+-- count one event into its window for the model, its version and every scope; false when the window is closed
+local function bump(model, version, scopes, ts, counter)
+  local start, size, key = window_key('w', model, ts)
   if start + size <= closed_of(model) then return false end
-  local key = pre .. ':w:' .. model .. ':' .. fmt(start)
   local c = incr[key]
   if c == nil then c = {}; incr[key] = c end
-  local f = version .. '||' .. counter
-  c[f] = (c[f] or 0) + 1
-  for scope in string.gmatch(scopes, '[^\031]+') do
-    f = version .. '|' .. scope .. '|' .. counter
-    c[f] = (c[f] or 0) + 1
-  end
+  for _, f in ipairs(fields_of(version, scopes, counter)) do c[f] = (c[f] or 0) + 1 end
   touched[key] = cfg.ttl[model] or cfg.ttl['_']
   if wm[model] == nil or ts > wm[model] then wm[model] = ts end
   if first[model] == nil or start < first[model] then first[model] = start end
@@ -175,33 +204,49 @@ local function field_of(t, key)
   if c == nil then c = {}; t[key] = c end
   return c
 end
+local fnames = {}  -- feature name -> its field names in the statistics hash
+local function names_of(f)
+  local n = fnames[f]
+  if n == nil then
+    n = {c = 'c|' .. f, s = 's|' .. f, q = 'q|' .. f, k = 'k|' .. f, z = 'z|' .. f, top = {}}
+    fnames[f] = n
+  end
+  return n
+end
 local function record_features(r, fx)
-  local size = cfg.win[r.m] or cfg.win['_']
-  local start = fmt(r.t - (r.t % size))
-  local key = pre .. ':f:' .. r.m .. ':' .. start
+  local _, _, key = window_key('f', r.m, r.t)
   local ttl = cfg.ttl[r.m] or cfg.ttl['_']
   touched[key] = ttl
   local counts, sums, lo, hi = field_of(incr, key), field_of(fsum, key), field_of(flo, key), field_of(fhi, key)
   counts['_n'] = (counts['_n'] or 0) + 1
   for _, v in ipairs(fx.x) do
     local f, x = v[1], v[2]
-    counts['c|' .. f] = (counts['c|' .. f] or 0) + 1
-    sums['s|' .. f] = (sums['s|' .. f] or 0) + x
-    sums['q|' .. f] = (sums['q|' .. f] or 0) + x * x
+    local n = names_of(f)
+    counts[n.c] = (counts[n.c] or 0) + 1
+    sums[n.s] = (sums[n.s] or 0) + x
+    sums[n.q] = (sums[n.q] or 0) + x * x
     if lo[f] == nil or x < lo[f] then lo[f] = x end
     if hi[f] == nil or x > hi[f] then hi[f] = x end
   end
   for _, sv in ipairs(fx.s) do
     local f, v = sv[1], sv[2]
-    counts['k|' .. f] = (counts['k|' .. f] or 0) + 1
-    local tk = pre .. ':fv:' .. r.m .. ':' .. start .. ':' .. f
-    touched[tk] = ttl
+    local n = names_of(f)
+    counts[n.k] = (counts[n.k] or 0) + 1
+    local tk = n.top[key]
+    if tk == nil then
+      tk = pre .. ':fv' .. string.sub(key, #pre + 3) .. ':' .. f  -- '<pre>:f:<m>:<start>' -> '<pre>:fv:<m>:<start>:<f>'
+      n.top[key] = tk
+      touched[tk] = ttl
+    end
     local t = tops[tk]
     if t == nil then t = {order = {}, n = {}}; tops[tk] = t; top_keys[#top_keys + 1] = tk end
     if t.n[v] == nil then t.order[#t.order + 1] = v; t.n[v] = 0 end
     t.n[v] = t.n[v] + 1
   end
-  for _, f in ipairs(fx.z) do counts['z|' .. f] = (counts['z|' .. f] or 0) + 1 end
+  for _, f in ipairs(fx.z) do
+    local z = names_of(f).z
+    counts[z] = (counts[z] or 0) + 1
+  end
 end
 
 -- Weighted Space-Saving over a batch's string values: a monitored value adds its count, a new one takes a free
@@ -242,6 +287,7 @@ local function write_extremes(t, prefix, better)
   end
 end
 
+local any_parked = redis.call('ZCARD', pendz) > 0  -- parking adds to it, draining and the sweep remove
 for _, r in ipairs(recs) do
   if r.k == 'p' then
     -- a prediction's slot follows from its own ts, so a redelivered copy meets the stored one
@@ -258,7 +304,8 @@ for _, r in ipairs(recs) do
       end
       local tokens = ''
       local qk = pre .. ':q:' .. r.p
-      local parked = redis.call('HGETALL', qk)  -- empty in the common case: the prediction comes first
+      -- nothing is parked in a bucket whose pending set is empty (the common case: predictions come first)
+      local parked = any_parked and redis.call('HGETALL', qk) or {}
       if #parked > 0 then
         local ctx = {r.m, r.v, r.l, r.s}
         for i = 2, #parked, 2 do
@@ -290,6 +337,7 @@ for _, r in ipairs(recs) do
         dup = dup + 1  -- parked already
       else
         redis.call('EXPIRE', qk, cfg.pend_ttl * 2)
+        any_parked = true
         redis.call('ZADD', pendz, cfg.now + cfg.pend_ttl * 1000, r.p)
         redis.call('EXPIRE', pendz, cfg.pend_ttl * 2)
         pending = pending + 1
@@ -426,6 +474,16 @@ class ApplyResult:
         self.pending += other[2]
         self.late += other[3]
         self.drained += other[4]
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A batch encoded for the apply pipeline (Store.prepare), sendable again as is after a Redis restart."""
+
+    buckets: dict[int, bytes]  # bucket -> JSON records for `_APPLY`
+    features: FeaturePlan
+    models: set[str]           # admitted model names the batch touches
+    overflow: Counter[str]
 
 
 @dataclass(slots=True)
@@ -697,6 +755,13 @@ class Store:
         effects before it survived too; effects past it are replayed and deduplicated. Every script refuses to
         run on a Redis process other than `run_id` (RedisRestarted), so a batch never lands on top of a hole.
         """
+        return await self.send(await self.prepare(events), offsets, now_ms)
+
+    async def prepare(self, events: Sequence[Event]) -> Prepared:
+        """The CPU half of `apply`: cap labels, plan features, encode one record list per bucket.
+
+        Talks to Redis only to admit label values or features this worker has not seen; the worker prepares the
+        next batch while Redis runs the previous one's scripts (issue 7)."""
         preds = [e for e in events if isinstance(e, PredictionEvent)]
         labels, overflow = await self.admit(preds) if preds else ([], Counter[str]())
         position = {id(p): i for i, p in enumerate(preds)}
@@ -713,23 +778,28 @@ class Store:
             else:
                 rec = _record(event)
             buckets[keys.bucket_of(event.prediction_id, n)].append(rec)  # type: ignore[union-attr]
+        return Prepared({b: orjson.dumps(recs) for b, recs in buckets.items()}, feature_plan,
+                        {got.model for got in labels}, overflow)
+
+    async def send(self, prepared: Prepared, offsets: Mapping[tuple[str, int], int], now_ms: int) -> ApplyResult:
+        """The Redis half of `apply`: one pipeline with a script per bucket, the HLLs, then the offsets."""
         cfg = orjson.dumps({**self._static_cfg(), "now": now_ms, "run_id": self.run_id or ""})
-        result = ApplyResult(overflow=overflow)
+        result = ApplyResult(overflow=prepared.overflow)
         async with self.redis.pipeline(transaction=False) as pipe:
-            for bucket, recs in buckets.items():
+            for bucket, recs in prepared.buckets.items():
                 # EVAL, not EVALSHA: a script object in a pipeline makes redis-py send SCRIPT EXISTS first, a
                 # second round trip per batch; EVALSHA alone could fail NOSCRIPT after a Redis restart while the
                 # offsets queued behind it still apply. Redis caches the compiled body by its SHA (issue 7).
-                pipe.eval(_APPLY, 2, keys.bucket_meta(bucket), keys.bucket_pending(bucket), cfg, orjson.dumps(recs))
-            self.features.queue(pipe, feature_plan)
-            if labels:
-                pipe.sadd(keys.MODELS, *{got.model for got in labels})
+                pipe.eval(_APPLY, 2, keys.bucket_meta(bucket), keys.bucket_pending(bucket), cfg, recs)
+            self.features.queue(pipe, prepared.features)
+            if prepared.models:
+                pipe.sadd(keys.MODELS, *prepared.models)
             if offsets:
                 self._write_offsets(pipe, offsets)
             replies = await _execute(pipe)
-        for reply in replies[: len(buckets)]:
+        for reply in replies[: len(prepared.buckets)]:
             result.add([int(x) for x in reply])
-        result.untracked_features = feature_plan.untracked
+        result.untracked_features = prepared.features.untracked
         return result
 
     def _write_offsets(self, pipe: Any, offsets: Mapping[tuple[str, int], int]) -> None:
