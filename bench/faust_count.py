@@ -8,6 +8,7 @@ MODE `event` iterates the stream one event at a time; `take` uses `stream.take(1
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import sys
 import tempfile
@@ -22,6 +23,7 @@ import orjson
 def main(argv: list[str]) -> None:
     broker, topic_name, group, expect_s, mode = argv[:5]
     loop_kind = argv[5] if len(argv) > 5 else "asyncio"
+    gc_threshold = int(argv[6]) if len(argv) > 6 else 0  # 0: CPython's default collector settings
     expect = int(expect_s)
     if loop_kind == "uvloop":
         import uvloop
@@ -55,6 +57,9 @@ def main(argv: list[str]) -> None:
 
     app.agent(topic, name="bench.count")(per_event if mode == "event" else per_take)
     level = os.environ.get("BENCH_FAUST_LOGLEVEL", "warning")
+    if gc_threshold:  # the same collector settings as `trustgap worker` (stream/cli.py), for a like-for-like floor
+        gc.freeze()
+        gc.set_threshold(gc_threshold, 50, 1000)
     worker = faust.Worker(app, loglevel=level, quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()
 

@@ -35,10 +35,12 @@ from bench.data import T0, encode_batched, encode_single, prediction, prediction
 from bench.rtproxy import RoundTripProxy
 from stream import keys
 from stream.embedded import StackInfo, free_port, running_stack
+from stream.settings import Settings
 
 PARTITIONS = 4
 BATCH = 500            # events per JSON-array message in the batched runs
 JOIN = {"TRUSTGAP_BROKER_SESSION_TIMEOUT": "2", "TRUSTGAP_BROKER_HEARTBEAT_INTERVAL": "0.5"}
+GC_THRESHOLD = Settings().gc_threshold
 QUIX_STATELESS = 58_700  # the issue's Quix Streams stateless count on this kind of machine (not rerun here)
 
 
@@ -130,13 +132,14 @@ async def raw_consumer(stack: StackInfo, topic: str, expect: int, decode: str) -
         await consumer.stop()
 
 
-def faust_counter(stack: StackInfo, topic: str, expect: int, mode: str, loop: str, logdir: Path) -> float:
-    """The bare Faust counting agent in its own process, like a worker."""
+def faust_counter(stack: StackInfo, topic: str, expect: int, mode: str, loop: str, logdir: Path,
+                  gc_threshold: int = 0) -> float:
+    """The bare Faust counting agent in its own process, like a worker (gc_threshold 0: CPython's defaults)."""
     group = f"bench-faust-{uuid.uuid4().hex[:8]}"
     with (logdir / f"{group}.log").open("wb") as log:
         out = subprocess.run([sys.executable, "-m", "bench.faust_count", stack.broker_url, topic, group,
-                              str(expect), mode, loop], stdout=subprocess.PIPE, stderr=log, timeout=600,
-                             check=True)
+                              str(expect), mode, loop, str(gc_threshold)], stdout=subprocess.PIPE, stderr=log,
+                             timeout=600, check=True)
     # Faust may write terminal control codes to stdout too; the figure is the one JSON line.
     lines = [line[line.index(b"{"):] for line in out.stdout.splitlines() if b"{" in line]
     if not lines:
@@ -308,7 +311,6 @@ def _produce_to_partitions(stack: StackInfo, topic: str, messages: Sequence[tupl
 async def redis_bytes_per_prediction(stack: StackInfo, n: int) -> tuple[float, float]:
     """(used_memory delta / n, MEMORY USAGE of the context slot hashes / n) after applying n predictions."""
     from stream.events import PredictionEvent
-    from stream.settings import Settings
     from stream.store import Store
 
     sync = redis.Redis.from_url(stack.redis_url)
@@ -471,6 +473,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not args.quick:
                 record("faust count per event, uvloop ev/s",
                        faust_counter(stack, single_t, sizes.single, "event", "uvloop", logdir))
+                # the worker's own collector settings (gc_threshold, gc.freeze) applied to the bare agent too
+                record("faust count per event, worker's gc settings ev/s",
+                       faust_counter(stack, single_t, sizes.single, "event", "asyncio", logdir, GC_THRESHOLD))
             if not args.quick:
                 record("trustgap single-event, uvloop ev/s", worker_run(
                     stack, logdir, single_t, len(single_msgs), 1, {"TRUSTGAP_EVENT_LOOP": "uvloop"}).rate)
@@ -507,6 +512,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             med["trustgap batched ev/s"] / med["aiokafka getmany pydantic ev/s"],
         "batched worker / 60k ev/s target": med["trustgap batched ev/s"] / 60_000,
         "batched worker / Quix stateless 58.7k (issue's figure)": med["trustgap batched ev/s"] / QUIX_STATELESS,
+        "single-event worker / faust per-event count with the worker's gc settings":
+            med["trustgap single-event ev/s"] / med.get("faust count per event, worker's gc settings ev/s", float("nan")),
         "single-event worker on uvloop / faust per-event count":
             med.get("trustgap single-event, uvloop ev/s", float("nan")) / med["faust count per event ev/s"],
         "2 workers / 1 worker (target >= 1.7)":
