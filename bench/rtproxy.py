@@ -1,14 +1,76 @@
 """A loopback TCP proxy in front of Redis that counts request/response round trips.
 
 Redis counts commands, not round trips (a pipeline of 18 commands is one trip), so the bench puts this proxy
-between the worker and Redis: a round trip is counted each time a client starts sending after it last heard
-from the server (a whole pipeline, written before its replies are read, counts once).
+between the worker and Redis. It follows the RESP framing both ways, counting the commands a connection sent and
+the replies it got back; a round trip is counted when a connection starts a command while every earlier one has
+been answered. The count is an upper bound: a pipeline counts once unless one of its reads ends exactly between
+two commands after Redis answered all before it (the wire cannot tell that from a new request). Counting "client
+sends after the server spoke" instead over-counted every pipeline larger than one read.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+
+
+class RespCounter:
+    """Counts complete top-level RESP2/RESP3 values in a byte stream fed in arbitrary pieces."""
+
+    def __init__(self) -> None:
+        self.complete = 0
+        self._buf = b""
+        self._skip = 0  # bytes of a bulk payload (+ CRLF) still to pass over
+        self._open: list[int] = []  # elements still due in each open aggregate, innermost last
+
+    @property
+    def idle(self) -> bool:
+        """Between values: nothing partial buffered or outstanding."""
+        return not self._buf and not self._skip and not self._open
+
+    def feed(self, data: bytes) -> None:
+        if self._skip:
+            taken = min(self._skip, len(data))
+            self._skip -= taken
+            data = data[taken:]
+            if not self._skip:
+                self._element()
+        buf, pos = self._buf + data, 0
+        while pos < len(buf):
+            eol = buf.find(b"\r\n", pos)
+            if eol < 0:
+                break
+            kind, head = buf[pos:pos + 1], buf[pos + 1:eol]
+            pos = eol + 2
+            if kind in (b"$", b"!", b"="):  # bulk: a length, then that many bytes and CRLF
+                n = int(head)
+                if n < 0:
+                    self._element()
+                elif pos + n + 2 <= len(buf):
+                    pos += n + 2
+                    self._element()
+                else:
+                    self._skip = pos + n + 2 - len(buf)
+                    pos = len(buf)
+            elif kind in (b"*", b"%", b"~", b">"):  # aggregates: maps hold two values per entry
+                n = int(head) * (2 if kind == b"%" else 1)
+                if n <= 0:
+                    self._element()
+                else:
+                    self._open.append(n)
+            elif kind == b"|":  # attributes precede the value they describe: their entries are not a value
+                self._open.append(2 * int(head) + 1)
+            else:  # + - : _ , # ( and inline commands: one line, one value
+                self._element()
+        self._buf = buf[pos:]
+
+    def _element(self) -> None:
+        while self._open:
+            self._open[-1] -= 1
+            if self._open[-1] > 0:
+                return
+            self._open.pop()
+        self.complete += 1
 
 
 class RoundTripProxy:
@@ -21,6 +83,7 @@ class RoundTripProxy:
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
+        self._server: asyncio.Server
 
     def start(self) -> RoundTripProxy:
         self._thread.start()
@@ -28,26 +91,37 @@ class RoundTripProxy:
         return self
 
     def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+        self._loop.close()
+
+    async def _shutdown(self) -> None:
+        """Close the listener and every forwarded connection inside the loop, so nothing outlives it."""
+        self._server.close()
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
-        server = self._loop.run_until_complete(asyncio.start_server(self._serve, "127.0.0.1", 0))
-        self.port = server.sockets[0].getsockname()[1]
+        self._server = self._loop.run_until_complete(asyncio.start_server(self._serve, "127.0.0.1", 0))
+        self.port = self._server.sockets[0].getsockname()[1]
         self._ready.set()
         self._loop.run_forever()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
-        waiting = [False]  # True from a request's first byte until the server's first reply byte
+        sent, answered = RespCounter(), RespCounter()
 
-        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter, request: bool) -> None:
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter, counter: RespCounter,
+                       request: bool) -> None:
             try:
                 while data := await src.read(1 << 16):
-                    if request and not waiting[0]:
+                    if request and counter.idle and sent.complete == answered.complete:
                         self.trips += 1
-                    waiting[0] = request
+                    counter.feed(data)
                     dst.write(data)
                     await dst.drain()
             except (ConnectionError, asyncio.CancelledError):
@@ -55,4 +129,4 @@ class RoundTripProxy:
             finally:
                 dst.close()
 
-        await asyncio.gather(pump(reader, up_writer, True), pump(up_reader, writer, False))
+        await asyncio.gather(pump(reader, up_writer, sent, True), pump(up_reader, writer, answered, False))

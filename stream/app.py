@@ -35,12 +35,24 @@ from .windows import Window, closable, watermark
 log = logging.getLogger("trustgap")
 
 DLQ_RAW_MAX = 4096          # bytes of the offending payload kept in a dead letter
+HANDOVER_S = 0.05            # longest Faust's take waits to hand messages over (chunks wait take_within)
 SEND_TURNS = 3               # event-loop turns an agent yields after starting an apply (see Runtime.submit)
 MAX_WINDOWS_PER_TICK = 200  # bounds one evaluator tick after a long outage; the next tick goes on
 
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+@dataclass
+class Chunk:
+    """Valid events collected for one Redis call, and the (partition, offset) of every message they came from: a
+    chunk claims only its own messages, so a retry after a Redis rollback cannot claim an earlier chunk's messages,
+    whose effects may be gone."""
+
+    since: float  # monotonic time its first message was parsed
+    events: list[Any] = field(default_factory=list)
+    seen: list[tuple[tuple[str, int], int]] = field(default_factory=list)
 
 
 @dataclass
@@ -58,8 +70,11 @@ class Runtime:
     read_offsets: ReadOffsets = field(default_factory=ReadOffsets)
     # (topic, partition) -> offset it was sought back to; its Redis offset waits until that message is re-read
     rewinding: dict[tuple[str, int], int] = field(default_factory=dict)
-    # per event kind, the one batch being applied to Redis while the agent parses the next (see submit)
-    inflight: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    # per event kind: the chunk being collected, the one being applied to Redis meanwhile, and the lock that keeps
+    # the agent and the flush timer from submitting at once (see submit)
+    chunks: dict[EventKind, Chunk] = field(default_factory=dict)
+    inflight: dict[EventKind, asyncio.Task[None]] = field(default_factory=dict)
+    submitting: dict[EventKind, asyncio.Lock] = field(default_factory=dict)
     _models: list[str] = field(default_factory=list)  # the models the evaluator's last tick found
 
     def event_topics(self) -> set[str]:
@@ -200,25 +215,24 @@ class Runtime:
         self.metrics.events.labels(topic, "invalid").inc()
 
     async def handle(self, kind: EventKind, batch: Sequence[Any]) -> None:
-        """Parse a batch of Faust events, dead-letter the bad ones, and submit the good ones to be applied once.
+        """Parse a batch of Faust events, dead-letter the bad ones, and collect the good ones into chunks.
 
-        Returns while the last chunk is still being applied (see `submit`), so that parsing the next batch overlaps
-        with Redis running this one's script."""
+        A chunk goes to Redis once it holds `take_max` events or its oldest event waited `take_within` (here or in
+        the `flush_chunks` timer), so Redis round trips follow events, not Faust's takes (which hold at most
+        `take_max_messages` messages, bounding the memory big batch messages take)."""
         started = time.perf_counter()
-        topic = self.settings.topics.model_dump()[_TOPIC_FIELD[kind]]
         limits = self.settings.limits
-        now = utcnow()
-        horizon = epoch_ms(now) + self.settings.max_future_seconds * 1000
-        valid: list[Any] = []
-        # (partition, offset) of the messages whose events are in `valid`: a chunk claims only its own messages, so
-        # a retry after a Redis rollback cannot claim an earlier chunk's messages, whose effects may be gone
-        seen: list[tuple[tuple[str, int], int]] = []
+        horizon = epoch_ms(utcnow()) + self.settings.max_future_seconds * 1000
         for ev in batch:
             msg = ev.message
-            seen.append(((msg.topic, msg.partition), msg.offset))
             events, rejects = parse(kind, msg.value, limits)
             for r in rejects:
                 await self.dead_letter(msg.topic, msg.partition, msg.offset, r)
+            chunk = self.chunks.get(kind)
+            if chunk is None:
+                chunk = self.chunks[kind] = Chunk(time.monotonic())
+            # the chunk claims this message's offset even when none of its events is valid (see _progress)
+            chunk.seen.append(((msg.topic, msg.partition), msg.offset))
             for e in events:
                 when = epoch_ms(e.start if isinstance(e, Annotation) else e.ts)
                 if when > horizon:
@@ -226,32 +240,42 @@ class Runtime:
                         "future", f"timestamp more than {self.settings.max_future_seconds}s ahead of the clock",
                         e.model_dump_json().encode()))
                     continue
-                valid.append(e)
-            # take_max counts messages, and one message may hold max_batch_events events: apply every take_max
-            # events so that one Lua call (which blocks Redis) and the parsed events held stay bounded. The
-            # offsets passed cover only whole messages already parsed, so they still follow their effects.
-            if len(valid) >= self.settings.take_max:
-                await self.submit(kind, topic, valid, seen, now)
-                valid, seen = [], []
-        if seen:
-            await self.submit(kind, topic, valid, seen, now)
-        self.metrics.batch_seconds.labels(topic).observe(time.perf_counter() - started)
+                chunk.events.append(e)
+            # whole messages only: a chunk's offsets must cover exactly the events it applies
+            if len(chunk.events) >= self.settings.take_max:
+                await self.submit(kind)
+        await self.flush(kind)
+        self.metrics.batch_seconds.labels(self.topic_of(kind)).observe(time.perf_counter() - started)
 
-    async def submit(self, kind: EventKind, topic: str, valid: list[Any], seen: list[tuple[tuple[str, int], int]],
-                     now: datetime) -> None:
-        """Start applying a chunk once the kind's previous chunk is applied: one in flight per kind, in order.
+    def topic_of(self, kind: EventKind) -> str:
+        return str(getattr(self.settings.topics, _TOPIC_FIELD[kind]))
 
-        Faust may commit a batch's offsets to Kafka before its chunk is applied; that is safe because Redis's
-        own offsets, written in the same pipeline as the effects, are the ones that count: on assignment the
-        consumer seeks back to them (stream.recovery), so a crash meanwhile re-reads and deduplicates."""
-        prepared = None if kind == "annotation" else await self.with_redis(
-            "prepare", lambda: self.store.prepare(valid))  # while the previous chunk runs in Redis
-        await self.drain(kind)
-        self.inflight[kind] = asyncio.create_task(self._apply(kind, topic, valid, prepared, seen, now))
-        # Let it run until its pipeline is written, so Redis runs it while this agent parses the next chunk: redis-py
-        # suspends once checking the pooled connection before it writes (a scheduling hint; nothing depends on it).
-        for _ in range(SEND_TURNS):
-            await asyncio.sleep(0)
+    async def flush(self, kind: EventKind | None = None) -> None:
+        """Submit the chunks (of `kind`, or of every kind) whose oldest event waited `take_within` or more."""
+        for k in [kind] if kind else list(self.chunks):
+            chunk = self.chunks.get(k)
+            if chunk is not None and time.monotonic() - chunk.since >= self.settings.take_within:
+                await self.submit(k)
+
+    async def submit(self, kind: EventKind) -> None:
+        """Start applying the kind's chunk once its previous chunk is applied: one in flight per kind, in order.
+
+        Faust commits a batch's offsets to Kafka once `handle` returns, possibly before its events are applied;
+        that is safe because Redis's own offsets, written in the same pipeline as the effects, are the ones that
+        count: on assignment the consumer seeks back to them (stream.recovery), so a crash meanwhile re-reads and
+        deduplicates."""
+        async with self.submitting.setdefault(kind, asyncio.Lock()):  # the agent and the timer take turns
+            chunk = self.chunks.pop(kind, None)
+            if chunk is None or not chunk.seen:
+                return
+            prepared = None if kind == "annotation" else await self.with_redis(
+                "prepare", lambda: self.store.prepare(chunk.events))  # while the previous chunk runs in Redis
+            await self.drain(kind)
+            self.inflight[kind] = asyncio.create_task(self._apply(kind, chunk, prepared))
+            # Let it run until its pipeline is written, so Redis runs it while this agent parses the next chunk:
+            # redis-py suspends once checking the pooled connection before it writes (a scheduling hint).
+            for _ in range(SEND_TURNS):
+                await asyncio.sleep(0)
 
     async def drain(self, kind: EventKind | None = None) -> None:
         """Wait until the in-flight chunk of `kind` (of every kind when None) is applied."""
@@ -260,8 +284,8 @@ class Runtime:
             if task is not None:
                 await task
 
-    async def _apply(self, kind: EventKind, topic: str, valid: list[Any], prepared: Prepared | None,
-                     seen: list[tuple[tuple[str, int], int]], now: datetime) -> None:
+    async def _apply(self, kind: EventKind, chunk: Chunk, prepared: Prepared | None) -> None:
+        topic, valid, seen, now = self.topic_of(kind), chunk.events, chunk.seen, utcnow()
         if kind == "annotation":
             new = await self.apply_guarded("annotations",
                                            lambda: self.store.add_annotations(valid, self._progress(seen)))
@@ -535,6 +559,8 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         web_port=settings.web_port,
         web_enabled=True,
         producer_acks=-1,
+        # messages Faust buffers per stream before it pauses fetching: batch messages can be ~200 kB each
+        stream_buffer_maxsize=2 * settings.take_max_messages,
         **faust_broker_options(settings),
     )
     runtime = Runtime(settings, Store.from_settings(settings), metrics, app=app)
@@ -550,6 +576,10 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     @app.timer(settings.evaluate_interval)  # type: ignore[untyped-decorator]  # faust ships no types here
     async def evaluate_windows() -> None:
         await runtime.evaluate()
+
+    @app.timer(settings.take_within / 4)  # type: ignore[untyped-decorator]  # a chunk waits <= 1.25 take_within
+    async def flush_chunks() -> None:
+        await runtime.flush()  # a chunk's tail when no more messages come
 
     @app.timer(settings.topic_check_interval)  # type: ignore[untyped-decorator]
     async def watch_broker() -> None:
@@ -573,7 +603,8 @@ def _register_agent(app: faust.App, runtime: Runtime, kind: EventKind, topic: An
     settings = runtime.settings
 
     async def consume(stream: Any) -> None:
-        async for batch in stream.take_events(settings.take_max, settings.take_within):
+        # Faust's take only hands messages over (promptly); the chunks they go into wait up to take_within
+        async for batch in stream.take_events(settings.take_max_messages, min(settings.take_within, HANDOVER_S)):
             await runtime.handle(kind, batch)
 
     app.agent(topic, name=f"trustgap.{kind}")(consume)

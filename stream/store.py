@@ -30,7 +30,6 @@ from redis.exceptions import ResponseError
 from . import features, keys
 from .events import Annotation, Event, HumanActionEvent, OutcomeEvent, PredictionEvent, epoch_ms
 from .settings import Settings
-from .windows import window_start
 
 COUNTERS = ("n", "a:accept", "a:override", "a:bypass", "a:escalate", "o:truth", "o:proxy", "m:truth", "m:proxy")
 """Window counters per (version, scope): predictions, actions by kind, outcomes by kind, mismatches by kind."""
