@@ -66,6 +66,7 @@ def test_trust_decay_pages_through_alertmanager_and_every_panel_query_returns_da
         producer = BatchProducer(confluent_config(settings), settings.topics.model_dump())
         # Two days at 240 predictions an hour; officers in region=eu start overriding from hour 34 on.
         sent = producer.send_all(simulate("trust_decay", days=2, rate=240, seed=3, model=MODEL))
+        producer.close()
         assert sent > 10_000
         deployment.send("predictions", [b"not json", {"schema_version": 1}])  # two dead letters for the panels
 

@@ -31,6 +31,7 @@ def test_two_workers_evaluate_each_window_once_and_publish_contract_alerts(deplo
     newest = max(e["ts"] for _, e in events)
     producer = BatchProducer(confluent_config(deployment.settings), deployment.settings.topics.model_dump())
     producer.send_all(events)
+    producer.close()
 
     # windows close up to the watermark: newest event minus the default 600 s lateness
     wm = int(datetime.fromisoformat(newest).timestamp() * 1000) - 600_000

@@ -88,6 +88,7 @@ def test_every_scenario_publishes_its_alerts_through_broker_and_redis(deployment
     for scenario in RATE_SCENARIOS:
         producer.send_all(generate(scenario, DAYS, RATE, SEED, model=scenario, end=END))
     sent = producer.sent  # cumulative over the calls
+    producer.close()
     port = worker.web_port  # type: ignore[attr-defined]
     wait_for(lambda: metric_value(metrics_text(port), "trustgap_events_total", result="applied") == sent, 300,
              interval=1.0, what=f"all {sent} events to be applied")
