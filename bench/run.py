@@ -308,8 +308,15 @@ def _produce_to_partitions(stack: StackInfo, topic: str, messages: Sequence[tupl
 
 # --- Redis footprint -----------------------------------------------------------------------------------------
 
-async def redis_bytes_per_prediction(stack: StackInfo, n: int) -> tuple[float, float]:
-    """(used_memory delta / n, MEMORY USAGE of the context slot hashes / n) after applying n predictions."""
+def _redis_cpu_seconds(client: redis.Redis) -> float:
+    """CPU time of Redis's main thread (the one that runs commands and scripts) so far."""
+    cpu = client.info("cpu")
+    return float(cpu["used_cpu_user_main_thread"]) + float(cpu["used_cpu_sys_main_thread"])
+
+
+async def redis_bytes_per_prediction(stack: StackInfo, n: int) -> tuple[float, float, float]:
+    """(used_memory delta / n, MEMORY USAGE of the context slot hashes / n, Redis main-thread CPU µs / n) after
+    applying n predictions through Store.apply in batches of 1,000."""
     from stream.events import PredictionEvent
     from stream.store import Store
 
@@ -321,6 +328,7 @@ async def redis_bytes_per_prediction(stack: StackInfo, n: int) -> tuple[float, f
     # Warm the script cache and the per-bucket meta keys first, so the delta is what predictions add.
     await store.apply([PredictionEvent.model_validate(prediction(random.Random(0), T0, "warm"))], {}, now)
     before = int(sync.info("memory")["used_memory"])
+    cpu_before = _redis_cpu_seconds(sync)
     batch: list[Any] = []
     for e in predictions(n, seed=11, step_ms=1):
         batch.append(PredictionEvent.model_validate(e))
@@ -329,6 +337,7 @@ async def redis_bytes_per_prediction(stack: StackInfo, n: int) -> tuple[float, f
             batch = []
     if batch:
         await store.apply(batch, {}, now)
+    cpu = _redis_cpu_seconds(sync) - cpu_before
     after = int(sync.info("memory")["used_memory"])
     # contexts are fields of a few slot hashes per bucket (keys.context_slot): measure them whole (SAMPLES 0)
     slots = list(sync.scan_iter(match="*:c:*", count=1000))
@@ -336,7 +345,7 @@ async def redis_bytes_per_prediction(stack: StackInfo, n: int) -> tuple[float, f
     await store.close()
     sync.flushall()
     sync.close()
-    return (after - before) / n, usage
+    return (after - before) / n, usage, cpu * 1e6 / n
 
 
 # --- alert latency -------------------------------------------------------------------------------------------
@@ -492,9 +501,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 sc = scale_out(stack, logdir, n, sizes.batched, seed=20 + run)
                 record(f"scale-out {n} worker(s) ev/s", sc.rate)
                 print("    CPU (cores busy): " + ", ".join(f"{k} {v:.2f}" for k, v in sorted(sc.cpu.items())))
-        per_pred, usage = asyncio.run(redis_bytes_per_prediction(stack, sizes.memory))
+        per_pred, usage, cpu_us = asyncio.run(redis_bytes_per_prediction(stack, sizes.memory))
         record(f"redis bytes per prediction (used_memory delta / {sizes.memory:,})", per_pred)
         record("redis MEMORY USAGE per context (slot hashes / n)", usage)
+        record("redis CPU us per prediction (main thread, apply in batches of 1,000)", cpu_us)
         lat, n_alerts = alert_latency(stack, logdir, sizes.latency_s, seed=5)
         print(f"  alerts received: {n_alerts}, matched to a watermark: {len(lat)}")
         record("alert latency p50 ms", pct(lat, 0.5) * 1000)

@@ -189,7 +189,8 @@ class Runtime:
                     await asyncio.sleep(1)
 
     async def with_redis(self, what: str, call: Any) -> Any:
-        """Retry a Redis call with capped back-off: the batch is not acked, so Kafka never commits past it."""
+        """Retry a Redis call with capped back-off; meanwhile the agent waits, and Redis's offsets decide where a
+        worker resumes whatever Kafka committed (see `submit`)."""
         delay = 0.1
         while True:
             try:

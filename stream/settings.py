@@ -125,8 +125,8 @@ class Settings(BaseSettings):
     event_loop: Literal["asyncio", "uvloop"] = Field(
         "asyncio", description="the worker's event loop; uvloop lowers Faust's per-event overhead (see bench/)")
     gc_threshold: int = Field(
-        20_000, ge=700, description="allocations between the worker's young-generation garbage collections "
-        "(CPython's 700 made a worker parsing 500-event batches spend a third of its time collecting)")
+        5_000, ge=700, description="allocations between the worker's young-generation garbage collections; the "
+        "worker also freezes its start-up objects out of the collector (see Performance)")
 
     @model_validator(mode="before")
     @classmethod
