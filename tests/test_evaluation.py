@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -18,11 +18,16 @@ from tests.harness import Deployment, metric_value, metrics_text, wait_for
 pytestmark = pytest.mark.integration
 
 END = datetime(2026, 11, 20, tzinfo=timezone.utc)
+LATENESS_S = 3 * 86400
 
 
 @pytest.fixture
 def deployment(deploy: Callable[..., Deployment]) -> Deployment:
-    return deploy(defaults__min_samples="20", defaults__baseline_windows="24")
+    # Lateness longer than the whole replay: no window closes while two days of events arrive in seconds over
+    # three topics consumed side by side (at that speed a fraction of a second of skew between topics is hours of
+    # event time, and an action whose window already closed would be counted late, not in it).
+    return deploy(defaults__min_samples="20", defaults__baseline_windows="24",
+                  defaults__allowed_lateness_seconds=str(LATENESS_S))
 
 
 def test_two_workers_evaluate_each_window_once_and_publish_contract_alerts(deployment: Deployment) -> None:
@@ -30,17 +35,24 @@ def test_two_workers_evaluate_each_window_once_and_publish_contract_alerts(deplo
     events = list(generate("trust_decay", days=2, rate=300, seed=3, end=END))
     newest = max(e["ts"] for _, e in events)
     producer = BatchProducer(confluent_config(deployment.settings), deployment.settings.topics.model_dump())
-    producer.send_all(events)
-    producer.close()
+    sent = producer.send_all(events)
 
-    # windows close up to the watermark: newest event minus the default 600 s lateness
-    wm = int(datetime.fromisoformat(newest).timestamp() * 1000) - 600_000
+    def total(name: str, **labels: str) -> float:
+        return sum(metric_value(metrics_text(w.web_port), name, **labels) for w in workers)  # type: ignore
+
+    wait_for(lambda: total("trustgap_events_total", result="applied") == sent, 90, what=f"{sent} events applied")
+    assert total("trustgap_windows_evaluated_total") == 0  # nothing closed before every event was in
+    # One prediction past the lateness moves the watermark beyond the replay: every window closes now, complete.
+    tick = datetime.fromisoformat(newest) + timedelta(seconds=LATENESS_S, hours=1)
+    producer.send_all([("prediction", {**next(e for k, e in events if k == "prediction"),
+                                       "event_id": "tick", "prediction_id": "tick", "ts": tick.isoformat()})])
+    producer.close()
+    wm = int(tick.timestamp() * 1000) - LATENESS_S * 1000
     first = min(int(datetime.fromisoformat(e["ts"]).timestamp() * 1000) for k, e in events if k == "prediction")
     expected_windows = wm // 3_600_000 - first // 3_600_000
 
     def evaluated() -> float:
-        return sum(metric_value(metrics_text(w.web_port), "trustgap_windows_evaluated_total")  # type: ignore
-                   for w in workers)
+        return total("trustgap_windows_evaluated_total")
 
     wait_for(lambda: evaluated() >= expected_windows, 90, what=f"{expected_windows} windows to be evaluated")
     alerts = [AlignmentAlert.model_validate(a) for a in deployment.read("alerts", 1)]
