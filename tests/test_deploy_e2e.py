@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -17,19 +18,23 @@ from deploy import alerts, dashboards
 from stream.admin import confluent_config
 from stream.client import BatchProducer
 from stream.simulate import generate as simulate
-from tests.harness import Deployment, wait_for
+from tests.harness import Deployment, metric_value, metrics_text, wait_for
 from tests.ops import DEPLOY, alertmanager, http_json, prometheus, promql
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 MODEL = "claims"
+LATENESS_S = 3 * 86400
 # Substitutions Grafana would make; $__rate_interval is four scrapes of the test's 1 s interval, plus margin.
 GRAFANA_VARIABLES = {"$model": MODEL, "$__rate_interval": "15s"}
 
 
 @pytest.fixture
 def deployment(deploy: Callable[..., Deployment]) -> Deployment:
-    return deploy(env={"TRUSTGAP_DEFAULTS__MIN_SAMPLES": "20"})
+    # Lateness longer than the replay, as in test_evaluation: two days arrive in seconds over three topics, and a
+    # fraction of a second of skew between them would be hours of event time (actions counted late, not in).
+    return deploy(env={"TRUSTGAP_DEFAULTS__MIN_SAMPLES": "20",
+                       "TRUSTGAP_DEFAULTS__ALLOWED_LATENESS_SECONDS": str(LATENESS_S)})
 
 
 def prometheus_config(worker_port: int, alertmanager_url: str, rules_dir: Path) -> dict[str, Any]:
@@ -64,10 +69,20 @@ def test_trust_decay_pages_through_alertmanager_and_every_panel_query_returns_da
             worker.web_port, am.url, tmp_path / "rules")) as prom:  # type: ignore[attr-defined]
         settings = deployment.settings
         producer = BatchProducer(confluent_config(settings), settings.topics.model_dump())
-        # Two days at 240 predictions an hour; officers in region=eu start overriding from hour 34 on.
-        sent = producer.send_all(simulate("trust_decay", days=2, rate=240, seed=3, model=MODEL))
-        producer.close()
+        # Two days at 240 predictions an hour, ending before the lateness so that a prediction past it is not from
+        # the future; officers in region=eu start overriding from hour 34 on.
+        events = list(simulate("trust_decay", days=2, rate=240, seed=3, model=MODEL,
+                               end=datetime.now(timezone.utc) - timedelta(seconds=LATENESS_S, days=1)))
+        sent = producer.send_all(events)
         assert sent > 10_000
+        wait_for(lambda: metric_value(metrics_text(worker.web_port), "trustgap_events_total",  # type: ignore
+                                      result="applied") == sent, 90, what=f"{sent} events applied")
+        # one prediction past the lateness: every window of the replay closes now, with all its events in
+        newest = max(datetime.fromisoformat(e["ts"]) for _, e in events)
+        tick = newest + timedelta(seconds=LATENESS_S, hours=1)
+        producer.send_all([("prediction", {**next(e for k, e in events if k == "prediction"), "event_id": "tick",
+                                           "prediction_id": "tick", "ts": tick.isoformat()})])
+        producer.close()
         deployment.send("predictions", [b"not json", {"schema_version": 1}])  # two dead letters for the panels
 
         (alert,) = wait_for(lambda: paged(am.url), 90, interval=1, what="the override-rate page in Alertmanager")
