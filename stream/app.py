@@ -221,7 +221,6 @@ class Runtime:
         A chunk goes to Redis once it holds `take_max` events or its oldest event waited `take_within` (here or in
         the `flush_chunks` timer), so Redis round trips follow events, not Faust's takes (which hold at most
         `take_max_messages` messages, bounding the memory big batch messages take)."""
-        started = time.perf_counter()
         limits = self.settings.limits
         horizon = epoch_ms(utcnow()) + self.settings.max_future_seconds * 1000
         for ev in batch:
@@ -246,7 +245,6 @@ class Runtime:
             if len(chunk.events) >= self.settings.take_max:
                 await self.submit(kind)
         await self.flush(kind)
-        self.metrics.batch_seconds.labels(self.topic_of(kind)).observe(time.perf_counter() - started)
 
     def topic_of(self, kind: EventKind) -> str:
         return str(getattr(self.settings.topics, _TOPIC_FIELD[kind]))
@@ -278,12 +276,11 @@ class Runtime:
             for _ in range(SEND_TURNS):
                 await asyncio.sleep(0)
 
-    async def drain(self, kind: EventKind | None = None) -> None:
-        """Wait until the in-flight chunk of `kind` (of every kind when None) is applied."""
-        for k in [kind] if kind else list(self.inflight):
-            task = self.inflight.pop(k, None)
-            if task is not None:
-                await task
+    async def drain(self, kind: EventKind) -> None:
+        """Wait until the in-flight chunk of `kind` is applied."""
+        task = self.inflight.pop(kind, None)
+        if task is not None:
+            await task
 
     async def _apply(self, kind: EventKind, chunk: Chunk, prepared: Prepared | None) -> None:
         topic, valid, seen, now = self.topic_of(kind), chunk.events, chunk.seen, utcnow()
@@ -305,6 +302,7 @@ class Runtime:
                               ("pending", res.pending), ("late", res.late)):
                 if n:
                     self.metrics.events.labels(topic, result).inc(n)
+        self.metrics.batch_seconds.labels(topic).observe(time.monotonic() - chunk.since)
 
     async def evaluate(self) -> int:
         """Close and evaluate every window the watermark has passed, for every model; returns windows closed.
