@@ -49,7 +49,10 @@ local meta, pendz = KEYS[1], KEYS[2]
 local pre = string.sub(meta, 1, -6)  -- '<tag>:meta' -> '<tag>': the bucket's key names are built from it (keys.py)
 local cfg = cjson.decode(ARGV[1])
 if not same_server(cfg.run_id) then return redis.error_reply('TGRESTART redis restarted') end
+-- ARGV[2]: the records, one flat JSON array (see _records); ARGV[3]: the call's (model, version, scopes) triples,
+-- which prediction records name by index: a flat array of scalars decodes into one Lua table, not one per record
 local recs = cjson.decode(ARGV[2])
+local tri = cjson.decode(ARGV[3])
 local applied, dup, pending, late, drained = 0, 0, 0, 0, 0
 local closed, touched, wm, first, slots = {}, {}, {}, {}, {}
 -- window counter increments summed per (key, field) and written once at the end: a batch repeats a few dozen
@@ -164,8 +167,12 @@ local function triple(id)
   return t
 end
 
+local slot_keys = {}
 local function slot_key(ts)
-  return pre .. ':c:' .. fmt(ts - (ts % cfg.span))
+  local start = ts - (ts % cfg.span)
+  local key = slot_keys[start]
+  if key == nil then key = pre .. ':c:' .. fmt(start); slot_keys[start] = key end
+  return key
 end
 
 -- the slot key and packed context of an action/outcome's prediction, looked for from slot(ts) back to
@@ -212,39 +219,57 @@ local function names_of(f)
   end
   return n
 end
-local function record_features(r, fx)
-  local _, _, key = window_key('f', r.m, r.t)
-  local ttl = cfg.ttl[r.m] or cfg.ttl['_']
+local tracked = {}  -- model -> set of its tracked feature names (cfg.ft lists them)
+for m, names in pairs(cfg.ft or {}) do
+  local set = {}
+  for _, f in ipairs(names) do set[f] = true end
+  tracked[m] = set
+end
+-- a string value is counted by its first str_max bytes, cut back to a UTF-8 character boundary (as `cut` in Python)
+local function cut(v)
+  if #v <= cfg.str_max then return v end
+  local n = cfg.str_max
+  while n > 0 do
+    local b = string.byte(v, n + 1)
+    if b < 128 or b >= 192 then break end
+    n = n - 1
+  end
+  return string.sub(v, 1, n)
+end
+local function record_features(m, ts, fx)
+  local _, _, key = window_key('f', m, ts)
+  local ttl = cfg.ttl[m] or cfg.ttl['_']
   touched[key] = ttl
   local counts, sums, lo, hi = field_of(incr, key), field_of(fsum, key), field_of(flo, key), field_of(fhi, key)
   counts['_n'] = (counts['_n'] or 0) + 1
-  for _, v in ipairs(fx.x) do
-    local f, x = v[1], v[2]
-    local n = names_of(f)
-    counts[n.c] = (counts[n.c] or 0) + 1
-    sums[n.s] = (sums[n.s] or 0) + x
-    sums[n.q] = (sums[n.q] or 0) + x * x
-    if lo[f] == nil or x < lo[f] then lo[f] = x end
-    if hi[f] == nil or x > hi[f] then hi[f] = x end
-  end
-  for _, sv in ipairs(fx.s) do
-    local f, v = sv[1], sv[2]
-    local n = names_of(f)
-    counts[n.k] = (counts[n.k] or 0) + 1
-    local tk = n.top[key]
-    if tk == nil then
-      tk = pre .. ':fv' .. string.sub(key, #pre + 3) .. ':' .. f  -- '<pre>:f:<m>:<start>' -> '<pre>:fv:<m>:<start>:<f>'
-      n.top[key] = tk
-      touched[tk] = ttl
+  local wanted = tracked[m] or {}
+  for f, x in pairs(fx) do
+    if wanted[f] then
+      local n = names_of(f)
+      local kind = type(x)
+      if kind == 'number' then
+        counts[n.c] = (counts[n.c] or 0) + 1
+        sums[n.s] = (sums[n.s] or 0) + x
+        sums[n.q] = (sums[n.q] or 0) + x * x
+        if lo[f] == nil or x < lo[f] then lo[f] = x end
+        if hi[f] == nil or x > hi[f] then hi[f] = x end
+      elseif kind == 'string' then
+        local v = cut(x)
+        counts[n.k] = (counts[n.k] or 0) + 1
+        local tk = n.top[key]
+        if tk == nil then
+          tk = pre .. ':fv' .. string.sub(key, #pre + 3) .. ':' .. f  -- '<pre>:f:<m>:<start>' -> '<pre>:fv:<m>:<start>:<f>'
+          n.top[key] = tk
+          touched[tk] = ttl
+        end
+        local t = tops[tk]
+        if t == nil then t = {order = {}, n = {}}; tops[tk] = t; top_keys[#top_keys + 1] = tk end
+        if t.n[v] == nil then t.order[#t.order + 1] = v; t.n[v] = 0 end
+        t.n[v] = t.n[v] + 1
+      else  -- cjson.null: sent as null
+        counts[n.z] = (counts[n.z] or 0) + 1
+      end
     end
-    local t = tops[tk]
-    if t == nil then t = {order = {}, n = {}}; tops[tk] = t; top_keys[#top_keys + 1] = tk end
-    if t.n[v] == nil then t.order[#t.order + 1] = v; t.n[v] = 0 end
-    t.n[v] = t.n[v] + 1
-  end
-  for _, f in ipairs(fx.z) do
-    local z = names_of(f).z
-    counts[z] = (counts[z] or 0) + 1
   end
 end
 
@@ -287,38 +312,57 @@ local function write_extremes(t, prefix, better)
 end
 
 local any_parked = redis.call('ZCARD', pendz) > 0  -- parking adds to it, draining and the sweep remove
-for _, r in ipairs(recs) do
-  if r.k == 'p' then
+local ids = {}  -- triple index -> interned id
+local i, last = 1, #recs
+while i <= last do
+  local k = recs[i]
+  if k == 'p' then
+    -- 'p', prediction_id, triple index, ts, label, features object or false (the model tracks none)
+    local pid, x, ts, label, fx = recs[i + 1], recs[i + 2], recs[i + 3], recs[i + 4], recs[i + 5]
+    i = i + 6
+    local m, v, s = tri[x + 1][1], tri[x + 1][2], tri[x + 1][3]
+    local id = ids[x]
+    if id == nil then id = intern(m, v, s); ids[x] = id end
     -- a prediction's slot follows from its own ts, so a redelivered copy meets the stored one
-    local sk = slot_key(r.t)
-    if redis.call('HEXISTS', sk, r.p) == 1 then
+    local sk = slot_key(ts)
+    if redis.call('HSETNX', sk, pid, pack(id, '', label)) == 0 then
       dup = dup + 1
     else
-      local id = intern(r.m, r.v, r.s)
-      if bump(r.m, r.v, r.s, r.t, 'n') then
+      slots[sk] = true
+      if bump(m, v, s, ts, 'n') then
         applied = applied + 1
-        if r.f then record_features(r, r.f) end
+        if fx then record_features(m, ts, fx) end
       else
         late = late + 1
       end
-      local tokens = ''
-      local qk = pre .. ':q:' .. r.p
       -- nothing is parked in a bucket whose pending set is empty (the common case: predictions come first)
-      local parked = any_parked and redis.call('HGETALL', qk) or {}
-      if #parked > 0 then
-        local ctx = {r.m, r.v, r.l, r.s}
-        for i = 2, #parked, 2 do
-          local q = cjson.decode(parked[i])
-          if follow(ctx, q) then drained = drained + 1 else late = late + 1 end
-          tokens = tokens .. q.h
+      if any_parked then
+        local qk = pre .. ':q:' .. pid
+        local parked = redis.call('HGETALL', qk)
+        if #parked > 0 then
+          local ctx, tokens = {m, v, label, s}, ''
+          for j = 2, #parked, 2 do
+            local q = cjson.decode(parked[j])
+            if follow(ctx, q) then drained = drained + 1 else late = late + 1 end
+            tokens = tokens .. q.h
+          end
+          redis.call('HSET', sk, pid, pack(id, tokens, label))
+          redis.call('DEL', qk)
+          redis.call('ZREM', pendz, pid)
         end
-        redis.call('DEL', qk)
-        redis.call('ZREM', pendz, r.p)
       end
-      redis.call('HSET', sk, r.p, pack(id, tokens, r.l))
-      slots[sk] = true
     end
   else
+    -- 'a', prediction_id, event_id, token, ts, action  |  'o', prediction_id, event_id, token, ts, label, kind
+    local r
+    if k == 'a' then
+      r = {k = 'a', p = recs[i + 1], e = recs[i + 2], h = recs[i + 3], t = recs[i + 4], a = recs[i + 5]}
+      i = i + 6
+    else
+      r = {k = 'o', p = recs[i + 1], e = recs[i + 2], h = recs[i + 3], t = recs[i + 4], l = recs[i + 5],
+           o = recs[i + 6]}
+      i = i + 7
+    end
     local sk, v = find(r.p, r.t)
     if sk then
       local id, tokens, label = unpack_ctx(v)
@@ -331,6 +375,7 @@ for _, r in ipairs(recs) do
         slots[sk] = true
       end
     else
+      -- parked as the JSON object `follow` reads (the layout parked entries have always had)
       local qk = pre .. ':q:' .. r.p
       if redis.call('HSETNX', qk, r.e, cjson.encode(r)) == 0 then
         dup = dup + 1  -- parked already
@@ -479,7 +524,7 @@ class ApplyResult:
 class Prepared:
     """A batch encoded for the apply pipeline (Store.prepare), sendable again as is after a Redis restart."""
 
-    buckets: dict[int, bytes]  # bucket -> JSON records for `_APPLY`
+    buckets: dict[int, tuple[bytes, bytes]]  # bucket -> its records and triples for `_APPLY` (JSON)
     features: FeaturePlan
     models: set[str]           # admitted model names the batch touches
     overflow: Counter[str]
@@ -585,19 +630,12 @@ def scopes_of(labels: Sequence[tuple[str, str]]) -> list[str]:
     return scopes
 
 
-def _record(event: Event, labels: Labels | None = None) -> dict[str, Any]:
-    ts = epoch_ms(event.ts)  # type: ignore[union-attr]
-    if isinstance(event, PredictionEvent):
-        assert labels is not None
-        # no event_id: a prediction is deduplicated by prediction_id in the slot of its ts
-        return {"k": "p", "p": event.prediction_id, "m": labels.model, "v": labels.version, "t": ts,
-                "l": event.label, "s": labels.scopes}
+def _follower(event: HumanActionEvent | OutcomeEvent) -> tuple[Any, ...]:
+    """An action's or outcome's fields in `_APPLY`'s flat record layout."""
+    ts = epoch_ms(event.ts)
     if isinstance(event, HumanActionEvent):
-        return {"k": "a", "p": event.prediction_id, "e": event.event_id, "h": dedup_token(event.event_id),
-                "t": ts, "a": event.action}
-    assert isinstance(event, OutcomeEvent)
-    return {"k": "o", "p": event.prediction_id, "e": event.event_id, "h": dedup_token(event.event_id), "t": ts,
-            "l": event.label, "o": event.kind}
+        return "a", event.prediction_id, event.event_id, dedup_token(event.event_id), ts, event.action
+    return "o", event.prediction_id, event.event_id, dedup_token(event.event_id), ts, event.label, event.kind
 
 
 def dedup_token(event_id: str) -> str:
@@ -670,7 +708,7 @@ class Store:
             self._cfg_cache = {"win": win, "ttl": ttl, "ctx_ttl": s.context_ttl_seconds,
                                "span": keys.slot_span_ms(s.context_ttl_seconds),
                                "pend_ttl": s.pending_ttl_seconds, "meta_ttl": keys.META_TTL,
-                               "top_k": keys.FEATURE_TOP_K}
+                               "top_k": keys.FEATURE_TOP_K, "str_max": _STRING_MAX}
         return self._cfg_cache
 
     async def admit(self, predictions: Sequence[PredictionEvent]) -> tuple[list[Labels], Counter[str]]:
@@ -757,39 +795,53 @@ class Store:
         return await self.send(await self.prepare(events), offsets, now_ms)
 
     async def prepare(self, events: Sequence[Event]) -> Prepared:
-        """The CPU half of `apply`: cap labels, plan features, encode one record list per bucket.
+        """The CPU half of `apply`: cap labels, plan features, encode the records of each bucket.
 
         Talks to Redis only to admit label values or features this worker has not seen; the worker prepares the
-        next batch while Redis runs the previous one's scripts (issue 7)."""
+        next batch while Redis runs the previous one's scripts (issue 7). A bucket's records are one flat JSON
+        array, its predictions naming their (model, version, scopes) by index into a table of the bucket's
+        triples, and carrying their `features` object as it came: the script counts the tracked ones (issue 7)."""
         preds = [e for e in events if isinstance(e, PredictionEvent)]
         labels, overflow = await self.admit(preds) if preds else ([], Counter[str]())
-        position = {id(p): i for i, p in enumerate(preds)}
+        stamps = [epoch_ms(p.ts) for p in preds]
         # features only for models admitted under their own name: a capped-away model keeps no feature keys
-        feature_plan = await self.features.plan([p for p, got in zip(preds, labels) if got.model == p.model])
-        buckets: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        own = [(p, ts) for p, got, ts in zip(preds, labels, stamps) if got.model == p.model]
+        feature_plan = await self.features.plan([p for p, _ in own], [ts for _, ts in own])
+        with_features = feature_plan.tracked
         n = self.settings.state_buckets
+        records: dict[int, list[Any]] = defaultdict(list)
+        triples: dict[int, dict[Labels, int]] = defaultdict(dict)
+        j = 0
         for event in events:
             if isinstance(event, PredictionEvent):
-                rec = _record(event, labels[position[id(event)]])
-                fx = feature_plan.records.get(id(event))
-                if fx is not None:
-                    rec["f"] = fx  # recorded by `_APPLY` exactly when it newly stores the prediction
+                got, ts = labels[j], stamps[j]
+                j += 1
+                b = keys.bucket_of(event.prediction_id, n)
+                table = triples[b]
+                index = table.get(got)
+                if index is None:
+                    index = table[got] = len(table)
+                # recorded by `_APPLY` exactly when it newly stores the prediction; {} still counts it (missing)
+                fx = (event.features or {}) if got.model == event.model and got.model in with_features else False
+                # no event_id: a prediction is deduplicated by prediction_id in the slot of its ts
+                records[b] += ("p", event.prediction_id, index, ts, event.label, fx)
             else:
-                rec = _record(event)
-            buckets[keys.bucket_of(event.prediction_id, n)].append(rec)  # type: ignore[union-attr]
-        return Prepared({b: orjson.dumps(recs) for b, recs in buckets.items()}, feature_plan,
-                        {got.model for got in labels}, overflow)
+                records[keys.bucket_of(event.prediction_id, n)] += _follower(event)  # type: ignore[arg-type, union-attr]
+        encoded = {b: (orjson.dumps(recs), orjson.dumps([[t.model, t.version, t.scopes] for t in triples[b]]))
+                   for b, recs in records.items()}
+        return Prepared(encoded, feature_plan, {got.model for got in labels}, overflow)
 
     async def send(self, prepared: Prepared, offsets: Mapping[tuple[str, int], int], now_ms: int) -> ApplyResult:
         """The Redis half of `apply`: one pipeline with a script per bucket, the HLLs, then the offsets."""
-        cfg = orjson.dumps({**self._static_cfg(), "now": now_ms, "run_id": self.run_id or ""})
+        cfg = orjson.dumps({**self._static_cfg(), "now": now_ms, "run_id": self.run_id or "",
+                            "ft": prepared.features.tracked})
         result = ApplyResult(overflow=prepared.overflow)
         async with self.redis.pipeline(transaction=False) as pipe:
-            for bucket, recs in prepared.buckets.items():
+            for bucket, (recs, tri) in prepared.buckets.items():
                 # EVAL, not EVALSHA: a script object in a pipeline makes redis-py send SCRIPT EXISTS first, a
                 # second round trip per batch; EVALSHA alone could fail NOSCRIPT after a Redis restart while the
                 # offsets queued behind it still apply. Redis caches the compiled body by its SHA (issue 7).
-                pipe.eval(_APPLY, 2, keys.bucket_meta(bucket), keys.bucket_pending(bucket), cfg, recs)
+                pipe.eval(_APPLY, 2, keys.bucket_meta(bucket), keys.bucket_pending(bucket), cfg, recs, tri)
             self.features.queue(pipe, prepared.features)
             if prepared.models:
                 pipe.sadd(keys.MODELS, *prepared.models)
@@ -1004,15 +1056,22 @@ redis.call('EXPIRE', set, ttl)
 return out
 """
 
-_STRING_MAX = 256  # characters of a string value counted: the top-value hash field and the HLL element
+_STRING_MAX = 256  # bytes of a string value counted (the top-value hash field and the HLL element), cut at a character
 
 
-@dataclass(slots=True)
+def cut(value: str) -> str:
+    """A string value's first _STRING_MAX bytes, cut back to a character boundary (as the apply script's `cut`)."""
+    if len(value) * 4 <= _STRING_MAX:  # at most 4 bytes per character in UTF-8
+        return value
+    return value.encode()[:_STRING_MAX].decode("utf-8", "ignore")
+
+
+@dataclass
 class FeaturePlan:
-    """What one batch writes for features: a record per prediction, HLL elements per key, values over the cap."""
+    """What one batch writes for features besides the apply script: HLL elements per key, values over the cap."""
 
-    records: dict[int, dict[str, Any]] = field(default_factory=dict)  # id(prediction) -> its numbers/strings/nulls
-    distinct: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    tracked: dict[str, list[str]] = field(default_factory=dict)  # model -> its tracked names (the script counts them)
+    distinct: dict[str, set[str]] = field(default_factory=dict)
     ttl: dict[str, int] = field(default_factory=dict)
     untracked: dict[str, int] = field(default_factory=dict)  # model -> feature values not tracked (over the cap)
 
@@ -1040,69 +1099,51 @@ class FeatureStore:
             self._full[model] = len(got) < len(unknown) or len(known) >= cap
         return names & known
 
-    async def plan(self, predictions: Sequence[PredictionEvent]) -> FeaturePlan:
-        """Sort a batch's feature values into records per prediction (numbers, strings, nulls) and HLL elements."""
+    async def plan(self, predictions: Sequence[PredictionEvent], stamps: Sequence[int]) -> FeaturePlan:
+        """Register new feature names, list the tracked ones per model, and collect the HLL elements per window.
+
+        The statistics themselves are counted by the apply script from each prediction's `features` object, so
+        here the work is per distinct value, not per value (issue 7)."""
         plan = FeaturePlan()
         settings = self.store.settings
         seen: dict[str, set[str]] = defaultdict(set)
         for p in predictions:
             if p.features:
                 seen[p.model].update(p.features)
-        # per model: (window ms, key TTL, tracked names, watched names); this loop runs per prediction and feature,
-        # so everything that depends only on the model or the window is looked up once per batch (issue 7)
-        per_model: dict[str, tuple[int, int, set[str], set[str]]] = {}
+        over: dict[str, set[str]] = {}  # per model: watched names this batch carries that are not tracked
         for model, names in seen.items():
+            watched = {f for f in names if features.watched(f, settings.for_model(model))}
+            untracked = watched - await self.tracked(model, watched)
+            if untracked:
+                over[model] = untracked
+        sizes: dict[str, int] = {}
+        groups: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
+        for p, ts in zip(predictions, stamps):
+            if p.model not in plan.tracked:
+                if not self._tracked.get(p.model):
+                    continue  # a model that never sent a watched feature keeps no feature statistics
+                plan.tracked[p.model] = sorted(self._tracked[p.model])
+                sizes[p.model] = settings.for_model(p.model).window_seconds * 1000
+            if p.features:
+                groups[(p.model, ts - ts % sizes[p.model])].append(p.features)
+                if p.model in over:
+                    plan.untracked[p.model] = plan.untracked.get(p.model, 0) + len(over[p.model] & p.features.keys())
+        for (model, start), values in groups.items():
             ms = settings.for_model(model)
-            watched = {f for f in names if features.watched(f, ms)}
-            tracked = await self.tracked(model, watched)
-            per_model[model] = (ms.window_seconds * 1000, ms.window_seconds + ms.allowed_lateness_seconds
-                                + keys.WINDOW_MARGIN, tracked, watched)
-        hlls: dict[tuple[str, int, str], set[str]] = {}
-        for p in predictions:
-            if not self._tracked.get(p.model):
-                continue  # a model that never sent a watched feature keeps no feature statistics
-            # a prediction without features still counts: a feature it lacks is missing (null rate)
-            entry = per_model.get(p.model)
-            if entry is None:
-                entry = per_model[p.model] = self._known(p.model)
-            size, ttl, tracked, watched = entry
-            ts = epoch_ms(p.ts)
-            start = ts - ts % size
-            xs: list[list[Any]] = []
-            strs: list[list[Any]] = []
-            nulls: list[str] = []
-            for name, value in sorted((p.features or {}).items()):
-                if name not in tracked:
-                    if name in watched:
-                        plan.untracked[p.model] = plan.untracked.get(p.model, 0) + 1
-                    continue
-                if value is None:
-                    nulls.append(name)
-                    continue
-                elements = hlls.get((p.model, start, name))
-                if elements is None:
-                    hll = keys.feature_distinct(p.model, start, name)
-                    elements = hlls[(p.model, start, name)] = plan.distinct[hll]
+            ttl = ms.window_seconds + ms.allowed_lateness_seconds + keys.WINDOW_MARGIN
+            for name in plan.tracked[model]:
+                distinct = {v for fx in values if (v := fx.get(name)) is not None}
+                if distinct:
+                    hll = keys.feature_distinct(model, start, name)
+                    plan.distinct[hll] = {"s:" + cut(v) if isinstance(v, str) else "n:" + repr(float(v))
+                                          for v in distinct}
                     plan.ttl[hll] = ttl
-                if isinstance(value, str):
-                    value = value[:_STRING_MAX]
-                    strs.append([name, value])
-                    elements.add("s:" + value)
-                else:
-                    xs.append([name, value])
-                    elements.add("n:" + repr(float(value)))
-            plan.records[id(p)] = {"x": xs, "s": strs, "z": nulls}
         return plan
-
-    def _known(self, model: str) -> tuple[int, int, set[str], set[str]]:
-        """A model whose predictions in this batch carry no features: its window and TTL, no names to look up."""
-        ms = self.store.settings.for_model(model)
-        return ms.window_seconds * 1000, ms.window_seconds + ms.allowed_lateness_seconds + keys.WINDOW_MARGIN, set(), set()
 
     def queue(self, pipe: Any, plan: FeaturePlan) -> None:
         """Add a batch's distinct-count writes to the apply pipeline (after the counters, before the offsets)."""
         for hll, elements in plan.distinct.items():
-            pipe.pfadd(hll, *sorted(elements))  # idempotent: a replayed or duplicate value adds nothing
+            pipe.pfadd(hll, *elements)  # idempotent: a replayed or duplicate value adds nothing
             pipe.expire(hll, plan.ttl[hll])
 
     async def read(self, model: str, start_ms: int, stats: Sequence[Mapping[bytes, bytes]] | None = None
