@@ -121,8 +121,9 @@ end
 -- in meta ('i:<json>' -> id, 'j:<id>' -> json): a bucket sees a handful of distinct triples while it holds up to
 -- millions of contexts. <tokens> are the 16-hex-digit hashes of the event_ids already applied to the prediction.
 -- A field in a shared hash costs ~100 bytes less than a key of its own (issue 7).
--- the interned id of every triple of the call (ARGV[3]), in one HMGET (and one HINCRBY + HSET for new ones): a
--- call names a few dozen triples, and one call per triple was a fifth of the script's time (issue 7)
+
+-- the interned id of every triple of the call (ARGV[3]), by the records' 0-based index, in one HMGET (and one
+-- HINCRBY + HSET for new ones): a call names a few dozen triples, each once
 local function intern_all(triples)
   local sigs, fields = {}, {}
   for x, t in ipairs(triples) do
@@ -133,7 +134,7 @@ local function intern_all(triples)
   for from = 1, #fields, MANY do
     local to = math.min(from + MANY - 1, #fields)
     local got = redis.call('HMGET', meta, unpack(fields, from, to))
-    for x = from, to do out[x - 1] = got[x - from + 1] or nil end  -- by the records' 0-based index
+    for x = from, to do out[x - 1] = got[x - from + 1] or nil end  -- a missing field reads false
   end
   local fresh = {}
   for x = 1, #fields do if not out[x - 1] then fresh[#fresh + 1] = x end end
