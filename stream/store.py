@@ -69,7 +69,6 @@ end
 
 -- Names a batch builds thousands of times from a few parts are built once per call (issue 7): Lua strings are
 -- interned, so a lookup through nested tables costs less than the concatenations and string.format it saves.
-local memo = {}
 local function memo_table(t, k)
   local v = t[k]
   if v == nil then v = {}; t[k] = v end
@@ -89,30 +88,36 @@ local function fields_of(version, scopes, counter)
   return l
 end
 
--- (window start, '<pre>:<kind>:<model>:<start>') of an event time, for kind 'w' (counters) or 'f' (features)
-local starts_memo = {}
-local function window_key(kind, model, ts)
-  local size = cfg.win[model] or cfg.win['_']
-  local start = ts - (ts % size)
-  local by_start = memo_table(memo_table(starts_memo, kind), model)
-  local key = by_start[start]
-  if key == nil then
-    key = pre .. ':' .. kind .. ':' .. model .. ':' .. fmt(start)
-    by_start[start] = key
+-- The windows a call writes, per kind ('w' counters, 'f' feature statistics), model and window start: the key's
+-- name, end and TTL, and the field -> increment table of its writes (in `incr`), made once per call
+local windows, sizes, ttls = {w = {}, f = {}}, {}, {}
+local function window_of(kind, model, ts)
+  local size = sizes[model]
+  if size == nil then
+    size = cfg.win[model] or cfg.win['_']
+    sizes[model], ttls[model] = size, cfg.ttl[model] or cfg.ttl['_']
   end
-  return start, size, key
+  local start = ts - (ts % size)
+  local by_start = memo_table(windows[kind], model)
+  local w = by_start[start]
+  if w == nil then
+    local key = pre .. ':' .. kind .. ':' .. model .. ':' .. fmt(start)
+    w = {key = key, start = start, stop = start + size, ttl = ttls[model], counts = {}}
+    incr[key] = w.counts
+    by_start[start] = w
+  end
+  return w
 end
 
 -- count one event into its window for the model, its version and every scope; false when the window is closed
 local function bump(model, version, scopes, ts, counter)
-  local start, size, key = window_key('w', model, ts)
-  if start + size <= closed_of(model) then return false end
-  local c = incr[key]
-  if c == nil then c = {}; incr[key] = c end
+  local w = window_of('w', model, ts)
+  if w.stop <= closed_of(model) then return false end
+  local c = w.counts
   for _, f in ipairs(fields_of(version, scopes, counter)) do c[f] = (c[f] or 0) + 1 end
-  touched[key] = cfg.ttl[model] or cfg.ttl['_']
+  touched[w.key] = w.ttl
   if wm[model] == nil or ts > wm[model] then wm[model] = ts end
-  if first[model] == nil or start < first[model] then first[model] = start end
+  if first[model] == nil or w.start < first[model] then first[model] = w.start end
   return true
 end
 
@@ -255,10 +260,14 @@ local function cut(v)
   return string.sub(v, 1, n)
 end
 local function record_features(m, ts, fx)
-  local _, _, key = window_key('f', m, ts)
-  local ttl = cfg.ttl[m] or cfg.ttl['_']
+  local w = window_of('f', m, ts)
+  local key, ttl, counts = w.key, w.ttl, w.counts
   touched[key] = ttl
-  local counts, sums, lo, hi = field_of(incr, key), field_of(fsum, key), field_of(flo, key), field_of(fhi, key)
+  local sums, lo, hi = w.sums, w.lo, w.hi
+  if sums == nil then
+    sums, lo, hi = field_of(fsum, key), field_of(flo, key), field_of(fhi, key)
+    w.sums, w.lo, w.hi = sums, lo, hi
+  end
   counts['_n'] = (counts['_n'] or 0) + 1
   local wanted = tracked[m] or {}
   for f, x in pairs(fx) do
