@@ -207,8 +207,8 @@ def _as_orjson_reads(value: Any) -> bool:
 
 
 def _parse_valid(kind: EventKind, raw: bytes, limits: Limits) -> list[Event] | None:
-    """The events of a message that is wholly valid, read by pydantic-core in one call; None sends it to `parse`'s
-    per-element path, which alone decides what is rejected and why (issue 7: about half the cost of that path).
+    """The events of a wholly valid message, read by pydantic-core in one call (issue 7); None means "not sure",
+    and `_parse_elements`, which alone decides what is rejected and why, reads the message instead.
 
     Accepting here must mean the per-element path would accept the same events: pydantic-core's JSON reader
     agrees with orjson on every document both read, except that it also reads NaN/Infinity, numbers that
@@ -252,11 +252,17 @@ def _parse_valid(kind: EventKind, raw: bytes, limits: Limits) -> list[Event] | N
 def parse(kind: EventKind, value: bytes | None, limits: Limits = Limits()) -> tuple[list[Event], list[Reject]]:
     """Decode one Kafka message value into valid events and rejects (never raises on bad input)."""
     raw = value or b""
+    if len(raw) <= limits.max_message_bytes:
+        valid = _parse_valid(kind, raw, limits)
+        if valid is not None:
+            return valid, []
+    return _parse_elements(kind, raw, limits)
+
+
+def _parse_elements(kind: EventKind, raw: bytes, limits: Limits) -> tuple[list[Event], list[Reject]]:
+    """Decode and validate element by element: the reference for what is rejected and why."""
     if len(raw) > limits.max_message_bytes:
         return [], [Reject("message_too_large", f"{len(raw)} bytes > {limits.max_message_bytes}", raw)]
-    valid = _parse_valid(kind, raw, limits)
-    if valid is not None:
-        return valid, []
     try:
         doc = orjson.loads(raw)
     except (orjson.JSONDecodeError, RecursionError) as err:
