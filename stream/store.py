@@ -770,7 +770,8 @@ class Store:
         misses: list[tuple[int, tuple[Any, ...], PredictionEvent, list[tuple[str, str]]]] = []
         for i, p in enumerate(predictions):
             band = p.band or s.for_model(p.model).band_for(p.score)
-            sig = (p.model, p.model_version, band, tuple(sorted(p.segment.items())) if p.segment else ())
+            # a memo key only: a segment sent in another key order is one more entry, never other labels
+            sig = (p.model, p.model_version, band, tuple(p.segment.items()) if p.segment else ())
             hit = self._labels_seen.get(sig)
             out.append(hit)
             if hit is None:
@@ -851,7 +852,8 @@ class Store:
         with_features = feature_plan.tracked
         n = self.settings.state_buckets
         records: dict[int, list[Any]] = defaultdict(list)
-        triples: dict[int, dict[Labels, int]] = defaultdict(dict)
+        triples: dict[int, dict[int, int]] = defaultdict(dict)  # bucket -> id(labels) -> index in `table_of`
+        table_of: dict[int, list[Labels]] = defaultdict(list)  # (`labels` keeps every one alive meanwhile)
         j = 0
         for event in events:
             if isinstance(event, PredictionEvent):
@@ -859,16 +861,17 @@ class Store:
                 j += 1
                 b = keys.bucket_of(event.prediction_id, n)
                 table = triples[b]
-                index = table.get(got)
+                index = table.get(id(got))
                 if index is None:
-                    index = table[got] = len(table)
+                    index = table[id(got)] = len(table)
+                    table_of[b].append(got)
                 # recorded by `_APPLY` exactly when it newly stores the prediction; {} still counts it (missing)
                 fx = (event.features or {}) if got.model == event.model and got.model in with_features else False
                 # no event_id: a prediction is deduplicated by prediction_id in the slot of its ts
                 records[b] += ("p", event.prediction_id, index, ts, event.label, fx)
             else:
                 records[keys.bucket_of(event.prediction_id, n)] += _follower(event)  # type: ignore[arg-type, union-attr]
-        encoded = {b: (orjson.dumps(recs), orjson.dumps([[t.model, t.version, t.scopes] for t in triples[b]]))
+        encoded = {b: (orjson.dumps(recs), orjson.dumps([[t.model, t.version, t.scopes] for t in table_of[b]]))
                    for b, recs in records.items()}
         return Prepared(encoded, feature_plan, {got.model for got in labels}, overflow)
 
