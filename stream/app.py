@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from redis.exceptions import RedisError
 
 from . import detect, features, keys
-from .events import AlignmentAlert, Annotation, EventKind, Reject, epoch_ms, parse
+from .events import AlignmentAlert, Annotation, EventKind, Limits, Reject, epoch_ms, parse
 from .metrics import Metrics
 from .settings import Settings
 from .recovery import ReadOffsets, plan_seeks
@@ -76,6 +76,10 @@ class Runtime:
     inflight: dict[EventKind, asyncio.Task[None]] = field(default_factory=dict)
     submitting: dict[EventKind, asyncio.Lock] = field(default_factory=dict)
     _models: list[str] = field(default_factory=list)  # the models the evaluator's last tick found
+    limits: Limits = field(init=False)  # the parse limits, built once rather than per batch
+
+    def __post_init__(self) -> None:
+        self.limits = self.settings.limits
 
     def event_topics(self) -> set[str]:
         t = self.settings.topics
@@ -221,8 +225,9 @@ class Runtime:
         A chunk goes to Redis once it holds `take_max` events or its oldest event waited `take_within` (here or in
         the `flush_chunks` timer), so Redis round trips follow events, not Faust's takes (which hold at most
         `take_max_messages` messages, bounding the memory big batch messages take)."""
-        limits = self.settings.limits
-        horizon = epoch_ms(utcnow()) + self.settings.max_future_seconds * 1000
+        limits = self.limits
+        # compared as datetimes: converting every event's timestamp to epoch ms cost more than the comparison
+        horizon = utcnow() + timedelta(seconds=self.settings.max_future_seconds)
         for ev in batch:
             msg = ev.message
             events, rejects = parse(kind, msg.value, limits)
@@ -234,8 +239,7 @@ class Runtime:
             # the chunk claims this message's offset even when none of its events is valid (see _progress)
             chunk.seen.append(((msg.topic, msg.partition), msg.offset))
             for e in events:
-                when = epoch_ms(e.start if isinstance(e, Annotation) else e.ts)
-                if when > horizon:
+                if (e.start if isinstance(e, Annotation) else e.ts) > horizon:
                     await self.dead_letter(msg.topic, msg.partition, msg.offset, Reject(
                         "future", f"timestamp more than {self.settings.max_future_seconds}s ahead of the clock",
                         e.model_dump_json().encode()))
