@@ -316,7 +316,7 @@ def _redis_cpu_seconds(client: redis.Redis) -> float:
 
 async def redis_bytes_per_prediction(stack: StackInfo, n: int) -> tuple[float, float, float]:
     """(used_memory delta / n, MEMORY USAGE of the context slot hashes / n, Redis main-thread CPU µs / n) after
-    applying n predictions through Store.apply in batches of 1,000."""
+    applying n predictions through Store.apply in chunks of the default `take_max`, as the worker does."""
     from stream.events import PredictionEvent
     from stream.store import Store
 
@@ -332,7 +332,7 @@ async def redis_bytes_per_prediction(stack: StackInfo, n: int) -> tuple[float, f
     batch: list[Any] = []
     for e in predictions(n, seed=11, step_ms=1):
         batch.append(PredictionEvent.model_validate(e))
-        if len(batch) == 1000:
+        if len(batch) == settings.take_max:
             await store.apply(batch, {}, now)
             batch = []
     if batch:
@@ -504,7 +504,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         per_pred, usage, cpu_us = asyncio.run(redis_bytes_per_prediction(stack, sizes.memory))
         record(f"redis bytes per prediction (used_memory delta / {sizes.memory:,})", per_pred)
         record("redis MEMORY USAGE per context (slot hashes / n)", usage)
-        record("redis CPU us per prediction (main thread, apply in batches of 1,000)", cpu_us)
+        record("redis CPU us per prediction (main thread, apply in chunks of take_max)", cpu_us)
         lat, n_alerts = alert_latency(stack, logdir, sizes.latency_s, seed=5)
         print(f"  alerts received: {n_alerts}, matched to a watermark: {len(lat)}")
         record("alert latency p50 ms", pct(lat, 0.5) * 1000)
