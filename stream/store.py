@@ -49,7 +49,7 @@ local meta, pendz = KEYS[1], KEYS[2]
 local pre = string.sub(meta, 1, -6)  -- '<tag>:meta' -> '<tag>': the bucket's key names are built from it (keys.py)
 local cfg = cjson.decode(ARGV[1])
 if not same_server(cfg.run_id) then return redis.error_reply('TGRESTART redis restarted') end
--- ARGV[2]: the records, one flat JSON array (see _records); ARGV[3]: the call's (model, version, scopes) triples,
+-- ARGV[2]: the records, one flat JSON array (see Store.prepare); ARGV[3]: the call's (model, version, scopes) triples,
 -- which prediction records name by index: a flat array of scalars decodes into one Lua table, not one per record
 local recs = cjson.decode(ARGV[2])
 local tri = cjson.decode(ARGV[3])
