@@ -49,7 +49,10 @@ local meta, pendz = KEYS[1], KEYS[2]
 local pre = string.sub(meta, 1, -6)  -- '<tag>:meta' -> '<tag>': the bucket's key names are built from it (keys.py)
 local cfg = cjson.decode(ARGV[1])
 if not same_server(cfg.run_id) then return redis.error_reply('TGRESTART redis restarted') end
+-- ARGV[2]: the records, one flat JSON array (see Store.prepare); ARGV[3]: the call's (model, version, scopes) triples,
+-- which prediction records name by index: a flat array of scalars decodes into one Lua table, not one per record
 local recs = cjson.decode(ARGV[2])
+local tri = cjson.decode(ARGV[3])
 local applied, dup, pending, late, drained = 0, 0, 0, 0, 0
 local closed, touched, wm, first, slots = {}, {}, {}, {}, {}
 -- window counter increments summed per (key, field) and written once at the end: a batch repeats a few dozen
@@ -57,6 +60,7 @@ local closed, touched, wm, first, slots = {}, {}, {}, {}, {}
 local incr = {}
 
 local function fmt(x) return string.format('%d', x) end
+local MANY = 1000  -- fields per HMGET/HSET: unpack() is bounded by Lua's C stack
 local function num(x) return string.format('%.17g', x) end
 local function closed_of(model)
   if closed[model] == nil then closed[model] = tonumber(redis.call('HGET', meta, 'closed:' .. model) or '-1') end
@@ -65,7 +69,6 @@ end
 
 -- Names a batch builds thousands of times from a few parts are built once per call (issue 7): Lua strings are
 -- interned, so a lookup through nested tables costs less than the concatenations and string.format it saves.
-local memo = {}
 local function memo_table(t, k)
   local v = t[k]
   if v == nil then v = {}; t[k] = v end
@@ -85,30 +88,36 @@ local function fields_of(version, scopes, counter)
   return l
 end
 
--- (window start, '<pre>:<kind>:<model>:<start>') of an event time, for kind 'w' (counters) or 'f' (features)
-local starts_memo = {}
-local function window_key(kind, model, ts)
-  local size = cfg.win[model] or cfg.win['_']
-  local start = ts - (ts % size)
-  local by_start = memo_table(memo_table(starts_memo, kind), model)
-  local key = by_start[start]
-  if key == nil then
-    key = pre .. ':' .. kind .. ':' .. model .. ':' .. fmt(start)
-    by_start[start] = key
+-- The windows a call writes, per kind ('w' counters, 'f' feature statistics), model and window start: the key's
+-- name, end and TTL, and the field -> increment table of its writes (in `incr`), made once per call
+local windows, sizes, ttls = {w = {}, f = {}}, {}, {}
+local function window_of(kind, model, ts)
+  local size = sizes[model]
+  if size == nil then
+    size = cfg.win[model] or cfg.win['_']
+    sizes[model], ttls[model] = size, cfg.ttl[model] or cfg.ttl['_']
   end
-  return start, size, key
+  local start = ts - (ts % size)
+  local by_start = memo_table(windows[kind], model)
+  local w = by_start[start]
+  if w == nil then
+    local key = pre .. ':' .. kind .. ':' .. model .. ':' .. fmt(start)
+    w = {key = key, start = start, stop = start + size, ttl = ttls[model], counts = {}}
+    incr[key] = w.counts
+    by_start[start] = w
+  end
+  return w
 end
 
 -- count one event into its window for the model, its version and every scope; false when the window is closed
 local function bump(model, version, scopes, ts, counter)
-  local start, size, key = window_key('w', model, ts)
-  if start + size <= closed_of(model) then return false end
-  local c = incr[key]
-  if c == nil then c = {}; incr[key] = c end
+  local w = window_of('w', model, ts)
+  if w.stop <= closed_of(model) then return false end
+  local c = w.counts
   for _, f in ipairs(fields_of(version, scopes, counter)) do c[f] = (c[f] or 0) + 1 end
-  touched[key] = cfg.ttl[model] or cfg.ttl['_']
+  touched[w.key] = w.ttl
   if wm[model] == nil or ts > wm[model] then wm[model] = ts end
-  if first[model] == nil or start < first[model] then first[model] = start end
+  if first[model] == nil or w.start < first[model] then first[model] = w.start end
   return true
 end
 
@@ -117,19 +126,35 @@ end
 -- in meta ('i:<json>' -> id, 'j:<id>' -> json): a bucket sees a handful of distinct triples while it holds up to
 -- millions of contexts. <tokens> are the 16-hex-digit hashes of the event_ids already applied to the prediction.
 -- A field in a shared hash costs ~100 bytes less than a key of its own (issue 7).
-local interned = {}  -- '<m>\0<v>\0<s>' -> id within this call: a batch repeats a few triples many times
-local function intern(m, v, s)
-  local memo = m .. '\0' .. v .. '\0' .. s
-  local id = interned[memo]
-  if id then return id end
-  local sig = cjson.encode({m, v, s})
-  id = redis.call('HGET', meta, 'i:' .. sig)
-  if not id then
-    id = fmt(redis.call('HINCRBY', meta, 'i#', 1))
-    redis.call('HSET', meta, 'i:' .. sig, id, 'j:' .. id, sig)
+
+-- the interned id of every triple of the call (ARGV[3]), by the records' 0-based index, in one HMGET (and one
+-- HINCRBY + HSET for new ones): a call names a few dozen triples, each once
+local function intern_all(triples)
+  local sigs, fields = {}, {}
+  for x, t in ipairs(triples) do
+    sigs[x] = cjson.encode({t[1], t[2], t[3]})
+    fields[x] = 'i:' .. sigs[x]
   end
-  interned[memo] = id
-  return id
+  local out = {}
+  for from = 1, #fields, MANY do
+    local to = math.min(from + MANY - 1, #fields)
+    local got = redis.call('HMGET', meta, unpack(fields, from, to))
+    for x = from, to do out[x - 1] = got[x - from + 1] or nil end  -- a missing field reads false
+  end
+  local fresh = {}
+  for x = 1, #fields do if not out[x - 1] then fresh[#fresh + 1] = x end end
+  if #fresh > 0 then
+    local last = redis.call('HINCRBY', meta, 'i#', #fresh)
+    local writes = {}
+    for j, x in ipairs(fresh) do
+      local id = fmt(last - #fresh + j)
+      out[x - 1] = id
+      writes[#writes + 1] = fields[x]; writes[#writes + 1] = id
+      writes[#writes + 1] = 'j:' .. id; writes[#writes + 1] = sigs[x]
+    end
+    for from = 1, #writes, MANY do redis.call('HSET', meta, unpack(writes, from, math.min(from + MANY - 1, #writes))) end
+  end
+  return out
 end
 
 local function pack(id, tokens, label)
@@ -164,8 +189,12 @@ local function triple(id)
   return t
 end
 
+local slot_keys = {}
 local function slot_key(ts)
-  return pre .. ':c:' .. fmt(ts - (ts % cfg.span))
+  local start = ts - (ts % cfg.span)
+  local key = slot_keys[start]
+  if key == nil then key = pre .. ':c:' .. fmt(start); slot_keys[start] = key end
+  return key
 end
 
 -- the slot key and packed context of an action/outcome's prediction, looked for from slot(ts) back to
@@ -207,62 +236,112 @@ local fnames = {}  -- feature name -> its field names in the statistics hash
 local function names_of(f)
   local n = fnames[f]
   if n == nil then
-    n = {c = 'c|' .. f, s = 's|' .. f, q = 'q|' .. f, k = 'k|' .. f, z = 'z|' .. f, top = {}}
+    n = {c = 'c|' .. f, s = 's|' .. f, q = 'q|' .. f, k = 'k|' .. f, z = 'z|' .. f, lo = 'lo|' .. f,
+         hi = 'hi|' .. f, top = {}}
     fnames[f] = n
   end
   return n
 end
-local function record_features(r, fx)
-  local _, _, key = window_key('f', r.m, r.t)
-  local ttl = cfg.ttl[r.m] or cfg.ttl['_']
+local tracked = {}  -- model -> set of its tracked feature names (cfg.ft lists them)
+for m, names in pairs(cfg.ft or {}) do
+  local set = {}
+  for _, f in ipairs(names) do set[f] = true end
+  tracked[m] = set
+end
+-- a string value is counted by its first str_max bytes, cut back to a UTF-8 character boundary (as `cut` in Python)
+local function cut(v)
+  if #v <= cfg.str_max then return v end
+  local n = cfg.str_max
+  while n > 0 do
+    local b = string.byte(v, n + 1)
+    if b < 128 or b >= 192 then break end
+    n = n - 1
+  end
+  return string.sub(v, 1, n)
+end
+local function record_features(m, ts, fx)
+  local w = window_of('f', m, ts)
+  local key, ttl, counts = w.key, w.ttl, w.counts
   touched[key] = ttl
-  local counts, sums, lo, hi = field_of(incr, key), field_of(fsum, key), field_of(flo, key), field_of(fhi, key)
+  local sums, lo, hi = w.sums, w.lo, w.hi
+  if sums == nil then
+    sums, lo, hi = field_of(fsum, key), field_of(flo, key), field_of(fhi, key)
+    w.sums, w.lo, w.hi = sums, lo, hi
+  end
   counts['_n'] = (counts['_n'] or 0) + 1
-  for _, v in ipairs(fx.x) do
-    local f, x = v[1], v[2]
-    local n = names_of(f)
-    counts[n.c] = (counts[n.c] or 0) + 1
-    sums[n.s] = (sums[n.s] or 0) + x
-    sums[n.q] = (sums[n.q] or 0) + x * x
-    if lo[f] == nil or x < lo[f] then lo[f] = x end
-    if hi[f] == nil or x > hi[f] then hi[f] = x end
-  end
-  for _, sv in ipairs(fx.s) do
-    local f, v = sv[1], sv[2]
-    local n = names_of(f)
-    counts[n.k] = (counts[n.k] or 0) + 1
-    local tk = n.top[key]
-    if tk == nil then
-      tk = pre .. ':fv' .. string.sub(key, #pre + 3) .. ':' .. f  -- '<pre>:f:<m>:<start>' -> '<pre>:fv:<m>:<start>:<f>'
-      n.top[key] = tk
-      touched[tk] = ttl
+  local wanted = tracked[m] or {}
+  for f, x in pairs(fx) do
+    if wanted[f] then
+      local n = names_of(f)
+      local kind = type(x)
+      if kind == 'number' then
+        counts[n.c] = (counts[n.c] or 0) + 1
+        sums[n.s] = (sums[n.s] or 0) + x
+        sums[n.q] = (sums[n.q] or 0) + x * x
+        if lo[n.lo] == nil or x < lo[n.lo] then lo[n.lo] = x end
+        if hi[n.hi] == nil or x > hi[n.hi] then hi[n.hi] = x end
+      elseif kind == 'string' then
+        local v = cut(x)
+        counts[n.k] = (counts[n.k] or 0) + 1
+        local tk = n.top[key]
+        if tk == nil then
+          tk = pre .. ':fv' .. string.sub(key, #pre + 3) .. ':' .. f  -- '<pre>:f:<m>:<start>' -> '<pre>:fv:<m>:<start>:<f>'
+          n.top[key] = tk
+          touched[tk] = ttl
+        end
+        local t = tops[tk]
+        if t == nil then t = {order = {}, n = {}}; tops[tk] = t; top_keys[#top_keys + 1] = tk end
+        if t.n[v] == nil then t.order[#t.order + 1] = v; t.n[v] = 0 end
+        t.n[v] = t.n[v] + 1
+      else  -- cjson.null: sent as null
+        counts[n.z] = (counts[n.z] or 0) + 1
+      end
     end
-    local t = tops[tk]
-    if t == nil then t = {order = {}, n = {}}; tops[tk] = t; top_keys[#top_keys + 1] = tk end
-    if t.n[v] == nil then t.order[#t.order + 1] = v; t.n[v] = 0 end
-    t.n[v] = t.n[v] + 1
   end
-  for _, f in ipairs(fx.z) do
-    local z = names_of(f).z
-    counts[z] = (counts[z] or 0) + 1
+end
+
+-- A call's writes to one hash, all in one HMGET and one HSET (per MANY fields): the script is atomic, so reading
+-- and writing back ends where one HINCRBY/HINCRBYFLOAT/compare per field would, in a few calls instead of one per
+-- field and key (issue 7). ints/floats: field -> increment; mins/maxs: field -> candidate extreme (any may be nil).
+local function write_hash(key, ints, floats, mins, maxs)
+  local names, ops, vals = {}, {}, {}
+  local function add(t, op)
+    if t == nil then return end
+    for f, x in pairs(t) do names[#names + 1] = f; ops[#ops + 1] = op; vals[#vals + 1] = x end
+  end
+  add(ints, 1); add(floats, 2); add(mins, 3); add(maxs, 4)
+  for from = 1, #names, MANY do
+    local to = math.min(from + MANY - 1, #names)
+    local cur = redis.call('HMGET', key, unpack(names, from, to))
+    local out = {}
+    for j = from, to do
+      local op, x, c = ops[j], vals[j], tonumber(cur[j - from + 1])
+      local v
+      if op == 1 then v = fmt((c or 0) + x)
+      elseif op == 2 then v = num((c or 0) + x)
+      elseif op == 3 then if c == nil or x < c then v = num(x) end
+      elseif c == nil or x > c then v = num(x) end
+      if v then out[#out + 1] = names[j]; out[#out + 1] = v end
+    end
+    if #out > 0 then redis.call('HSET', key, unpack(out)) end
   end
 end
 
 -- Weighted Space-Saving over a batch's string values: a monitored value adds its count, a new one takes a free
 -- counter or else the smallest one (and its count). The summary keeps its guarantee: any value with a share above
--- 1/top_k is monitored, its count over-estimated by at most the smallest counter.
+-- 1/top_k is monitored, its count over-estimated by at most the smallest counter. Computed on the hash as read,
+-- then written back in one HSET (and one HDEL for the values it dropped).
 local function write_tops()
   for _, tk in ipairs(top_keys) do
     local t = tops[tk]
     local all = redis.call('HGETALL', tk)
-    local cnt, size = {}, 0
-    for i = 1, #all, 2 do cnt[all[i]] = tonumber(all[i + 1]); size = size + 1 end
+    local cnt, size, was = {}, 0, {}
+    for i = 1, #all, 2 do cnt[all[i]] = tonumber(all[i + 1]); was[all[i]] = true; size = size + 1 end
     for _, v in ipairs(t.order) do
       local c = t.n[v]
       if cnt[v] ~= nil or size < cfg.top_k then
         if cnt[v] == nil then size = size + 1 end
         cnt[v] = (cnt[v] or 0) + c
-        redis.call('HINCRBY', tk, v, c)
       else
         local minv, minc = nil, nil
         for k, n in pairs(cnt) do
@@ -270,55 +349,67 @@ local function write_tops()
         end
         cnt[minv] = nil
         cnt[v] = minc + c
-        redis.call('HDEL', tk, minv)
-        redis.call('HSET', tk, v, minc + c)
       end
     end
-  end
-end
-
-local function write_extremes(t, prefix, better)
-  for key, c in pairs(t) do
-    for f, x in pairs(c) do
-      local cur = redis.call('HGET', key, prefix .. f)
-      if not cur or better(x, tonumber(cur)) then redis.call('HSET', key, prefix .. f, num(x)) end
-    end
+    local gone, out = {}, {}
+    for v in pairs(was) do if cnt[v] == nil then gone[#gone + 1] = v end end
+    for v, c in pairs(cnt) do out[#out + 1] = v; out[#out + 1] = fmt(c) end
+    if #gone > 0 then redis.call('HDEL', tk, unpack(gone)) end
+    redis.call('HSET', tk, unpack(out))
   end
 end
 
 local any_parked = redis.call('ZCARD', pendz) > 0  -- parking adds to it, draining and the sweep remove
-for _, r in ipairs(recs) do
-  if r.k == 'p' then
+local ids = intern_all(tri)  -- triple index -> interned id
+local i, last = 1, #recs
+while i <= last do
+  local k = recs[i]
+  if k == 'p' then
+    -- 'p', prediction_id, triple index, ts, label, features object or false (the model tracks none)
+    local pid, x, ts, label, fx = recs[i + 1], recs[i + 2], recs[i + 3], recs[i + 4], recs[i + 5]
+    i = i + 6
+    local m, v, s = tri[x + 1][1], tri[x + 1][2], tri[x + 1][3]
+    local id = ids[x]
     -- a prediction's slot follows from its own ts, so a redelivered copy meets the stored one
-    local sk = slot_key(r.t)
-    if redis.call('HEXISTS', sk, r.p) == 1 then
+    local sk = slot_key(ts)
+    if redis.call('HSETNX', sk, pid, pack(id, '', label)) == 0 then
       dup = dup + 1
     else
-      local id = intern(r.m, r.v, r.s)
-      if bump(r.m, r.v, r.s, r.t, 'n') then
+      slots[sk] = true
+      if bump(m, v, s, ts, 'n') then
         applied = applied + 1
-        if r.f then record_features(r, r.f) end
+        if fx then record_features(m, ts, fx) end
       else
         late = late + 1
       end
-      local tokens = ''
-      local qk = pre .. ':q:' .. r.p
       -- nothing is parked in a bucket whose pending set is empty (the common case: predictions come first)
-      local parked = any_parked and redis.call('HGETALL', qk) or {}
-      if #parked > 0 then
-        local ctx = {r.m, r.v, r.l, r.s}
-        for i = 2, #parked, 2 do
-          local q = cjson.decode(parked[i])
-          if follow(ctx, q) then drained = drained + 1 else late = late + 1 end
-          tokens = tokens .. q.h
+      if any_parked then
+        local qk = pre .. ':q:' .. pid
+        local parked = redis.call('HGETALL', qk)
+        if #parked > 0 then
+          local ctx, tokens = {m, v, label, s}, ''
+          for j = 2, #parked, 2 do
+            local q = cjson.decode(parked[j])
+            if follow(ctx, q) then drained = drained + 1 else late = late + 1 end
+            tokens = tokens .. q.h
+          end
+          redis.call('HSET', sk, pid, pack(id, tokens, label))
+          redis.call('DEL', qk)
+          redis.call('ZREM', pendz, pid)
         end
-        redis.call('DEL', qk)
-        redis.call('ZREM', pendz, r.p)
       end
-      redis.call('HSET', sk, r.p, pack(id, tokens, r.l))
-      slots[sk] = true
     end
   else
+    -- 'a', prediction_id, event_id, token, ts, action  |  'o', prediction_id, event_id, token, ts, label, kind
+    local r
+    if k == 'a' then
+      r = {k = 'a', p = recs[i + 1], e = recs[i + 2], h = recs[i + 3], t = recs[i + 4], a = recs[i + 5]}
+      i = i + 6
+    else
+      r = {k = 'o', p = recs[i + 1], e = recs[i + 2], h = recs[i + 3], t = recs[i + 4], l = recs[i + 5],
+           o = recs[i + 6]}
+      i = i + 7
+    end
     local sk, v = find(r.p, r.t)
     if sk then
       local id, tokens, label = unpack_ctx(v)
@@ -331,6 +422,7 @@ for _, r in ipairs(recs) do
         slots[sk] = true
       end
     else
+      -- parked as the JSON object `follow` reads (the layout parked entries have always had)
       local qk = pre .. ':q:' .. r.p
       if redis.call('HSETNX', qk, r.e, cjson.encode(r)) == 0 then
         dup = dup + 1  -- parked already
@@ -345,22 +437,16 @@ for _, r in ipairs(recs) do
   end
 end
 
-for key, c in pairs(incr) do
-  for f, n in pairs(c) do redis.call('HINCRBY', key, f, n) end
-end
-for key, c in pairs(fsum) do
-  for f, x in pairs(c) do redis.call('HINCRBYFLOAT', key, f, num(x)) end
-end
-write_extremes(flo, 'lo|', function(a, b) return a < b end)
-write_extremes(fhi, 'hi|', function(a, b) return a > b end)
+for key, c in pairs(incr) do write_hash(key, c, fsum[key], flo[key], fhi[key]) end
 write_tops()
 for key, ttl in pairs(touched) do redis.call('EXPIRE', key, ttl) end
 for key in pairs(slots) do redis.call('EXPIRE', key, cfg.ctx_ttl) end
 for model, ts in pairs(wm) do
-  local cur = tonumber(redis.call('HGET', meta, 'wm:' .. model) or '-1e18')
-  if ts > cur then redis.call('HSET', meta, 'wm:' .. model, fmt(ts)) end
-  local f = tonumber(redis.call('HGET', meta, 'first:' .. model) or '1e18')
-  if first[model] < f then redis.call('HSET', meta, 'first:' .. model, fmt(first[model])) end
+  local cur = redis.call('HMGET', meta, 'wm:' .. model, 'first:' .. model)
+  local out = {}
+  if ts > (tonumber(cur[1]) or -1e18) then out[#out + 1] = 'wm:' .. model; out[#out + 1] = fmt(ts) end
+  if first[model] < (tonumber(cur[2]) or 1e18) then out[#out + 1] = 'first:' .. model; out[#out + 1] = fmt(first[model]) end
+  if #out > 0 then redis.call('HSET', meta, unpack(out)) end
 end
 if late > 0 then redis.call('HINCRBY', meta, 'late', late) end
 redis.call('EXPIRE', meta, cfg.meta_ttl)
@@ -479,7 +565,7 @@ class ApplyResult:
 class Prepared:
     """A batch encoded for the apply pipeline (Store.prepare), sendable again as is after a Redis restart."""
 
-    buckets: dict[int, bytes]  # bucket -> JSON records for `_APPLY`
+    buckets: dict[int, tuple[bytes, bytes]]  # bucket -> its records and triples for `_APPLY` (JSON)
     features: FeaturePlan
     models: set[str]           # admitted model names the batch touches
     overflow: Counter[str]
@@ -585,19 +671,12 @@ def scopes_of(labels: Sequence[tuple[str, str]]) -> list[str]:
     return scopes
 
 
-def _record(event: Event, labels: Labels | None = None) -> dict[str, Any]:
-    ts = epoch_ms(event.ts)  # type: ignore[union-attr]
-    if isinstance(event, PredictionEvent):
-        assert labels is not None
-        # no event_id: a prediction is deduplicated by prediction_id in the slot of its ts
-        return {"k": "p", "p": event.prediction_id, "m": labels.model, "v": labels.version, "t": ts,
-                "l": event.label, "s": labels.scopes}
+def _follower(event: HumanActionEvent | OutcomeEvent) -> tuple[Any, ...]:
+    """An action's or outcome's fields in `_APPLY`'s flat record layout."""
+    ts = epoch_ms(event.ts)
     if isinstance(event, HumanActionEvent):
-        return {"k": "a", "p": event.prediction_id, "e": event.event_id, "h": dedup_token(event.event_id),
-                "t": ts, "a": event.action}
-    assert isinstance(event, OutcomeEvent)
-    return {"k": "o", "p": event.prediction_id, "e": event.event_id, "h": dedup_token(event.event_id), "t": ts,
-            "l": event.label, "o": event.kind}
+        return "a", event.prediction_id, event.event_id, dedup_token(event.event_id), ts, event.action
+    return "o", event.prediction_id, event.event_id, dedup_token(event.event_id), ts, event.label, event.kind
 
 
 def dedup_token(event_id: str) -> str:
@@ -670,7 +749,7 @@ class Store:
             self._cfg_cache = {"win": win, "ttl": ttl, "ctx_ttl": s.context_ttl_seconds,
                                "span": keys.slot_span_ms(s.context_ttl_seconds),
                                "pend_ttl": s.pending_ttl_seconds, "meta_ttl": keys.META_TTL,
-                               "top_k": keys.FEATURE_TOP_K}
+                               "top_k": keys.FEATURE_TOP_K, "str_max": _STRING_MAX}
         return self._cfg_cache
 
     async def admit(self, predictions: Sequence[PredictionEvent]) -> tuple[list[Labels], Counter[str]]:
@@ -691,7 +770,8 @@ class Store:
         misses: list[tuple[int, tuple[Any, ...], PredictionEvent, list[tuple[str, str]]]] = []
         for i, p in enumerate(predictions):
             band = p.band or s.for_model(p.model).band_for(p.score)
-            sig = (p.model, p.model_version, band, tuple(sorted(p.segment.items())) if p.segment else ())
+            # a memo key only: a segment sent in another key order is one more entry, never other labels
+            sig = (p.model, p.model_version, band, tuple(p.segment.items()) if p.segment else ())
             hit = self._labels_seen.get(sig)
             out.append(hit)
             if hit is None:
@@ -757,39 +837,55 @@ class Store:
         return await self.send(await self.prepare(events), offsets, now_ms)
 
     async def prepare(self, events: Sequence[Event]) -> Prepared:
-        """The CPU half of `apply`: cap labels, plan features, encode one record list per bucket.
+        """The CPU half of `apply`: cap labels, plan features, encode the records of each bucket.
 
         Talks to Redis only to admit label values or features this worker has not seen; the worker prepares the
-        next batch while Redis runs the previous one's scripts (issue 7)."""
+        next batch while Redis runs the previous one's scripts (issue 7). A bucket's records are one flat JSON
+        array, its predictions naming their (model, version, scopes) by index into a table of the bucket's
+        triples, and carrying their `features` object as it came: the script counts the tracked ones (issue 7)."""
         preds = [e for e in events if isinstance(e, PredictionEvent)]
         labels, overflow = await self.admit(preds) if preds else ([], Counter[str]())
-        position = {id(p): i for i, p in enumerate(preds)}
+        stamps = [epoch_ms(p.ts) for p in preds]
         # features only for models admitted under their own name: a capped-away model keeps no feature keys
-        feature_plan = await self.features.plan([p for p, got in zip(preds, labels) if got.model == p.model])
-        buckets: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        own = [(p, ts) for p, got, ts in zip(preds, labels, stamps) if got.model == p.model]
+        feature_plan = await self.features.plan([p for p, _ in own], [ts for _, ts in own])
+        with_features = feature_plan.tracked
         n = self.settings.state_buckets
+        records: dict[int, list[Any]] = defaultdict(list)
+        triples: dict[int, dict[int, int]] = defaultdict(dict)  # bucket -> id(labels) -> index in `table_of`
+        table_of: dict[int, list[Labels]] = defaultdict(list)  # (`labels` keeps every one alive meanwhile)
+        j = 0
         for event in events:
             if isinstance(event, PredictionEvent):
-                rec = _record(event, labels[position[id(event)]])
-                fx = feature_plan.records.get(id(event))
-                if fx is not None:
-                    rec["f"] = fx  # recorded by `_APPLY` exactly when it newly stores the prediction
+                got, ts = labels[j], stamps[j]
+                j += 1
+                b = keys.bucket_of(event.prediction_id, n)
+                table = triples[b]
+                index = table.get(id(got))
+                if index is None:
+                    index = table[id(got)] = len(table)
+                    table_of[b].append(got)
+                # recorded by `_APPLY` exactly when it newly stores the prediction; {} still counts it (missing)
+                fx = (event.features or {}) if got.model == event.model and got.model in with_features else False
+                # no event_id: a prediction is deduplicated by prediction_id in the slot of its ts
+                records[b] += ("p", event.prediction_id, index, ts, event.label, fx)
             else:
-                rec = _record(event)
-            buckets[keys.bucket_of(event.prediction_id, n)].append(rec)  # type: ignore[union-attr]
-        return Prepared({b: orjson.dumps(recs) for b, recs in buckets.items()}, feature_plan,
-                        {got.model for got in labels}, overflow)
+                records[keys.bucket_of(event.prediction_id, n)] += _follower(event)  # type: ignore[arg-type, union-attr]
+        encoded = {b: (orjson.dumps(recs), orjson.dumps([[t.model, t.version, t.scopes] for t in table_of[b]]))
+                   for b, recs in records.items()}
+        return Prepared(encoded, feature_plan, {got.model for got in labels}, overflow)
 
     async def send(self, prepared: Prepared, offsets: Mapping[tuple[str, int], int], now_ms: int) -> ApplyResult:
         """The Redis half of `apply`: one pipeline with a script per bucket, the HLLs, then the offsets."""
-        cfg = orjson.dumps({**self._static_cfg(), "now": now_ms, "run_id": self.run_id or ""})
+        cfg = orjson.dumps({**self._static_cfg(), "now": now_ms, "run_id": self.run_id or "",
+                            "ft": prepared.features.tracked})
         result = ApplyResult(overflow=prepared.overflow)
         async with self.redis.pipeline(transaction=False) as pipe:
-            for bucket, recs in prepared.buckets.items():
+            for bucket, (recs, tri) in prepared.buckets.items():
                 # EVAL, not EVALSHA: a script object in a pipeline makes redis-py send SCRIPT EXISTS first, a
                 # second round trip per batch; EVALSHA alone could fail NOSCRIPT after a Redis restart while the
                 # offsets queued behind it still apply. Redis caches the compiled body by its SHA (issue 7).
-                pipe.eval(_APPLY, 2, keys.bucket_meta(bucket), keys.bucket_pending(bucket), cfg, recs)
+                pipe.eval(_APPLY, 2, keys.bucket_meta(bucket), keys.bucket_pending(bucket), cfg, recs, tri)
             self.features.queue(pipe, prepared.features)
             if prepared.models:
                 pipe.sadd(keys.MODELS, *prepared.models)
@@ -1004,15 +1100,22 @@ redis.call('EXPIRE', set, ttl)
 return out
 """
 
-_STRING_MAX = 256  # characters of a string value counted: the top-value hash field and the HLL element
+_STRING_MAX = 256  # bytes of a string value counted (the top-value hash field and the HLL element), cut at a character
 
 
-@dataclass(slots=True)
+def cut(value: str) -> str:
+    """A string value's first _STRING_MAX bytes, cut back to a character boundary (as the apply script's `cut`)."""
+    if len(value) * 4 <= _STRING_MAX:  # at most 4 bytes per character in UTF-8
+        return value
+    return value.encode()[:_STRING_MAX].decode("utf-8", "ignore")
+
+
+@dataclass
 class FeaturePlan:
-    """What one batch writes for features: a record per prediction, HLL elements per key, values over the cap."""
+    """What one batch writes for features besides the apply script: HLL elements per key, values over the cap."""
 
-    records: dict[int, dict[str, Any]] = field(default_factory=dict)  # id(prediction) -> its numbers/strings/nulls
-    distinct: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    tracked: dict[str, list[str]] = field(default_factory=dict)  # model -> its tracked names (the script counts them)
+    distinct: dict[str, set[str]] = field(default_factory=dict)
     ttl: dict[str, int] = field(default_factory=dict)
     untracked: dict[str, int] = field(default_factory=dict)  # model -> feature values not tracked (over the cap)
 
@@ -1040,69 +1143,51 @@ class FeatureStore:
             self._full[model] = len(got) < len(unknown) or len(known) >= cap
         return names & known
 
-    async def plan(self, predictions: Sequence[PredictionEvent]) -> FeaturePlan:
-        """Sort a batch's feature values into records per prediction (numbers, strings, nulls) and HLL elements."""
+    async def plan(self, predictions: Sequence[PredictionEvent], stamps: Sequence[int]) -> FeaturePlan:
+        """Register new feature names, list the tracked ones per model, and collect the HLL elements per window.
+
+        The statistics themselves are counted by the apply script from each prediction's `features` object, so
+        here the work is per distinct value, not per value (issue 7)."""
         plan = FeaturePlan()
         settings = self.store.settings
         seen: dict[str, set[str]] = defaultdict(set)
         for p in predictions:
             if p.features:
                 seen[p.model].update(p.features)
-        # per model: (window ms, key TTL, tracked names, watched names); this loop runs per prediction and feature,
-        # so everything that depends only on the model or the window is looked up once per batch (issue 7)
-        per_model: dict[str, tuple[int, int, set[str], set[str]]] = {}
+        over: dict[str, set[str]] = {}  # per model: watched names this batch carries that are not tracked
         for model, names in seen.items():
+            watched = {f for f in names if features.watched(f, settings.for_model(model))}
+            untracked = watched - await self.tracked(model, watched)
+            if untracked:
+                over[model] = untracked
+        sizes: dict[str, int] = {}
+        groups: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
+        for p, ts in zip(predictions, stamps):
+            if p.model not in plan.tracked:
+                if not self._tracked.get(p.model):
+                    continue  # a model that never sent a watched feature keeps no feature statistics
+                plan.tracked[p.model] = sorted(self._tracked[p.model])
+                sizes[p.model] = settings.for_model(p.model).window_seconds * 1000
+            if p.features:
+                groups[(p.model, ts - ts % sizes[p.model])].append(p.features)
+                if p.model in over:
+                    plan.untracked[p.model] = plan.untracked.get(p.model, 0) + len(over[p.model] & p.features.keys())
+        for (model, start), values in groups.items():
             ms = settings.for_model(model)
-            watched = {f for f in names if features.watched(f, ms)}
-            tracked = await self.tracked(model, watched)
-            per_model[model] = (ms.window_seconds * 1000, ms.window_seconds + ms.allowed_lateness_seconds
-                                + keys.WINDOW_MARGIN, tracked, watched)
-        hlls: dict[tuple[str, int, str], set[str]] = {}
-        for p in predictions:
-            if not self._tracked.get(p.model):
-                continue  # a model that never sent a watched feature keeps no feature statistics
-            # a prediction without features still counts: a feature it lacks is missing (null rate)
-            entry = per_model.get(p.model)
-            if entry is None:
-                entry = per_model[p.model] = self._known(p.model)
-            size, ttl, tracked, watched = entry
-            ts = epoch_ms(p.ts)
-            start = ts - ts % size
-            xs: list[list[Any]] = []
-            strs: list[list[Any]] = []
-            nulls: list[str] = []
-            for name, value in sorted((p.features or {}).items()):
-                if name not in tracked:
-                    if name in watched:
-                        plan.untracked[p.model] = plan.untracked.get(p.model, 0) + 1
-                    continue
-                if value is None:
-                    nulls.append(name)
-                    continue
-                elements = hlls.get((p.model, start, name))
-                if elements is None:
-                    hll = keys.feature_distinct(p.model, start, name)
-                    elements = hlls[(p.model, start, name)] = plan.distinct[hll]
+            ttl = ms.window_seconds + ms.allowed_lateness_seconds + keys.WINDOW_MARGIN
+            for name in plan.tracked[model]:
+                distinct = {v for fx in values if (v := fx.get(name)) is not None}
+                if distinct:
+                    hll = keys.feature_distinct(model, start, name)
+                    plan.distinct[hll] = {"s:" + cut(v) if isinstance(v, str) else "n:" + repr(float(v))
+                                          for v in distinct}
                     plan.ttl[hll] = ttl
-                if isinstance(value, str):
-                    value = value[:_STRING_MAX]
-                    strs.append([name, value])
-                    elements.add("s:" + value)
-                else:
-                    xs.append([name, value])
-                    elements.add("n:" + repr(float(value)))
-            plan.records[id(p)] = {"x": xs, "s": strs, "z": nulls}
         return plan
-
-    def _known(self, model: str) -> tuple[int, int, set[str], set[str]]:
-        """A model whose predictions in this batch carry no features: its window and TTL, no names to look up."""
-        ms = self.store.settings.for_model(model)
-        return ms.window_seconds * 1000, ms.window_seconds + ms.allowed_lateness_seconds + keys.WINDOW_MARGIN, set(), set()
 
     def queue(self, pipe: Any, plan: FeaturePlan) -> None:
         """Add a batch's distinct-count writes to the apply pipeline (after the counters, before the offsets)."""
         for hll, elements in plan.distinct.items():
-            pipe.pfadd(hll, *sorted(elements))  # idempotent: a replayed or duplicate value adds nothing
+            pipe.pfadd(hll, *elements)  # idempotent: a replayed or duplicate value adds nothing
             pipe.expire(hll, plan.ttl[hll])
 
     async def read(self, model: str, start_ms: int, stats: Sequence[Mapping[bytes, bytes]] | None = None

@@ -140,3 +140,34 @@ def test_a_prediction_without_features_counts_as_missing_every_tracked_feature(s
     assert n == 6
     assert stats["income"].values == 3
     assert stats["income"].null_rate == pytest.approx(3 / 6)
+
+
+def test_long_string_values_are_counted_by_their_first_256_bytes_cut_at_a_character(stack: StackInfo,
+                                                                                      redis_client: Any) -> None:
+    # 'é' is two bytes: 255 of them plus a tail is 510+ bytes; the cut keeps 128 whole characters (256 bytes), and
+    # two values that differ only past the cut are one value, in the top-value hash and in the distinct count
+    stem = "é" * 255
+    events = [prediction(0, {"note": stem + "x"}), prediction(1, {"note": stem + "y"}),
+              prediction(2, {"note": "a" * 255 + "é"})]  # 257 bytes: the cut drops the whole 'é', not half of it
+
+    async def steps(store: Store) -> Any:
+        await store.apply(events, {}, 0)
+        return await store.features.read("claims", START)
+
+    _, stats = run(stack, steps)
+    note = stats["note"]
+    assert (note.strings, note.top_value, note.top_count, note.distinct) == (3, "é" * 128, 2, 2)
+    assert {k.decode() for k in redis_client.hkeys(next(iter(redis_client.keys("*:fv:*"))))} <= {"é" * 128, "a" * 255}
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("abc", "abc"),                     # short: as it is
+    ("a" * 256, "a" * 256),             # exactly the limit
+    ("a" * 300, "a" * 256),             # one-byte characters: 256 of them
+    ("é" * 200, "é" * 128),             # two-byte characters: 128 whole ones
+    ("a" + "€" * 100, "a" + "€" * 85),  # three-byte characters: 1 + 85*3 = 256
+    ("aa" + "€" * 100, "aa" + "€" * 84),  # 2 + 84*3 = 254: a character is never split
+])
+def test_cut_keeps_whole_characters_within_256_bytes(value: str, expected: str) -> None:
+    from stream.store import cut
+    assert cut(value) == expected

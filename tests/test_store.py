@@ -154,3 +154,28 @@ def test_the_evaluation_lease_has_one_holder_and_passes_on_when_it_lapses(store:
         return steps
 
     assert run(go()) == [True, False, True, True, False]
+
+
+def test_a_call_with_more_fields_and_triples_than_one_redis_command_takes_counts_them_all(stack: StackInfo,
+                                                                                          redis_client: Any) -> None:
+    # One bucket, one batch of 1,500 predictions, each in its own region: 1,500 (model, version, scopes) triples
+    # to intern and 1,502 counter fields in one hash, over the script's 1,000 fields per HMGET/HSET; then the
+    # same regions again, so every field is read back and added to.
+    store = Store.from_settings(load(None, redis_url=stack.redis_url, state_buckets=1, max_label_values=2000,
+                                     defaults={"allowed_lateness_seconds": 0}))
+    first = [pred(i, T0 + i, region=f"r{i}") for i in range(1500)]
+    second = [pred(2000 + i, T0 + i, region=f"r{i}") for i in range(1500)]
+
+    async def go() -> tuple[Any, Any, Any]:
+        a = await _apply(store, first)
+        b = await _apply(store, second)
+        return a, b, await _window(store, T0)
+
+    a, b, counts = run(go())
+    assert a == b == (1500, 0, 0, 0, 0)
+    assert counts[("v1", "", "n")] == 3000 and counts[("v1", "band=low", "n")] == 3000
+    assert {counts[("v1", f"region=r{i}", "n")] for i in range(1500)} == {2}
+    assert len(counts) == 1502
+    # every triple was interned once, with its own id
+    meta = redis_client.hgetall("{tg:b0}:meta")
+    assert int(meta[b"i#"]) == 1500 and len({v for k, v in meta.items() if k.startswith(b"i:")}) == 1500
