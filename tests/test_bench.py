@@ -39,3 +39,12 @@ def test_quick_bench_prints_every_figure_and_ratio(tmp_path: Path) -> None:
     for name in FIGURES:
         assert result["medians"][name] == result["medians"][name], f"{name} is NaN"
     assert any(k.startswith("redis bytes per prediction") for k in result["medians"])
+
+
+def test_phases_bench_prints_each_phase() -> None:
+    proc = subprocess.run([sys.executable, "-m", "bench.phases", "--events", "3000", "--chunk", "1000", "--rounds",
+                           "1"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    lines = {line.split()[0]: line.split()[1] for line in proc.stdout.splitlines()[1:]}
+    assert set(lines) == {"parse", "prepare", "send", "redis"}
+    assert all(float(v) > 0 for v in lines.values())  # each phase measured something
