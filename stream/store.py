@@ -204,11 +204,11 @@ local function find(pid, ts)
   local oldest = ts - cfg.ctx_ttl * 1000
   oldest = oldest - (oldest % cfg.span)
   for s = here, oldest, -cfg.span do
-    local key = pre .. ':c:' .. fmt(s)
+    local key = slot_key(s)
     local v = redis.call('HGET', key, pid)
     if v then return key, v end
   end
-  local key = pre .. ':c:' .. fmt(here + cfg.span)
+  local key = slot_key(here + cfg.span)
   local v = redis.call('HGET', key, pid)
   if v then return key, v end
   return nil, nil
