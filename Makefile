@@ -51,7 +51,7 @@ demo: $(STAMP) system-deps
 test: $(STAMP) system-deps-test
 	$(VENV)/bin/python -m pytest
 
-# Starts its own embedded broker and Redis; about 6 minutes (3 runs, 1M predictions). --quick runs in CI.
+# Starts its own embedded broker and Redis; about 8 minutes (3 runs, 1M predictions). --quick runs in CI.
 bench: $(STAMP) system-deps
 	$(VENV)/bin/python -m bench
 
