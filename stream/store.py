@@ -849,7 +849,7 @@ class Store:
         # features only for models admitted under their own name: a capped-away model keeps no feature keys
         own = [(p, ts) for p, got, ts in zip(preds, labels, stamps) if got.model == p.model]
         feature_plan = await self.features.plan([p for p, _ in own], [ts for _, ts in own])
-        with_features = feature_plan.tracked
+        tracked = {model: set(names) for model, names in feature_plan.tracked.items()}
         n = self.settings.state_buckets
         records: dict[int, list[Any]] = defaultdict(list)
         triples: dict[int, dict[int, int]] = defaultdict(dict)  # bucket -> id(labels) -> index in `table_of`
@@ -866,7 +866,12 @@ class Store:
                     index = table[id(got)] = len(table)
                     table_of[b].append(got)
                 # recorded by `_APPLY` exactly when it newly stores the prediction; {} still counts it (missing)
-                fx = (event.features or {}) if got.model == event.model and got.model in with_features else False
+                fx: dict[str, Any] | bool = False
+                if got.model == event.model and got.model in tracked:
+                    fx = event.features or {}
+                    names = tracked[got.model]
+                    if not fx.keys() <= names:  # a wide snapshot: only the tracked values travel to Redis
+                        fx = {k: v for k, v in fx.items() if k in names}
                 # no event_id: a prediction is deduplicated by prediction_id in the slot of its ts
                 records[b] += ("p", event.prediction_id, index, ts, event.label, fx)
             else:

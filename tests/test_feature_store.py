@@ -8,6 +8,7 @@ from collections import Counter
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import orjson
 import pytest
 
 from stream.embedded import StackInfo
@@ -171,3 +172,21 @@ def test_long_string_values_are_counted_by_their_first_256_bytes_cut_at_a_charac
 def test_cut_keeps_whole_characters_within_256_bytes(value: str, expected: str) -> None:
     from stream.store import cut
     assert cut(value) == expected
+
+
+def test_only_tracked_feature_values_travel_to_redis(stack: StackInfo, redis_client: Any) -> None:
+    # A wide snapshot (5 features, 2 tracked): the records the apply script decodes carry the 2, not all 5, and the
+    # statistics are the same as if only those had been sent.
+    wide = {"a": 1.0, "b": "x", "c": 3.0, "d": 4.0, "e": None}
+
+    async def steps(store: Store) -> Any:
+        await store.apply([prediction(0, {"a": 1.0, "b": "x"})], {}, 0)  # a and b come first: tracked
+        prepared = await store.prepare([prediction(1, wide), prediction(2, {"a": 2.0})])
+        await store.send(prepared, {}, 0)
+        return prepared, await store.features.read("claims", START)
+
+    prepared, (n, stats) = run(stack, steps, defaults={"max_features": 2})
+    sent = [x for recs, _ in prepared.buckets.values() for x in orjson.loads(recs) if isinstance(x, dict)]
+    assert sorted(map(sorted, sent)) == [["a"], ["a", "b"]]
+    assert n == 3 and sorted(stats) == ["a", "b"]
+    assert (stats["a"].values, stats["a"].total, stats["b"].strings) == (3, 4.0, 2)
