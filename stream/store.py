@@ -30,6 +30,7 @@ from redis.exceptions import ResponseError
 from . import features, keys
 from .events import Annotation, Event, HumanActionEvent, OutcomeEvent, PredictionEvent, epoch_ms
 from .settings import Settings
+from .windows import window_start
 
 COUNTERS = ("n", "a:accept", "a:override", "a:bypass", "a:escalate", "o:truth", "o:proxy", "m:truth", "m:proxy")
 """Window counters per (version, scope): predictions, actions by kind, outcomes by kind, mismatches by kind."""
@@ -849,7 +850,7 @@ class Store:
         # features only for models admitted under their own name: a capped-away model keeps no feature keys
         own = [(p, ts) for p, got, ts in zip(preds, labels, stamps) if got.model == p.model]
         feature_plan = await self.features.plan([p for p, _ in own], [ts for _, ts in own])
-        tracked = {model: set(names) for model, names in feature_plan.tracked.items()}
+        tracked = feature_plan.tracked
         n = self.settings.state_buckets
         records: dict[int, list[Any]] = defaultdict(list)
         triples: dict[int, dict[int, int]] = defaultdict(dict)  # bucket -> id(labels) -> index in `table_of`
@@ -883,7 +884,7 @@ class Store:
     async def send(self, prepared: Prepared, offsets: Mapping[tuple[str, int], int], now_ms: int) -> ApplyResult:
         """The Redis half of `apply`: one pipeline with a script per bucket, the HLLs, then the offsets."""
         cfg = orjson.dumps({**self._static_cfg(), "now": now_ms, "run_id": self.run_id or "",
-                            "ft": prepared.features.tracked})
+                            "ft": {m: sorted(names) for m, names in prepared.features.tracked.items()}})
         result = ApplyResult(overflow=prepared.overflow)
         async with self.redis.pipeline(transaction=False) as pipe:
             for bucket, (recs, tri) in prepared.buckets.items():
@@ -917,29 +918,6 @@ class Store:
             out[(topic, int(part))] = int(v)
         return out
 
-    async def models(self) -> list[str]:
-        return sorted(as_text(m) for m in await self.redis.smembers(keys.MODELS))
-
-    async def event_time(self, model: str) -> tuple[int | None, int | None]:
-        """(newest event ms, earliest window start) for a model over all buckets; None before any data."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for b in range(self.settings.state_buckets):
-                pipe.hmget(keys.bucket_meta(b), f"wm:{model}", f"first:{model}")
-            replies = await pipe.execute()
-        wms = [int(w) for w, _ in replies if w is not None]
-        firsts = [int(f) for _, f in replies if f is not None]
-        return (max(wms) if wms else None, min(firsts) if firsts else None)
-
-    async def close_window(self, model: str, start_ms: int, end_ms: int) -> WindowCounts:
-        """Close the window in every bucket and return its summed counts (atomic per bucket)."""
-        counts = WindowCounts()
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for b in range(self.settings.state_buckets):
-                pipe.eval(_CLOSE, 1, keys.bucket_meta(b), model, str(start_ms), str(end_ms))  # EVAL: see apply
-            for reply in await pipe.execute():
-                counts.merge(reply)
-        return counts
-
     async def peek_window(self, model: str, start_ms: int) -> WindowCounts:
         """A window's counts summed over buckets, without closing it (for status and tests)."""
         counts = WindowCounts()
@@ -949,14 +927,6 @@ class Store:
             for reply in await pipe.execute():
                 counts.merge([x for kv in reply.items() for x in kv])
         return counts
-
-    async def model_state(self, model: str) -> tuple[str, bytes | None, dict[int, bytes]]:
-        """(closed mark as stored, detector state JSON, history: window start -> summary JSON)."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hmget(keys.model_state(model), "closed", "state")
-            pipe.hgetall(keys.model_history(model))
-            (closed, state), hist = await pipe.execute()
-        return ((closed or b"").decode(), state, {int(k): v for k, v in hist.items()})
 
     async def commit_evaluation(self, model: str, expected_closed: str, closed_ms: int, start_ms: int,
                                 summary: bytes, state: bytes, alerts: Sequence[tuple[str, bytes]],
@@ -973,9 +943,6 @@ class Store:
     async def lease(self, model: str, owner: str, ttl_ms: int = keys.LEASE_MS) -> bool:
         """Take or renew the model's evaluation lease; False while another live worker holds it."""
         return bool(await self._lease(keys=[keys.model_lease(model)], args=[owner, str(ttl_ms)]))
-
-    async def outbox(self, model: str) -> list[bytes]:
-        return [as_bytes(v) for v in (await self.redis.hgetall(keys.model_outbox(model))).values()]
 
     async def ack_alerts(self, model: str, alert_ids: Sequence[str]) -> None:
         """Forget outbox entries the broker acknowledged (one HDEL for a whole burst)."""
@@ -1069,18 +1036,6 @@ class Store:
             replies = await _execute(pipe)
         return sum(int(r) for r in replies[0: 2 * len(kept): 2])
 
-    async def annotations(self, model: str) -> list[Annotation]:
-        raw = await self.redis.hgetall(keys.model_annotations(model))
-        return [Annotation.model_validate_json(v) for v in raw.values()]
-
-    async def sweep_pending(self, now_ms: int) -> tuple[int, int]:
-        """Drop actions/outcomes whose prediction never came; returns (actions, outcomes) expired."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for b in range(self.settings.state_buckets):
-                pipe.eval(_SWEEP, 1, keys.bucket_pending(b), str(now_ms))  # EVAL: see apply
-            replies = await pipe.execute()
-        return sum(int(r[0]) for r in replies), sum(int(r[1]) for r in replies)
-
     async def close(self) -> None:
         await self.redis.aclose()
 
@@ -1119,7 +1074,7 @@ def cut(value: str) -> str:
 class FeaturePlan:
     """What one batch writes for features besides the apply script: HLL elements per key, values over the cap."""
 
-    tracked: dict[str, list[str]] = field(default_factory=dict)  # model -> its tracked names (the script counts them)
+    tracked: dict[str, frozenset[str]] = field(default_factory=dict)  # model -> its tracked names (the script counts them)
     distinct: dict[str, set[str]] = field(default_factory=dict)
     ttl: dict[str, int] = field(default_factory=dict)
     untracked: dict[str, int] = field(default_factory=dict)  # model -> feature values not tracked (over the cap)
@@ -1171,10 +1126,10 @@ class FeatureStore:
             if p.model not in plan.tracked:
                 if not self._tracked.get(p.model):
                     continue  # a model that never sent a watched feature keeps no feature statistics
-                plan.tracked[p.model] = sorted(self._tracked[p.model])
+                plan.tracked[p.model] = frozenset(self._tracked[p.model])
                 sizes[p.model] = settings.for_model(p.model).window_seconds * 1000
             if p.features:
-                groups[(p.model, ts - ts % sizes[p.model])].append(p.features)
+                groups[(p.model, window_start(ts, sizes[p.model]))].append(p.features)
                 if p.model in over:
                     plan.untracked[p.model] = plan.untracked.get(p.model, 0) + len(over[p.model] & p.features.keys())
         for (model, start), values in groups.items():

@@ -157,7 +157,7 @@ def test_a_context_older_than_the_context_ttl_is_not_joined_and_its_action_is_or
         steps.append(await apply(store, [action(6, T0 + CTX_TTL_S * 1000)]))       # exactly context_ttl later
         steps.append(await apply(store, [action(5, T0 + 2 * CTX_TTL_S * 1000)]))   # far past it: parked
         steps.append(redis_client.exists(keys.parked(bucket(5), "id5")))
-        steps.append(await store.sweep_pending(T0 + store.settings.pending_ttl_seconds * 1000))
+        steps.append((await store.tick([], "w1", T0 + store.settings.pending_ttl_seconds * 1000)).orphans)
         steps.append(redis_client.exists(keys.parked(bucket(5), "id5")))
         steps.append(await count(store, T0 + 2 * CTX_TTL_S * 1000, "a:override"))
         return steps

@@ -101,7 +101,7 @@ def test_actions_before_their_prediction_wait_and_count_once_it_arrives(store: S
 def test_a_closed_window_refuses_late_events_and_reports_its_counts(store: Store) -> None:
     async def go() -> tuple[Any, Any, Any]:
         await _apply(store, [pred(3, T0 + 1), pred(4, T0 + 2)])
-        closed = await store.close_window("m", T0, T0 + H)
+        closed = (await store.close_and_read("m", T0, T0 + H, with_state=False)).counts
         late = await _apply(store, [pred(5, T0 + 3), action(3, T0 + 4)])
         return closed.counts, late, await _window(store, T0)
 
@@ -114,7 +114,8 @@ def test_a_closed_window_refuses_late_events_and_reports_its_counts(store: Store
 def test_event_time_tracks_the_newest_event_and_first_window(store: Store) -> None:
     async def go() -> tuple[int | None, int | None]:
         await _apply(store, [pred(6, T0 + 5 * H + 7), pred(7, T0 + H + 1)])
-        return await store.event_time("m")
+        seen = (await store.tick(["m"], "w1", None)).seen["m"]
+        return seen.newest, seen.first
 
     assert run(go()) == (T0 + 5 * H + 7, T0 + H)
 
@@ -124,7 +125,7 @@ def test_only_one_evaluator_commits_a_window(store: Store) -> None:
         a = await store.commit_evaluation("m", "", T0 + H, T0, b"{}", b"{}", [("alert1", b"{}")], T0 - 100 * H)
         b = await store.commit_evaluation("m", "", T0 + H, T0, b"{}", b"{}", [("alert2", b"{}")], T0 - 100 * H)
         c = await store.commit_evaluation("m", str(T0 + H), T0 + 2 * H, T0 + H, b"{}", b"{}", [], T0 - 100 * H)
-        return a, b, c, await store.outbox("m")
+        return a, b, c, list((await store.tick(["m"], "w1", None)).seen["m"].outbox.values())
 
     a, b, c, outbox = run(go())
     assert (a, b, c) == (True, False, True)
@@ -134,8 +135,8 @@ def test_only_one_evaluator_commits_a_window(store: Store) -> None:
 def test_actions_whose_prediction_never_comes_expire_as_orphans(store: Store) -> None:
     async def go() -> tuple[tuple[int, int], tuple[int, int], dict[Any, int]]:
         await _apply(store, [action(8, T0), outcome(8, T0, "a"), outcome(9, T0, "a")], now=T0)
-        too_soon = await store.sweep_pending(T0 + 1000)
-        expired = await store.sweep_pending(T0 + store.settings.pending_ttl_seconds * 1000 + 1)
+        too_soon = (await store.tick([], "w1", T0 + 1000)).orphans
+        expired = (await store.tick([], "w1", T0 + store.settings.pending_ttl_seconds * 1000 + 1)).orphans
         await _apply(store, [pred(8, T0 + 10)])  # arrives after expiry: the parked events are gone
         return too_soon, expired, await _window(store, T0)
 
