@@ -58,11 +58,6 @@ def slot_span_ms(context_ttl_seconds: int) -> int:
     return -(-context_ttl_seconds // CONTEXT_SLOTS) * 1000
 
 
-def slot_of(ts_ms: int, span_ms: int) -> int:
-    """Start of the context slot an event time falls in (floor, like window_start)."""
-    return ts_ms - ts_ms % span_ms
-
-
 def context_slot(bucket: int, slot_ms: int) -> str:
     """Hash: prediction_id -> packed context `<id>[\x1d<tokens>]\x1e<label>` for the predictions of the bucket
     whose `ts` falls in [slot_ms, slot_ms + span). `<id>` is the interned (model, version, scopes) triple (meta

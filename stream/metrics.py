@@ -44,7 +44,8 @@ class Metrics:
         self.topics_recreated = Counter("trustgap_topics_recreated", "Topics found missing and re-created (a "
                                         "broker that restarted on empty storage)", registry=r)
         self.healthy = Gauge("trustgap_healthy", "1 when Redis and the broker answer, 0 while degraded", registry=r)
-        self.batch_seconds = Histogram("trustgap_batch_seconds", "Time from a chunk's first message parsed to its events applied in Redis",
+        self.batch_seconds = Histogram("trustgap_batch_seconds",
+                                       "Time from a chunk's first message parsed to its events applied in Redis",
                                        ["topic"], registry=r,
                                        buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
         # feature health (issue 4): feature labels are bounded by each model's `max_features`

@@ -110,7 +110,7 @@ class Settings(BaseSettings):
     pending_ttl_seconds: int = Field(86400, gt=0, description="how long an action/outcome waits for its prediction")
     max_future_seconds: int = Field(3600, ge=0, description="events further ahead of the wall clock are rejected")
     take_max: int = Field(4000, gt=0, description="events applied to Redis per batch (a Redis call's fixed costs "
-                          "spread over more events: 4000 costs Redis ~35% less CPU per event than 1000, issue 7)")
+                          "spread over more events: 4000 costs Redis ~30% less CPU per event than 1000, issue 7)")
     take_max_messages: int = Field(50, gt=0, description="messages the consumer hands over at once (twice this is "
                                    "buffered); bounds the worker's memory when messages are large batches")
     take_within: float = Field(0.2, gt=0, description="longest wait (s) for a chunk to fill (0.2 keeps a 5k ev/s "
