@@ -1,9 +1,9 @@
 """A loopback TCP proxy in front of Redis that counts request/response round trips.
 
 Redis counts commands, not round trips (a pipeline of 18 commands is one trip), so the bench puts this proxy
-between the worker and Redis. It follows the RESP framing both ways, counting the commands a connection sent and
-the replies it got back; a round trip is counted when a connection starts a command while every earlier one has
-been answered. The count is an upper bound: a pipeline counts once unless one of its reads ends exactly between
+between the worker and Redis. It follows the RESP framing both ways (hiredis's reader), counting the commands a
+connection sent and the replies it got back; a round trip is counted when a connection starts a command while
+every earlier one has been answered. The count is an upper bound: a pipeline counts once unless one of its reads ends exactly between
 two commands after Redis answered all before it (the wire cannot tell that from a new request). Counting "client
 sends after the server spoke" instead over-counted every pipeline larger than one read.
 """
@@ -13,64 +13,27 @@ from __future__ import annotations
 import asyncio
 import threading
 
+import hiredis
+
 
 class RespCounter:
-    """Counts complete top-level RESP2/RESP3 values in a byte stream fed in arbitrary pieces."""
+    """Counts complete top-level RESP values (requests or replies) in a byte stream fed in arbitrary pieces, with
+    hiredis's reader. RESP2, as the worker speaks it, and RESP3's maps, sets and nulls; not RESP3 attributes, which
+    a RESP2 connection never receives."""
 
     def __init__(self) -> None:
         self.complete = 0
-        self._buf = b""
-        self._skip = 0  # bytes of a bulk payload (+ CRLF) still to pass over
-        self._open: list[int] = []  # elements still due in each open aggregate, innermost last
+        self._reader = hiredis.Reader()
 
     @property
     def idle(self) -> bool:
-        """Between values: nothing partial buffered or outstanding."""
-        return not self._buf and not self._skip and not self._open
+        """Between values: nothing partial buffered."""
+        return not self._reader.has_data()
 
     def feed(self, data: bytes) -> None:
-        if self._skip:
-            taken = min(self._skip, len(data))
-            self._skip -= taken
-            data = data[taken:]
-            if not self._skip:
-                self._element()
-        buf, pos = self._buf + data, 0
-        while pos < len(buf):
-            eol = buf.find(b"\r\n", pos)
-            if eol < 0:
-                break
-            kind, head = buf[pos:pos + 1], buf[pos + 1:eol]
-            pos = eol + 2
-            if kind in (b"$", b"!", b"="):  # bulk: a length, then that many bytes and CRLF
-                n = int(head)
-                if n < 0:
-                    self._element()
-                elif pos + n + 2 <= len(buf):
-                    pos += n + 2
-                    self._element()
-                else:
-                    self._skip = pos + n + 2 - len(buf)
-                    pos = len(buf)
-            elif kind in (b"*", b"%", b"~", b">"):  # aggregates: maps hold two values per entry
-                n = int(head) * (2 if kind == b"%" else 1)
-                if n <= 0:
-                    self._element()
-                else:
-                    self._open.append(n)
-            elif kind == b"|":  # attributes precede the value they describe: their entries are not a value
-                self._open.append(2 * int(head) + 1)
-            else:  # + - : _ , # ( and inline commands: one line, one value
-                self._element()
-        self._buf = buf[pos:]
-
-    def _element(self) -> None:
-        while self._open:
-            self._open[-1] -= 1
-            if self._open[-1] > 0:
-                return
-            self._open.pop()
-        self.complete += 1
+        self._reader.feed(data)
+        while self._reader.gets() is not False:
+            self.complete += 1
 
 
 class RoundTripProxy:

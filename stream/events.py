@@ -288,8 +288,8 @@ def _parse_elements(kind: EventKind, raw: bytes, limits: Limits) -> tuple[list[E
                                       element_raw, i))
         sized.append((element, element_raw))
     if not rejects:
-        # The common case, a whole batch valid, in one call into pydantic-core instead of one per element
-        # (about a fifth of the parsing time, issue 7); any invalid element sends the batch down the slow path.
+        # A batch `_parse_valid` was not sure of (a large one with whitespace, say) may still be wholly valid:
+        # one call into pydantic-core instead of one per element; any invalid element goes element by element.
         try:
             return _LISTS[kind].validate_python(doc), []
         except (ValidationError, OverflowError, ValueError):
