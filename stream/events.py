@@ -15,6 +15,8 @@ from typing import Annotated, Any, Literal, Union
 import orjson
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
 
+from .times import epoch_ms
+
 SCHEMA_VERSION = 1
 DLQ_SAMPLE = 4096  # bytes of a message kept with a reject whose element cannot be re-encoded on its own
 # Names, labels and ids become Redis key parts and (capped) metric labels: keep them short and printable.
@@ -42,11 +44,9 @@ Timestamp = Annotated[datetime, BeforeValidator(_rfc3339)]
 Id = Annotated[str, Field(min_length=1, max_length=_ID_MAX)]
 Name = Annotated[str, Field(min_length=1, max_length=128)]
 FeatureValue = Union[float, str, None]
-
-
-def epoch_ms(ts: datetime) -> int:
-    """Milliseconds since the epoch: the one time unit the windows and the store use."""
-    return int(ts.timestamp() * 1000)
+Action = Literal["accept", "override", "bypass", "escalate"]
+OutcomeKind = Literal["truth", "proxy"]
+AnnotationKind = Literal["campaign", "experiment", "deploy", "data_fix", "other"]
 
 
 class _Event(BaseModel):
@@ -76,7 +76,7 @@ class HumanActionEvent(_Event):
 
     prediction_id: Id
     ts: Timestamp
-    action: Literal["accept", "override", "bypass", "escalate"]
+    action: Action
     final_label: str | None = None
     actor: str | None = None
     reason: str | None = None
@@ -88,7 +88,7 @@ class OutcomeEvent(_Event):
     prediction_id: Id
     ts: Timestamp
     label: Annotated[str, Field(max_length=_ID_MAX)]
-    kind: Literal["truth", "proxy"] = "truth"
+    kind: OutcomeKind = "truth"
     value: float | None = None
 
 
@@ -96,7 +96,7 @@ class Annotation(_Event):
     """A deliberate change (campaign, experiment, deploy, data fix) that explains a shift."""
 
     model: Name
-    kind: Literal["campaign", "experiment", "deploy", "data_fix", "other"]
+    kind: AnnotationKind
     start: Timestamp
     end: Timestamp | None = None
     segment: dict[Name, str] | None = None
@@ -105,6 +105,9 @@ class Annotation(_Event):
 
 Event = Union[PredictionEvent, HumanActionEvent, OutcomeEvent, Annotation]
 EventKind = Literal["prediction", "action", "outcome", "annotation"]
+TOPIC_OF: dict[EventKind, str] = {"prediction": "predictions", "action": "actions", "outcome": "outcomes",
+                                  "annotation": "annotations"}
+"""Each event kind's topic, as the field of `settings.topics` (and of the SDK's topic names) that holds it."""
 MODELS: dict[str, type[_Event]] = {
     "prediction": PredictionEvent,
     "action": HumanActionEvent,
