@@ -4,11 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .errors import BrokerUnreachable as BrokerUnreachable  # the one class; callers also import it from here
 from .settings import Settings
-
-
-class BrokerUnreachable(Exception):
-    """The broker did not answer; the message says where it looked."""
 
 
 def bootstrap(settings: Settings) -> str:

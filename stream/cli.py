@@ -10,25 +10,20 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .settings import ConfigError, Settings, load
+from .errors import BrokerUnreachable, CliError, ClientError, ConfigError, RedisUnreachable, TrustgapError
+from .settings import Settings, load
+from .times import minute, utcnow
+
+if TYPE_CHECKING:
+    from .overview import ModelOverview, Rate, WindowRow
 
 STATE_DIR_ENV = "TRUSTGAP_STATE_DIR"
-
-
-class CliError(Exception):
-    """A failure the user can fix; printed as one line."""
-
-    def __init__(self, message: str, code: int = 1) -> None:
-        super().__init__(message)
-        self.code = code
-
 
 def state_dir() -> Path:
     return Path(os.environ.get(STATE_DIR_ENV, ".trustgap"))
@@ -41,10 +36,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
     config = getattr(args, "config", None) or os.environ.get("TRUSTGAP_CONFIG")
     stack = read_stack(state_dir()) or {}
     fallback: dict[str, Any] = {k: stack[k] for k in ("broker_url", "redis_url") if k in stack}
-    try:
-        return load(config, fallback=fallback)
-    except ConfigError as err:
-        raise CliError(str(err), 2) from None
+    return load(config, fallback=fallback)  # a ConfigError exits with 2 (see exit_code)
 
 
 # --- commands ---------------------------------------------------------------------------------------------------
@@ -66,12 +58,12 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     settings = settings_from(args)
-    from .admin import BrokerUnreachable, ensure_topics
+    from .admin import ensure_topics
 
     try:
         ensure_topics(settings)
     except BrokerUnreachable as err:
-        raise CliError(f"{err}; check broker_url / TRUSTGAP_BROKER_URL") from None
+        raise BrokerUnreachable(f"{err}; check broker_url / TRUSTGAP_BROKER_URL") from None
     _check_redis(settings)
     import faust
 
@@ -81,7 +73,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     # Parsed batches allocate tens of thousands of short-lived objects, and with CPython's default settings the
     # collections they trigger keep walking the long-lived Faust/aiokafka objects. Freezing those (they are set up
     # by now) and collecting the older generations less often took batched throughput from 32.5k to 48.9k ev/s
-    # (issue 7); the young-generation threshold itself mattered little (700, 5k and 20k measured alike).
+    # in bench/run.py; the young-generation threshold itself mattered little (700, 5k and 20k measured alike).
     gc.freeze()
     gc.set_threshold(settings.gc_threshold, 50, 1000)
     worker = faust.Worker(app, loglevel=args.loglevel, quiet=True, redirect_stdouts=False)
@@ -95,13 +87,14 @@ def _check_redis(settings: Settings) -> None:
     try:
         redis.Redis.from_url(settings.redis_url.get_secret_value(), socket_connect_timeout=5).ping()
     except redis.RedisError as err:
-        raise CliError(f"redis unreachable ({type(err).__name__}); check redis_url / TRUSTGAP_REDIS_URL") from None
+        raise RedisUnreachable(f"redis unreachable ({type(err).__name__}); check redis_url / TRUSTGAP_REDIS_URL"
+                               ) from None
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     from .admin import confluent_config
-    from .client import BatchProducer, ClientError
+    from .client import BatchProducer
     from .simulate import SCENARIOS, generate
 
     if args.scenario not in SCENARIOS:
@@ -117,63 +110,32 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-def status_rows(settings: Settings, limit: int = 5) -> list[dict[str, Any]]:
-    """Latest closed windows per model with their rates, read from Redis (used by `status` and `demo`)."""
-    import orjson
-    import redis
-
-    from . import detect, keys
-    from .store import as_text
-
-    r = redis.Redis.from_url(settings.redis_url.get_secret_value(), socket_connect_timeout=5)
-    rows = []
-    for model in sorted(as_text(m) for m in r.smembers(keys.MODELS)):
-        hist = r.hgetall(keys.model_history(model))
-        for start in sorted(hist, key=int)[-limit:]:
-            s = detect.Summary.from_json(orjson.loads(hist[start]))
-            row: dict[str, Any] = {"model": model, "window_start": s.start, "version": s.version}
-            for name in detect.RATE_SIGNALS:
-                k, n = detect.rate(s.scopes.get("", {}), name)
-                row[name] = round(k / n, 4) if n else None
-                row[f"{name}_n"] = n
-            row["predictions"] = s.scopes.get("", {}).get("n", 0)
-            rows.append(row)
-    return rows
-
-
 def _ensure_topics(settings: Settings) -> None:
     """Create the topics if missing; an unreachable broker is one line, not a page of librdkafka logs."""
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
-    from .admin import BrokerUnreachable, bootstrap, confluent_config, ensure_topics
+    from .admin import bootstrap, confluent_config, ensure_topics
 
     probe = AdminClient(confluent_config(settings, log_level=0))
     try:
         probe.list_topics(timeout=5)
     except KafkaException:
-        raise CliError(f"broker {bootstrap(settings)} unreachable (no answer in 5s); check broker_url / "
-                       "TRUSTGAP_BROKER_URL") from None
+        raise BrokerUnreachable(f"broker {bootstrap(settings)} unreachable (no answer in 5s); check broker_url / "
+                                "TRUSTGAP_BROKER_URL") from None
     try:
         ensure_topics(settings, timeout=10)
     except BrokerUnreachable as err:
-        raise CliError(f"{err}; check broker_url / TRUSTGAP_BROKER_URL") from None
-
-
-def _overviews(settings: Settings, with_alerts: bool = True) -> tuple[list[Any], int]:
-    from .overview import Unreachable, load
-
-    try:
-        return load(settings, with_alerts)
-    except Unreachable as err:
-        raise CliError(str(err)) from None
+        raise BrokerUnreachable(f"{err}; check broker_url / TRUSTGAP_BROKER_URL") from None
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     import orjson
 
+    from . import overview
+
     settings = settings_from(args)
-    overviews, unreadable = _overviews(settings, not args.no_alerts)
+    overviews, unreadable = overview.load(settings, not args.no_alerts)
     if args.json:
         doc = {"models": [o.to_json(args.windows) for o in overviews], "unreadable_alerts": unreadable}
         sys.stdout.write(orjson.dumps(doc).decode() + "\n")
@@ -190,7 +152,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from .client import Client, ClientError
+    from .client import Client
     from .replay import replay
 
     paths = [Path(f) for f in args.files]
@@ -226,36 +188,31 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from datetime import datetime, timezone
-
+    from . import overview
     from .report import render
 
     settings = settings_from(args)
-    overviews, _ = _overviews(settings, not args.no_alerts)
+    overviews, _ = overview.load(settings, not args.no_alerts)
     mine = [o for o in overviews if o.model == args.model]
     if not mine:
         known = ", ".join(o.model for o in overviews) or "none yet"
         raise CliError(f"no data for model {args.model!r}; models with data: {known}", 2)
     out = Path(args.out)
     try:
-        out.write_text(render(mine[0], datetime.now(timezone.utc)), encoding="utf-8")
+        out.write_text(render(mine[0], utcnow()), encoding="utf-8")
     except OSError as err:
         raise CliError(f"cannot write {out}: {err.strerror}", 2) from None
     print(f"wrote {out} ({len(mine[0].windows)} windows, {len(mine[0].alerts)} alerts)")
     return 0
 
 
-def _fmt_ms(ms: int) -> str:
-    return time.strftime("%Y-%m-%d %H:%M", time.gmtime(ms / 1000))
-
-
-def _pct(value: float | None, n: int) -> str:
-    return "—" if value is None else f"{value:.1%} (n={n})"
+def _pct(r: Rate) -> str:
+    return "—" if r.rate is None else f"{r.rate:.1%} (n={r.n})"
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Embedded stack + worker + simulator, printing windows and alerts until the simulation is seen through."""
-    from .embedded import down, read_stack, up
+    from .embedded import down, read_stack, stop, up
 
     started_stack = read_stack(state_dir()) is None
     info = up(state_dir())
@@ -274,80 +231,103 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print("\nstopping")
         return 0
     finally:
-        os.killpg(worker.pid, signal.SIGTERM)
-        try:
-            worker.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(worker.pid, signal.SIGKILL)
+        stop(worker, 15)
         if started_stack and not args.keep:
             down(state_dir())
             print("stopped the embedded stack")
 
 
 def _demo_loop(args: argparse.Namespace, worker: subprocess.Popen[bytes]) -> int:
+    """Print each alert and each newly closed window until the simulation is sent and `--linger` s bring nothing."""
     import threading
 
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+    import orjson
     from rich.console import Console
 
-    from .admin import confluent_config, ensure_topics
-    from .client import BatchProducer
-    from .simulate import generate
+    from . import overview
+    from .admin import ensure_topics
 
     console = Console()
     settings = Settings()
     ensure_topics(settings)
-    consumer = Consumer(confluent_config(settings, **{"group.id": f"trustgap-demo-{os.getpid()}",
-                                                      "enable.auto.commit": False}))
-    # every partition from the start, assigned directly: a group join would take seconds on the embedded broker
-    alerts_topic = settings.topics.alerts
-    partitions = consumer.list_topics(alerts_topic, timeout=10).topics[alerts_topic].partitions
-    consumer.assign([TopicPartition(alerts_topic, p, OFFSET_BEGINNING) for p in partitions])
+    consumer = _alerts_consumer(settings)
     sent: dict[str, int] = {}
-
-    def produce() -> None:
-        producer = BatchProducer(confluent_config(settings), settings.topics.model_dump())
-        try:
-            sent["n"] = producer.send_all(generate(args.scenario, args.days, args.rate, args.seed))
-        finally:
-            producer.close()
-
-    thread = threading.Thread(target=produce, daemon=True)
+    thread = threading.Thread(target=_simulate_into, args=(settings, args, sent), daemon=True)
     thread.start()
     console.print(f"simulating {args.days:g} days of scenario [bold]{args.scenario}[/] at {args.rate:g} "
                   "predictions/hour; Ctrl-C stops everything")
     seen: set[int] = set()
     alerts = 0
     quiet_since = time.monotonic()
-    import orjson
-
     try:
         while worker.poll() is None:
             msg = consumer.poll(0.5)
             value = msg.value() if msg is not None and not msg.error() else None
             if value is not None:
-                a = orjson.loads(value)
                 alerts += 1
                 quiet_since = time.monotonic()
-                colour = {"page": "red", "ticket": "yellow"}.get(a["severity"], "cyan")
-                console.print(f"[{colour}]ALERT {a['status']} {a['classification']} {a['signal']}[/] {a['model']} "
-                              f"scope={a['scope'] or 'all'} window {a['window']['start'][:16]} observed "
-                              f"{a['observed']:.1%} vs baseline {a['baseline']:.1%} (n={a['n']}) -> "
-                              f"[bold]{a['recommendation']}[/]  {'; '.join(a['diagnosis'][:2])}")
-            for row in status_rows(settings, limit=1000):
-                if row["window_start"] in seen:
-                    continue
-                seen.add(row["window_start"])
+                console.print(_alert_line(orjson.loads(value)))
+            for model, window in _new_windows(overview.load(settings, with_alerts=False)[0], seen):
                 quiet_since = time.monotonic()
-                console.print(f"window {_fmt_ms(row['window_start'])} {row['model']}: {row['predictions']} predictions,"
-                              f" override {_pct(row['override_rate'], row['override_rate_n'])}, mismatch "
-                              f"{_pct(row['outcome_mismatch'], row['outcome_mismatch_n'])}")
+                console.print(_window_line(model, window))
             if not thread.is_alive() and time.monotonic() - quiet_since > args.linger:
                 console.print(f"done: {sent.get('n', 0)} events sent, {len(seen)} windows closed, {alerts} alerts")
                 return 0
         raise CliError(f"the worker exited with code {worker.returncode}; see {state_dir() / 'worker.log'}")
     finally:
         consumer.close()  # before the demo stops the broker, so the client logs no reconnect attempts
+
+
+def _alerts_consumer(settings: Settings) -> Any:
+    """A consumer of every alerts partition from the start, assigned directly: a group join would take seconds on
+    the embedded broker."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    from .admin import confluent_config
+
+    consumer = Consumer(confluent_config(settings, **{"group.id": f"trustgap-demo-{os.getpid()}",
+                                                      "enable.auto.commit": False}))
+    topic = settings.topics.alerts
+    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+    return consumer
+
+
+def _simulate_into(settings: Settings, args: argparse.Namespace, sent: dict[str, int]) -> None:
+    """Send the demo's scenario (run in a thread); `sent["n"]` is how many events went out."""
+    from .admin import confluent_config
+    from .client import BatchProducer
+    from .simulate import generate
+
+    producer = BatchProducer(confluent_config(settings), settings.topics.model_dump())
+    try:
+        sent["n"] = producer.send_all(generate(args.scenario, args.days, args.rate, args.seed))
+    finally:
+        producer.close()
+
+
+def _new_windows(overviews: list[ModelOverview], seen: set[int]) -> list[tuple[str, WindowRow]]:
+    """The windows not printed yet (by start), oldest first per model; adds them to `seen`."""
+    new = []
+    for ov in overviews:
+        for w in ov.windows:
+            if w.start not in seen:
+                seen.add(w.start)
+                new.append((ov.model, w))
+    return new
+
+
+def _window_line(model: str, w: WindowRow) -> str:
+    return (f"window {minute(w.start)} {model}: {w.predictions} predictions, override "
+            f"{_pct(w.rates['override_rate'])}, mismatch {_pct(w.rates['outcome_mismatch'])}")
+
+
+def _alert_line(a: dict[str, Any]) -> str:
+    colour = {"page": "red", "ticket": "yellow"}.get(a["severity"], "cyan")
+    return (f"[{colour}]ALERT {a['status']} {a['classification']} {a['signal']}[/] {a['model']} "
+            f"scope={a['scope'] or 'all'} window {a['window']['start'][:16]} observed "
+            f"{a['observed']:.1%} vs baseline {a['baseline']:.1%} (n={a['n']}) -> "
+            f"[bold]{a['recommendation']}[/]  {'; '.join(a['diagnosis'][:2])}")
 
 
 def cmd_schemas(args: argparse.Namespace) -> int:
@@ -440,16 +420,20 @@ def _examples(name: str) -> str:
     return "examples:\n" + "\n".join(f"  {line}" for line in _EXAMPLES.get(name, []))
 
 
+def exit_code(err: TrustgapError) -> int:
+    """The documented exit code of an error: its own for a CliError, 2 for bad config, 1 for a runtime failure."""
+    if isinstance(err, CliError):
+        return err.code
+    return 2 if isinstance(err, ConfigError) else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except CliError as err:
+    except TrustgapError as err:
         print(f"trustgap: {err}", file=sys.stderr)
-        return err.code
-    except ConfigError as err:
-        print(f"trustgap: {err}", file=sys.stderr)
-        return 2
+        return exit_code(err)
     except KeyboardInterrupt:
         print("trustgap: interrupted", file=sys.stderr)
         return 130

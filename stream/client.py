@@ -11,7 +11,7 @@ by a `prediction_id` (annotations: by `model`) and lands where each of its event
 
 Imports the contract (pydantic, orjson) and confluent-kafka only: never faust, redis or aiokafka.
 
-Exceptions:
+Exceptions (defined in `stream.errors`, under its root `TrustgapError`; importable from here):
     ClientError
     ├── InvalidEvent          the event breaks the contract (raised by log_*/annotate/send)
     │   └── NaiveTimestamp    a datetime without a timezone
@@ -31,57 +31,28 @@ import uuid
 import zlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from confluent_kafka import KafkaException, Producer
 
-from .events import EventKind, Limits, Reject, validate
+from .errors import (BrokerUnreachable, BufferFull, ClientClosed, ClientError, DeliveryError, InvalidEvent,
+                     NaiveTimestamp)
+from .events import TOPIC_OF, Action, AnnotationKind, EventKind, Limits, OutcomeKind, Reject, validate
+from .times import utcnow
 
 if TYPE_CHECKING:
     from .settings import Settings
 
-__all__ = ["AsyncClient", "BatchProducer", "BrokerUnreachable", "BufferFull", "Client", "ClientClosed",
-           "ClientError", "ClientStats", "DeliveryError", "DeliveryFailure", "InvalidEvent", "NaiveTimestamp",
-           "TOPIC_OF"]
+# The errors, the literals and TOPIC_OF are defined once elsewhere; re-exported because callers import them from here.
+__all__ = ["Action", "AnnotationKind", "AsyncClient", "BatchProducer", "BrokerUnreachable", "BufferFull", "Client",
+           "ClientClosed", "ClientError", "ClientStats", "DeliveryError", "DeliveryFailure", "InvalidEvent",
+           "NaiveTimestamp", "OutcomeKind", "TOPIC_OF"]
 
-TOPIC_OF: dict[EventKind, str] = {"prediction": "predictions", "action": "actions", "outcome": "outcomes",
-                                  "annotation": "annotations"}
 DEFAULT_TOPICS = {"predictions": "trustgap.predictions", "actions": "trustgap.actions",
                   "outcomes": "trustgap.outcomes", "annotations": "trustgap.annotations"}
-Action = Literal["accept", "override", "bypass", "escalate"]
-OutcomeKind = Literal["truth", "proxy"]
-AnnotationKind = Literal["campaign", "experiment", "deploy", "data_fix", "other"]
-
-
-class ClientError(Exception):
-    """Base of every error the client raises."""
-
-
-class InvalidEvent(ClientError, ValueError):
-    """The event breaks contract v1; the message names the field and what to fix."""
-
-
-class NaiveTimestamp(InvalidEvent):
-    """A datetime without a timezone: trustgap cannot tell which hour it means."""
-
-
-class BufferFull(ClientError):
-    """The buffer stayed full for `block_timeout` seconds (broker slow or down); the event was not accepted."""
-
-
-class DeliveryError(ClientError):
-    """The broker refused or lost messages; `failures` counts the events concerned."""
-
-
-class BrokerUnreachable(ClientError):
-    """The broker did not answer; the message says where the client looked."""
-
-
-class ClientClosed(ClientError):
-    """The client was used after close()."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +76,7 @@ class ClientStats:
 
 def _check_ts(name: str, value: datetime | str | None, default_now: bool) -> datetime | str | None:
     if value is None:
-        return datetime.now(timezone.utc) if default_now else None
+        return utcnow() if default_now else None
     if isinstance(value, datetime) and value.tzinfo is None:
         raise NaiveTimestamp(f"{name} is a naive datetime; pass an aware one, e.g. datetime.now(timezone.utc)")
     return value

@@ -24,12 +24,13 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, cast
 
 from . import stats
-from .events import AlertWindow, AlignmentAlert, Annotation, Recommendation, Signal, epoch_ms
+from .events import AlertWindow, AlignmentAlert, Annotation, Recommendation, Signal
 from .settings import ModelSettings
+from .times import epoch_ms, from_ms
 from .windows import Window
 
 # signal -> (numerator counters, denominator counters) over a scope's window counts
@@ -293,7 +294,8 @@ class Context:
 
 def recommend(signal: str, scope: str, classification: str, ctx: Context,
               annotations: Sequence[Annotation] = ()) -> tuple[Recommendation, str]:
-    """One recommendation and the reason for it, in the order of the issue's decision list."""
+    """One recommendation and the reason for it: the first rule that applies, from an annotation or a broken feature
+    (nothing to blame the model for) down to a retrain (nothing else explains the rise)."""
     if classification == "expected":
         notes = "; ".join(f"{a.kind} '{a.note}'" for a in annotations)
         return "none", f"covered by an annotation ({notes}): a deliberate change, kept out of the baseline"
@@ -459,11 +461,7 @@ def _alert(model: str, window: Window, version: str, m: Measure, status: str, cl
         "fingerprint": fingerprint(model, m.signal, m.scope), "status": status, "classification": classification,
         "severity": _severity(m.signal, classification), "signal": m.signal, "model": model,
         "model_version": version, "scope": scope_dict(m.scope),
-        "window": AlertWindow(start=_dt(window.start), end=_dt(window.end)), "observed": m.observed,
+        "window": AlertWindow(start=from_ms(window.start), end=from_ms(window.end)), "observed": m.observed,
         "baseline": m.baseline, "gap": m.gap, "n": m.n, "baseline_n": m.baseline_n, "p_value": p_adj,
         "interval": m.interval(1 - ms.alpha), "persistence": streak, "diagnosis": diagnosis,
         "recommendation": rec, "annotations": annotations, "ts": now})
-
-
-def _dt(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)

@@ -4,9 +4,8 @@ Both run as local subprocesses bound to 127.0.0.1 only; there is no Docker engin
 own session (`start_new_session=True`) so the demo stack outlives the CLI that started it and so one
 `killpg` stops a process together with any children it forked (redis forks for AOF rewrites).
 
-Errors:
-
-    EmbeddedError    a process is missing, did not become ready, or exited early; the message says what to do
+Errors: `stream.errors.EmbeddedError` when a process is missing, did not become ready, or exited early; the
+message says what to do.
 """
 
 from __future__ import annotations
@@ -22,10 +21,12 @@ import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+from .errors import EmbeddedError
+from .times import utcnow
 
 STARTUP_TIMEOUT_S = 30.0
 STACK_FILE = "stack.json"
@@ -37,10 +38,6 @@ _TANSU_ENV_BLOCKLIST = ("SCHEMA_REGISTRY", "OTEL_EXPORTER_OTLP_ENDPOINT")
 # Substrings of /proc/PID/cmdline that prove a recorded pid is still our process and not a recycled one.
 _BROKER_MARKER = "tansu"
 _REDIS_MARKER = "redis-server"
-
-
-class EmbeddedError(Exception):
-    """The embedded stack could not be started or found."""
 
 
 @dataclass(frozen=True)
@@ -214,7 +211,7 @@ def up(state_dir: Path, broker_port: int | None = None, redis_port: int | None =
             "redis_url": f"redis://127.0.0.1:{redis_port}/0",
             "broker_pid": broker.pid,
             "redis_pid": redis.pid,
-            "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "started_at": utcnow().isoformat(timespec="seconds"),
         }
         tmp = state_dir / f".{STACK_FILE}.tmp"
         tmp.write_text(json.dumps(stack, indent=2) + "\n")

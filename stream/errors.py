@@ -72,7 +72,7 @@ class BufferFull(ClientError):
 
 
 class DeliveryError(ClientError):
-    """The broker refused or lost messages; `failures` counts the events concerned."""
+    """The broker refused or lost messages; the message says how many events were concerned."""
 
 
 class BrokerUnreachable(Unreachable, ClientError):

@@ -15,12 +15,13 @@ import math
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 from . import detect
-from .events import AlertWindow, AlignmentAlert, Annotation, Signal, epoch_ms
+from .events import AlertWindow, AlignmentAlert, Annotation, Signal
 from .settings import ModelSettings
+from .times import epoch_ms, from_ms, iso_ms
 from .windows import Window
 
 SIGNALS: tuple[Signal, ...] = ("feature_frozen", "feature_scale_shift", "feature_missing")
@@ -278,7 +279,7 @@ def _alert(model: str, version: str, signal: Signal, feature: str, window: Windo
            classification: str, track: Track, finding: Finding, annotations: list[Annotation], now: datetime
            ) -> AlignmentAlert:
     scope = f"feature={feature}"
-    since = _dt(track.since).isoformat().replace("+00:00", "Z")
+    since = iso_ms(track.since)
     if status == "resolved":
         diagnosis = [f"feature {feature!r} healthy again for {track.clean or 'several'} windows: {finding.detail}"]
     else:
@@ -290,7 +291,7 @@ def _alert(model: str, version: str, signal: Signal, feature: str, window: Windo
         classification=classification,
         severity="ticket" if classification == "sustained" else "info",
         signal=signal, model=model, model_version=version, scope={"feature": feature},
-        window=AlertWindow(start=_dt(window.start), end=_dt(window.end)), observed=finding.observed,
+        window=AlertWindow(start=from_ms(window.start), end=from_ms(window.end)), observed=finding.observed,
         baseline=finding.baseline, gap=finding.observed - finding.baseline, n=finding.n,
         baseline_n=finding.baseline_n, persistence=track.streak, diagnosis=diagnosis,
         recommendation="none" if classification == "expected" else "fix_upstream_feature",
@@ -314,7 +315,3 @@ def _pooled_std(stats: Sequence[FeatureStats]) -> float | None:
 
 def _num(x: float | None) -> str:
     return "none" if x is None else f"{x:.6g}"
-
-
-def _dt(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)

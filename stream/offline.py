@@ -17,11 +17,8 @@ from . import detect
 from .events import Annotation, EventKind
 from .settings import ModelSettings
 from .simulate import generate, plan
+from .times import epoch_ms, from_ms, parse_ms
 from .windows import Window, window_start
-
-
-def _ms(ts: str) -> int:
-    return int(datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp() * 1000)
 
 
 def window_counts(events: Iterable[tuple[EventKind, dict[str, Any]]], size_ms: int
@@ -32,7 +29,7 @@ def window_counts(events: Iterable[tuple[EventKind, dict[str, Any]]], size_ms: i
     annotations = []
 
     def bump(p: dict[str, Any], ts: str, counter: str) -> None:
-        w = windows[window_start(_ms(ts), size_ms)]
+        w = windows[window_start(parse_ms(ts), size_ms)]
         scopes = ["", f"band={p['band']}"] + [f"{k}={v}" for k, v in sorted(p["segment"].items())]
         for scope in scopes:
             w[(p["model_version"], scope, counter)] += 1
@@ -77,15 +74,15 @@ def replay(scenario: str, ms: ModelSettings, days: float = 4.0, rate: float = 30
     size = ms.window_seconds * 1000
     counts, annotations = window_counts(generate(scenario, days, rate, seed, model, end), size)
     starts = sorted(counts)
-    last_closed = (window_start(int(end.timestamp() * 1000) - ms.allowed_lateness_seconds * 1000, size)
-                   if close_until is None else int(close_until.timestamp() * 1000) - size + 1)
+    last_closed = (window_start(epoch_ms(end) - ms.allowed_lateness_seconds * 1000, size)
+                   if close_until is None else epoch_ms(close_until) - size + 1)
     history: list[detect.Summary] = []
     state = detect.State()
     windows, evaluations = [], []
     for start in range(starts[0], last_closed, size):
         w = Window(start, size)
         ev = detect.evaluate(model, w, counts.get(start, {}), history[-ms.baseline_windows:], state, annotations,
-                             ms, datetime.fromtimestamp(w.end / 1000, tz=timezone.utc))
+                             ms, from_ms(w.end))
         history.append(ev.summary)
         state = ev.state
         windows.append(w)
@@ -93,6 +90,6 @@ def replay(scenario: str, ms: ModelSettings, days: float = 4.0, rate: float = 30
     layout = plan(scenario, days, end)
     change = None
     if layout.change_hours is not None:
-        at = int(end.timestamp() * 1000) - int(days * 24 * 3600 * 1000) + int(layout.change_hours * 3600 * 1000)
+        at = epoch_ms(end) - int(days * 24 * 3600 * 1000) + int(layout.change_hours * 3600 * 1000)
         change = next((i for i, w in enumerate(windows) if w.start <= at < w.end), None)
     return Run(windows, evaluations, change)

@@ -1,6 +1,7 @@
-"""What `trustgap status` and `trustgap report` show: per model, the closed windows' rates against their baseline,
-and the alerts published on the alerts topic.
+"""What `trustgap status`, `trustgap report` and the demo show: per model, the closed windows' rates against their
+baseline, and the alerts published on the alerts topic.
 
+The one reader of Redis for those commands (they render what `load` returns, and never read keys themselves).
 Reading is read-only and outside the detector: window summaries come from the model's Redis history
 (`detect.Summary`), rates from `detect.RATE_SIGNALS`, alerts from the alerts topic (the record of what was
 published). The pure part (`window_rows`, `latest_alerts`, `active_alerts`) is separate from the reads.
@@ -10,19 +11,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any
 
 import orjson
 from pydantic import ValidationError
 
+from . import detect
 from .detect import RATE_SIGNALS, Summary
-from .events import AlignmentAlert, epoch_ms
+from .errors import BrokerUnreachable, RedisUnreachable, Unreachable
+from .events import AlignmentAlert
 from .settings import Settings
-
-
-class Unreachable(Exception):
-    """Redis or the broker did not answer; the message says which and what to check."""
+from .times import epoch_ms, iso_ms
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +54,7 @@ class WindowRow:
     rates: dict[str, Rate]
 
     def to_json(self) -> dict[str, Any]:
-        return {"start": _iso(self.start), "end": _iso(self.end), "version": self.version,
+        return {"start": iso_ms(self.start), "end": iso_ms(self.end), "version": self.version,
                 "predictions": self.predictions, "signals": {s: r.to_json() for s, r in self.rates.items()}}
 
 
@@ -72,15 +71,6 @@ class ModelOverview:
                 "active_alerts": [orjson.loads(a.model_dump_json()) for a in self.active]}
 
 
-def _iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat().replace("+00:00", "Z")
-
-
-def _rate(counts: Mapping[str, int], signal: str) -> tuple[int, int]:
-    num, den = RATE_SIGNALS[signal]
-    return sum(counts.get(c, 0) for c in num), sum(counts.get(c, 0) for c in den)
-
-
 def window_rows(history: Mapping[int, Summary], baseline_windows: int) -> list[WindowRow]:
     """Each window's whole-model rates next to the pooled rate of the `baseline_windows` windows before it
     (windows the detector excluded from baselines stay out, as they do for the detector)."""
@@ -90,8 +80,8 @@ def window_rows(history: Mapping[int, Summary], baseline_windows: int) -> list[W
         before = ordered[max(0, i - baseline_windows):i]
         rates = {}
         for signal in RATE_SIGNALS:
-            k, n = _rate(s.scopes.get("", {}), signal)
-            base = [_rate(b.scopes.get("", {}), signal) for b in before if f"{signal}|" not in b.excluded]
+            k, n = detect.rate(s.scopes.get("", {}), signal)
+            base = [detect.rate(b.scopes.get("", {}), signal) for b in before if f"{signal}|" not in b.excluded]
             rates[signal] = Rate(k, n, sum(b[0] for b in base), sum(b[1] for b in base))
         rows.append(WindowRow(s.start, s.end, s.version, s.scopes.get("", {}).get("n", 0), rates))
     return rows
@@ -149,7 +139,8 @@ def read_history(settings: Settings) -> dict[str, dict[int, Summary]]:
         r.close()
         return out
     except redis.RedisError as err:
-        raise Unreachable(f"redis unreachable ({type(err).__name__}); check redis_url / TRUSTGAP_REDIS_URL") from None
+        raise RedisUnreachable(f"redis unreachable ({type(err).__name__}); check redis_url / TRUSTGAP_REDIS_URL"
+                               ) from None
 
 
 def read_alert_values(settings: Settings, timeout: float = 10.0) -> list[bytes]:
@@ -170,7 +161,7 @@ def read_alert_values(settings: Settings, timeout: float = 10.0) -> list[bytes]:
         try:
             meta = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
         except KafkaException:
-            raise Unreachable(f"broker {bootstrap(settings)} unreachable; check broker_url / TRUSTGAP_BROKER_URL"
+            raise BrokerUnreachable(f"broker {bootstrap(settings)} unreachable; check broker_url / TRUSTGAP_BROKER_URL"
                               ) from None
         if meta is None or meta.error is not None or not meta.partitions:
             return []

@@ -18,6 +18,7 @@ import orjson
 from .events import EventKind, Limits, Reject, validate
 
 RAW_FIELDS = {"topic", "key", "value"}
+CONTRACT_LIMITS = Limits()  # the contract's own limits, when the caller has no settings
 
 
 class Sink(Protocol):
@@ -55,7 +56,7 @@ def kind_of(obj: Mapping[str, Any]) -> EventKind | None:
     return "prediction" if "model" in obj else "outcome"
 
 
-def classify(raw: bytes, limits: Limits = Limits()) -> tuple[str, Any] | str:
+def classify(raw: bytes, limits: Limits = CONTRACT_LIMITS) -> tuple[str, Any] | str:
     """('event', (kind, obj)) or ('raw', (topic, key, value)) for a good line, or the reason it is bad."""
     try:
         obj = orjson.loads(raw)
@@ -89,7 +90,7 @@ def lines(paths: Iterable[Path]) -> Iterable[tuple[str, int, bytes]]:
                     yield str(path), n, line
 
 
-def replay(paths: Iterable[Path], sink: Sink | None, rate: float | None = None, limits: Limits = Limits(),
+def replay(paths: Iterable[Path], sink: Sink | None, rate: float | None = None, limits: Limits = CONTRACT_LIMITS,
            progress: Callable[[int], None] | None = None, sleep: Callable[[float], None] = time.sleep,
            clock: Callable[[], float] = time.monotonic) -> ReplayResult:
     """Send every good line to `sink` (None: only check), at most `rate` lines per second; `progress` gets the

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import html
 import io
-from datetime import datetime, timezone
+from datetime import datetime
 
 from .detect import RATE_SIGNALS
 from .overview import ModelOverview
+from .times import from_ms, minute
 
 SEVERITY_COLOUR = {"page": "#d62728", "ticket": "#ff7f0e", "info": "#1f77b4"}
 CSS = """
@@ -22,10 +23,6 @@ text-align:left;vertical-align:top} th{background:#f6f6f6} .empty{color:#666;fon
 .sev-page{color:#d62728;font-weight:600} .sev-ticket{color:#b35900;font-weight:600} .sev-info{color:#1f77b4}
 svg{max-width:100%;height:auto}
 """
-
-
-def _dt(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
 
 
 def _pct(x: float | None) -> str:
@@ -46,7 +43,7 @@ def signal_svg(ov: ModelOverview, signal: str) -> str:
         ax = fig.add_subplot()
         rows = ov.windows
         if rows:
-            mid = [_dt((w.start + w.end) // 2) for w in rows]
+            mid = [from_ms((w.start + w.end) // 2) for w in rows]
             ax.plot(mid, [w.rates[signal].rate for w in rows], marker="o", markersize=3, lw=1.5, color="#222",  # type: ignore[arg-type]
                     label=f"{signal} (whole model)")
             ax.plot(mid, [w.rates[signal].baseline for w in rows], ls="--", lw=1.2, color="#2ca02c",  # type: ignore[arg-type]
@@ -86,7 +83,7 @@ def render(ov: ModelOverview, generated: datetime, has_feature_data: bool = Fals
              f"</title><style>{CSS}</style></head><body>",
              f"<h1>trustgap report: {e(ov.model)}</h1>",
              f"<p class='sub'>generated {generated:%Y-%m-%d %H:%M} UTC · {len(ov.windows)} closed windows"
-             + (f" from {_dt(ov.windows[0].start):%Y-%m-%d %H:%M} to {_dt(ov.windows[-1].end):%Y-%m-%d %H:%M}"
+             + (f" from {minute(ov.windows[0].start)} to {minute(ov.windows[-1].end)}"
                 if ov.windows else "")
              + f" · {len(ov.alerts)} alerts, {len(ov.active)} active</p>",
              "<h2>Signals: rate vs baseline</h2>"]

@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from .errors import ConfigError as ConfigError  # defined in the one tree; callers catch it as settings.ConfigError
 from .events import Limits
 
 ENV_PREFIX = "TRUSTGAP_"
@@ -71,7 +72,7 @@ class ModelSettings(_Strict):
         """The band a score falls in (cut points are lower-inclusive upper bounds), or `all` without cuts."""
         if score is None or not self.band_cuts:
             return "all"
-        for cut, name in zip(self.band_cuts, self.band_names):
+        for cut, name in zip(self.band_cuts, self.band_names[:-1], strict=True):
             if score < cut:
                 return name
         return self.band_names[-1]
@@ -110,11 +111,12 @@ class Settings(BaseSettings):
     pending_ttl_seconds: int = Field(86400, gt=0, description="how long an action/outcome waits for its prediction")
     max_future_seconds: int = Field(3600, ge=0, description="events further ahead of the wall clock are rejected")
     take_max: int = Field(4000, gt=0, description="events applied to Redis per batch (a Redis call's fixed costs "
-                          "spread over more events: 4000 costs Redis ~30% less CPU per event than 1000, issue 7)")
+                          "spread over more events: 4000 costs Redis ~30% less CPU per event than 1000, as "
+                          "bench/run.py measures)")
     take_max_messages: int = Field(50, gt=0, description="messages the consumer hands over at once (twice this is "
                                    "buffered); bounds the worker's memory when messages are large batches")
     take_within: float = Field(0.2, gt=0, description="longest wait (s) for a chunk to fill (0.2 keeps a 5k ev/s "
-                               "single-event stream at ~1 Redis round trip per 1,000 events, issue 7)")
+                               "single-event stream at ~1 Redis round trip per 1,000 events, as bench/run.py measures)")
     evaluate_interval: float = Field(1.0, gt=0, description="how often (s) closed windows are looked for")
     max_models: int = Field(100, gt=0, description="distinct model names tracked; more count as __other__")
     max_dimensions: int = Field(20, gt=0, description="distinct segment dimensions per model; more -> __other__")
@@ -166,10 +168,6 @@ class Settings(BaseSettings):
                                    ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Env beats the file so that one deployment can tweak a shared config file.
         return env_settings, init_settings
-
-
-class ConfigError(Exception):
-    """A setting is wrong; the message is one line that says what to fix."""
 
 
 def explain(err: ValidationError) -> str:

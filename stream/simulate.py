@@ -13,10 +13,11 @@ import random
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 from .events import EventKind
+from .times import utcnow
 
 REGIONS = ("eu", "us", "apac")
 CHANNELS = ("web", "app")
@@ -198,7 +199,7 @@ def generate(scenario: str, days: float = 30.0, rate: float = 120.0, seed: int =
     frng = random.Random(seed * 7919 + 4)  # features draw from their own stream: the events stay as they were
     last: dict[str, Any] = {}
     total_hours = days * 24
-    end = end or datetime.now(timezone.utc).replace(microsecond=0)
+    end = end or utcnow().replace(microsecond=0)
     start = end - timedelta(hours=total_hours)
     layout = plan(scenario, days, end)
     behave = layout.behaviour

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timezone
 
 from rich.console import Group, RenderableType
 from rich.panel import Panel
@@ -13,12 +12,9 @@ from rich.text import Text
 from .detect import RATE_SIGNALS
 from .overview import ModelOverview, Rate
 from .settings import Settings
+from .times import minute
 
 SEVERITY_STYLE = {"page": "bold red", "ticket": "bold yellow", "info": "cyan"}
-
-
-def _when(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M")
 
 
 def rate_cell(r: Rate, min_gap: float) -> Text:
@@ -39,7 +35,7 @@ def model_panel(ov: ModelOverview, settings: Settings, last: int) -> Panel:
     for signal in RATE_SIGNALS:
         windows.add_column(f"{signal} vs baseline")
     for w in ov.windows[-last:]:
-        windows.add_row(_when(w.start), w.version, str(w.predictions),
+        windows.add_row(minute(w.start), w.version, str(w.predictions),
                         *(rate_cell(w.rates[s], ms.min_gap) for s in RATE_SIGNALS))
     parts: list[RenderableType] = [windows if ov.windows else Text("no closed windows yet", style="dim")]
     if ov.active:

@@ -20,11 +20,6 @@ def watermark(max_ts_ms: int, lateness_ms: int) -> int:
     return max_ts_ms - lateness_ms
 
 
-def is_late(ts_ms: int, size_ms: int, closed_until_ms: int | None) -> bool:
-    """True when the event's window has already been closed (its end is at or before `closed_until_ms`)."""
-    return closed_until_ms is not None and window_start(ts_ms, size_ms) + size_ms <= closed_until_ms
-
-
 @dataclass(frozen=True, slots=True)
 class Window:
     start: int

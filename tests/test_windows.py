@@ -1,4 +1,4 @@
-"""Window arithmetic: epoch alignment, boundaries, lateness, which windows close."""
+"""Window arithmetic: epoch alignment, boundaries, the watermark, which windows close."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stream.windows import Window, closable, is_late, watermark, window_start
+from stream.windows import Window, closable, watermark, window_start
 
 H = 3600 * 1000
 
@@ -30,17 +30,6 @@ def test_every_event_falls_in_exactly_one_window(ts: int, size: int) -> None:
     assert start % size == 0
     # the neighbouring windows do not contain it
     assert not (start - size <= ts < start) and not (start + size <= ts < start + 2 * size)
-
-
-@pytest.mark.parametrize(("ts", "closed_until", "late"), [
-    (10 * H + 5, None, False),    # nothing closed yet
-    (10 * H + 5, 10 * H, False),  # the window [10h, 11h) is still open
-    (10 * H + 5, 11 * H, True),   # its end has been closed
-    (11 * H - 1, 11 * H, True),   # last millisecond of a closed window
-    (11 * H, 11 * H, False),      # first millisecond of the next window
-])
-def test_an_event_is_late_once_its_window_closed(ts: int, closed_until: int | None, late: bool) -> None:
-    assert is_late(ts, H, closed_until) is late
 
 
 def test_watermark_subtracts_allowed_lateness() -> None:
