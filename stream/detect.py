@@ -181,12 +181,12 @@ class Concentration:
 def rest(whole: Measure, part: Measure) -> tuple[float, float]:
     """(gap, one-sided p-value) of the model's trials outside `part` (whole minus part) against their baseline."""
     if whole.signal == "proxy_divergence":
-        t, q, t0, q0 = [(a[0] - b[0], a[1] - b[1]) for a, b in zip(whole.raw, part.raw)]
+        t, q, t0, q0 = [(a[0] - b[0], a[1] - b[1]) for a, b in zip(whole.raw, part.raw, strict=True)]
         if min(t[1], q[1], t0[1], q0[1]) <= 0:
             return 0.0, 1.0
         gap, p, _ = stats.did_rise(t, q, t0, q0, 0.95)
         return gap, p
-    k, n, bk, bn = (a - b for a, b in zip(whole.raw, part.raw))
+    k, n, bk, bn = (a - b for a, b in zip(whole.raw, part.raw, strict=True))
     if n <= 0 or bn <= 0:
         return 0.0, 1.0
     return k / n - bk / bn, stats.rise_pvalue(k, n, bk, bn)
@@ -350,60 +350,18 @@ def evaluate(model: str, window: Window, counts: Mapping[tuple[str, str, str], i
     """Decide one closed window of one model (see the module docstring); `feature_alerts` describes the
     feature-health alerts active for the model."""
     summary = summarise(window, counts)
-    baseline_windows = sorted(history, key=lambda s: s.start)[-ms.baseline_windows:]
-    scopes = sorted(set(summary.scopes) | {s for h in baseline_windows for s in h.scopes})
-    measures: dict[str, Measure] = {}
-    excluded: set[str] = set()
-    overlapping: dict[str, list[Annotation]] = {}
-    for signal in SIGNALS:
-        for scope in scopes:
-            key = f"{signal}|{scope}"
-            overlapping[key] = [a for a in annotations if _overlaps(a, window, scope)]
-            if overlapping[key]:
-                excluded.add(key)
-            base = [h.scopes.get(scope, {}) for h in baseline_windows if key not in h.excluded]
-            m = measure(signal, scope, summary.scopes.get(scope, {}), base, ms)
-            if m is not None:
-                measures[key] = m
-    adjusted = dict(zip(measures, stats.holm([m.p for m in measures.values()])))
+    measures, overlapping, excluded = _measure_all(summary, history, annotations, window, ms)
+    adjusted = dict(zip(measures, stats.holm([m.p for m in measures.values()]), strict=True))
     candidates = {k for k, m in measures.items() if adjusted[k] <= ms.alpha and m.gap >= ms.min_gap
                   and m.direction_ok}
-
-    new = State({k: Track(t.streak, t.clean, t.status, t.recommendation) for k, t in state.tracks.items()})
-    news: list[tuple[str, str, str]] = []
-    for key in measures:  # an untested key holds: no data is no evidence
-        track = new.tracks.setdefault(key, Track())
-        change = step(track, key in candidates, bool(overlapping[key]), ms, measures[key].gap)
-        if track.status in ("sustained", "expected"):
-            excluded.add(key)  # a shifted window must not become the baseline it is judged against
-        if change:
-            news.append((key, *change))
-
+    new, news = _advance(state, measures, candidates, overlapping, excluded, ms)
     active = {k for k, t in new.tracks.items() if t.status == "sustained"} | candidates
-    concentrated: dict[str, Concentration] = {}
-    for signal in SIGNALS:
-        if f"{signal}|" not in measures:
-            continue
-        c = concentration(measures[f"{signal}|"],
-                          {m.scope: m for m in measures.values() if m.signal == signal and m.scope})
-        # "one scope carries most of the excess": most of it, the scope itself is a candidate, and the rest of
-        # the model neither rose significantly now nor holds an active alert in a sibling scope (a broad move
-        # can pile one window's excess on one scope by chance), and the model-wide alert, if any, was not
-        # already judged broad
-        dim = c.scope.partition("=")[0] + "=" if c else ""
-        siblings = {k for k in active if k.startswith(f"{signal}|{dim}") and k != f"{signal}|{c.scope if c else ''}"}
-        whole = new.tracks.get(f"{signal}|", Track())
-        judged_broad = whole.status == "sustained" and whole.recommendation not in ("", "investigate_segment")
-        if c is not None and c.share >= ms.concentration_share and c.rest_p > ms.alpha and not siblings \
-                and not judged_broad and f"{signal}|{c.scope}" in candidates:
-            concentrated[signal] = c
     ctx = Context(feature_alerts=frozenset(feature_alerts),
                   proxy_active=any(k.startswith("proxy_divergence|") for k in active),
-                  concentrated=concentrated,
+                  concentrated=_concentrated(measures, candidates, active, new, ms),
                   model_moved={k.split("|")[0] for k in active if k.endswith("|")}
                   | {m.signal for m in measures.values() if not m.scope and m.gap >= ms.min_gap / 2},
                   mismatch_rising={k.split("|", 1)[1] for k in active if k.startswith("outcome_mismatch|")})
-
     alerts = []
     for key, status, classification in news:
         name, scope = key.split("|", 1)
@@ -421,6 +379,68 @@ def evaluate(model: str, window: Window, counts: Mapping[tuple[str, str, str], i
                                         why), track.streak, adjusted[key], overlapping[key], ms, now))
     summary = Summary(summary.start, summary.end, summary.version, summary.scopes, frozenset(excluded))
     return Evaluation(summary, new, alerts)
+
+
+def _measure_all(summary: Summary, history: Sequence[Summary], annotations: Sequence[Annotation], window: Window,
+                 ms: ModelSettings) -> tuple[dict[str, Measure], dict[str, list[Annotation]], set[str]]:
+    """Every (signal, scope) of the window measured against its baseline windows: the measures by key, the
+    annotations overlapping each key, and the keys excluded from future baselines (annotated ones so far)."""
+    baseline_windows = sorted(history, key=lambda s: s.start)[-ms.baseline_windows:]
+    scopes = sorted(set(summary.scopes) | {s for h in baseline_windows for s in h.scopes})
+    measures: dict[str, Measure] = {}
+    excluded: set[str] = set()
+    overlapping: dict[str, list[Annotation]] = {}
+    for signal in SIGNALS:
+        for scope in scopes:
+            key = f"{signal}|{scope}"
+            overlapping[key] = [a for a in annotations if _overlaps(a, window, scope)]
+            if overlapping[key]:
+                excluded.add(key)
+            base = [h.scopes.get(scope, {}) for h in baseline_windows if key not in h.excluded]
+            m = measure(signal, scope, summary.scopes.get(scope, {}), base, ms)
+            if m is not None:
+                measures[key] = m
+    return measures, overlapping, excluded
+
+
+def _advance(state: State, measures: Mapping[str, Measure], candidates: set[str],
+             overlapping: Mapping[str, list[Annotation]], excluded: set[str], ms: ModelSettings
+             ) -> tuple[State, list[tuple[str, str, str]]]:
+    """Step every measured key's track (an untested key holds: no data is no evidence); returns the new state and
+    the (key, status, classification) changes to publish. Shifted keys join `excluded`."""
+    new = State({k: Track(t.streak, t.clean, t.status, t.recommendation) for k, t in state.tracks.items()})
+    news: list[tuple[str, str, str]] = []
+    for key in measures:
+        track = new.tracks.setdefault(key, Track())
+        change = step(track, key in candidates, bool(overlapping[key]), ms, measures[key].gap)
+        if track.status in ("sustained", "expected"):
+            excluded.add(key)  # a shifted window must not become the baseline it is judged against
+        if change:
+            news.append((key, *change))
+    return new, news
+
+
+def _concentrated(measures: Mapping[str, Measure], candidates: set[str], active: set[str], new: State,
+                  ms: ModelSettings) -> dict[str, Concentration]:
+    """Per signal, the one scope that carries most of the model's excess, where the concentration rule holds."""
+    concentrated: dict[str, Concentration] = {}
+    for signal in SIGNALS:
+        if f"{signal}|" not in measures:
+            continue
+        c = concentration(measures[f"{signal}|"],
+                          {m.scope: m for m in measures.values() if m.signal == signal and m.scope})
+        # "one scope carries most of the excess": most of it, the scope itself is a candidate, and the rest of
+        # the model neither rose significantly now nor holds an active alert in a sibling scope (a broad move
+        # can pile one window's excess on one scope by chance), and the model-wide alert, if any, was not
+        # already judged broad
+        dim = c.scope.partition("=")[0] + "=" if c else ""
+        siblings = {k for k in active if k.startswith(f"{signal}|{dim}") and k != f"{signal}|{c.scope if c else ''}"}
+        whole = new.tracks.get(f"{signal}|", Track())
+        judged_broad = whole.status == "sustained" and whole.recommendation not in ("", "investigate_segment")
+        if c is not None and c.share >= ms.concentration_share and c.rest_p > ms.alpha and not siblings \
+                and not judged_broad and f"{signal}|{c.scope}" in candidates:
+            concentrated[signal] = c
+    return concentrated
 
 
 def _severity(signal: str, classification: str) -> str:

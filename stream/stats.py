@@ -117,7 +117,7 @@ def did_rise(t: tuple[int, int], q: tuple[int, int], t0: tuple[int, int], q0: tu
     """
     rates = [k / n for k, n in (t, q, t0, q0)]
     gap = (rates[0] - rates[1]) - (rates[2] - rates[3])
-    var = sum(r * (1 - r) / n for r, (_, n) in zip(rates, (t, q, t0, q0)))
+    var = sum(r * (1 - r) / n for r, (_, n) in zip(rates, (t, q, t0, q0), strict=True))
     if var <= 0:
         return gap, (0.0 if gap > 0 else 1.0), (gap, gap)
     se = math.sqrt(var)
