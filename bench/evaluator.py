@@ -1,7 +1,7 @@
 """The evaluator alone: Redis round trips per timer tick, and alert latency at 5k events/s, repeated.
 
-`python -m bench.evaluator trips` drives `Runtime.evaluate` in this process through the round-trip proxy, with
-four models whose windows close one per tick (event time is applied straight through the store, not through the
+`python -m bench.evaluator trips` drives `stream.evaluator.evaluate` in this process through the round-trip proxy,
+with four models whose windows close one per tick (event time is applied straight through the store, not through the
 proxy), and prints the trips of an idle tick and of a tick that closes one window per model.
 `python -m bench.evaluator latency --runs 3` runs bench.run.alert_latency (a real worker) several times on one
 stack and prints p50/p99 of each run: the CPU is shared, so the spread between runs is the noise.
@@ -69,8 +69,9 @@ async def trips(stack: StackInfo, windows: int) -> dict[str, float]:
     from prometheus_client import CollectorRegistry
 
     from bench.run import create_topic
-    from stream.app import Runtime
+    from stream.evaluator import evaluate
     from stream.metrics import Metrics
+    from stream.runtime import Runtime
     from stream.store import Store
 
     import redis as sync_redis
@@ -94,9 +95,9 @@ async def trips(stack: StackInfo, windows: int) -> dict[str, float]:
             # each window's events push the watermark past the previous window's end + lateness
             await direct.apply(_window_events(rng, start + w * 60_000, 400, spike=w % 3 == 2), {}, 0)
             before = proxy.trips
-            closed = await rt.evaluate()
+            closed = await evaluate(rt)
             after = proxy.trips
-            await rt.evaluate()
+            await evaluate(rt)
             if w >= 6:  # past the baseline's warm-up: the steady state
                 closing.append(after - before)
                 idle.append(proxy.trips - after)

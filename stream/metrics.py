@@ -48,7 +48,7 @@ class Metrics:
                                        "Time from a chunk's first message parsed to its events applied in Redis",
                                        ["topic"], registry=r,
                                        buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
-        # feature health (issue 4): feature labels are bounded by each model's `max_features`
+        # feature health: feature labels are bounded by each model's `max_features`
         self.feature_null_rate = Gauge("trustgap_feature_null_rate", "Share of the last closed window's "
                                        "predictions where the feature was null or absent", ["model", "feature"],
                                        registry=r)

@@ -7,7 +7,7 @@ Redis holds never claims more than Redis has. Kafka's committed offset is only a
 
 - on every partition assignment, after Faust has sought to the committed offsets, a partition whose Redis offset
   is below that position is sought back to it (`plan_seeks`);
-- when a guarded script reports that Redis restarted (`store.RedisRestarted`), every assigned partition is
+- when a guarded script reports that Redis restarted (`errors.RedisRestarted`), every assigned partition is
   reconciled the same way against the fetch position, then the batch is applied again;
 - a partition sought back is *rewinding* until its first re-read message arrives: messages fetched before the
   seek are still applied (harmless, deduplicated) but do not advance its offset in Redis, so a second crash in

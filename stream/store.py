@@ -647,8 +647,7 @@ class Labels:
         return cls(model, version.replace("|", "/"), "\x1f".join(x.replace("|", "/") for x in scopes_of(labels)))
 
 
-class RedisRestarted(Exception):
-    """Redis answered from a different process than the one the worker reconciled its offsets with."""
+from .errors import RedisRestarted  # noqa: E402 - only on this branch: the store helper moves it to the import block
 
 
 def label_candidates(event: PredictionEvent, band: str) -> list[tuple[str, str]]:

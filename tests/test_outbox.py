@@ -2,7 +2,7 @@
 together and each arrives exactly once; an alert whose send fails stays in the outbox until a later tick
 publishes it.
 
-`Runtime.evaluate` runs in the test process (the timer's body, without Faust's timer around it) on an aiokafka
+`stream.evaluator.evaluate` runs in the test process (the timer's body, without Faust's timer around it) on an aiokafka
 producer, which is what the Faust topic's `send` wraps: `await send()` answers a future of the broker's ack.
 """
 
@@ -25,7 +25,8 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from prometheus_client import CollectorRegistry
 
 from stream import keys
-from stream.app import Runtime
+from stream.evaluator import evaluate
+from stream.runtime import Runtime
 from stream.embedded import StackInfo
 from stream.events import AlignmentAlert, HumanActionEvent, PredictionEvent
 from stream.metrics import Metrics
@@ -145,7 +146,7 @@ def test_a_burst_of_alerts_in_one_window_arrives_exactly_once_and_empties_the_ou
         try:
             for w in range(8):  # six quiet windows of baseline, the spike, then one that pushes the watermark on
                 await store.apply(window_events(rng, START + w * WINDOW, spike=w == 6), {}, 0)
-                await rt.evaluate()
+                await evaluate(rt)
         finally:
             await producer.stop()
             await store.close()
@@ -173,16 +174,16 @@ def test_an_alert_whose_send_fails_stays_in_the_outbox_and_is_published_on_a_lat
         try:
             for w in range(7):  # each window's events close the one before: quiet baseline up to the spike
                 await store.apply(window_events(rng, START + w * WINDOW, spike=w == 6), {}, 0)
-                await rt.evaluate()
+                await evaluate(rt)
             await store.apply(window_events(rng, spike + WINDOW, spike=False), {}, 0)  # the spike can close
             fs.kill_broker()
-            closed_while_down = await rt.evaluate()         # decides the burst; its sends fail
+            closed_while_down = await evaluate(rt)         # decides the burst; its sends fail
             waiting = await store.redis.hlen(outbox)
-            await rt.evaluate()                             # still down: nothing is lost, nothing acked
+            await evaluate(rt)                             # still down: nothing is lost, nothing acked
             still_waiting = await store.redis.hlen(outbox)
             fs.start_broker()  # memory storage: comes back empty, so the topic is created again
             await asyncio.get_running_loop().run_in_executor(None, create_topic, fs.bootstrap_servers, topic)
-            await rt.evaluate()                             # a later tick publishes what waited
+            await evaluate(rt)                             # a later tick publishes what waited
             return closed_while_down, waiting, still_waiting, store.decided
         finally:
             await producer.stop()

@@ -12,7 +12,7 @@ HEAVY = ("faust", "redis", "aiokafka", "confluent_kafka", "prometheus_client", "
 
 @pytest.mark.parametrize("module", ["stream.events", "stream.windows", "stream.detect", "stream.simulate",
                                     "stream.keys", "stream.settings", "stream.features", "stream.stats",
-                                    "stream.recovery", "stream.offline"])
+                                    "stream.recovery", "stream.offline", "stream.judge"])
 def test_core_modules_import_no_io_framework(module: str) -> None:
     code = f"import sys, {module}; print(','.join(m for m in {HEAVY!r} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()

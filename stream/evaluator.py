@@ -1,0 +1,190 @@
+"""The window evaluator: every tick, close each window the watermark has passed and judge it, one model at a time.
+
+One window is a chain of small steps: read (close it and read what judging needs) → judge (pure, stream.judge)
+→ commit (compare-and-set on the model's closed mark, alerts into the outbox) → publish (the outbox burst, then
+forget what the broker acknowledged). An alert decided is published at least once and decided only once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from itertools import islice
+from typing import Any
+
+from . import detect, features, keys
+from .events import AlignmentAlert, Annotation
+from .judge import Closed, Memory, Verdict, decode, judge
+from .reconcile import with_redis
+from .runtime import Runtime
+from .store import ModelState, ModelTick
+from .times import epoch_ms
+from .windows import Window, closable, watermark
+
+log = logging.getLogger("trustgap")
+
+MAX_WINDOWS_PER_TICK = 200  # bounds one evaluator tick after a long outage; the next tick goes on
+
+
+async def evaluate(rt: Runtime) -> int:
+    """Close and evaluate every window the watermark has passed, for every model; returns windows closed.
+
+    At steady state a tick is one Redis round trip (Store.tick); a window that closes costs one more to close
+    it and read what judging it needs, one to commit, and one to forget its acknowledged alerts."""
+    started = time.monotonic()
+    tick = await with_redis(rt, "tick", lambda: rt.store.tick(rt.models, rt.worker_id, epoch_ms(rt.clock())))
+    new = [m for m in tick.models if m not in tick.seen]
+    if new:  # models this worker has not seen yet: read them now rather than a tick later
+        more = await with_redis(rt, "tick", lambda: rt.store.tick(new, rt.worker_id, None))
+        tick.seen.update(more.seen)
+    rt.models = tick.models
+    for kind, n in zip(("action", "outcome"), tick.orphans, strict=True):
+        if n:
+            rt.metrics.orphans.labels(kind).inc(n)
+    closed = 0
+    for model in tick.models:
+        closed += await evaluate_model(rt, model, tick.seen[model], started)
+    return closed
+
+
+async def evaluate_model(rt: Runtime, model: str, seen: ModelTick, tick_started: float) -> int:
+    """Judge the model's windows the watermark has passed, oldest first; returns how many were committed."""
+    if not await _ready(rt, model, seen, tick_started):
+        return 0
+    windows = due_windows(rt, model, seen)
+    closed_mark = seen.closed
+    memory: Memory | None = None
+    annotations: list[Annotation] = []
+    done = 0
+    for window in windows:
+        closed, stored = await read(rt, model, window, with_state=memory is None)
+        if stored is not None:  # the first window of the tick: the state comes with it
+            if stored.closed != closed_mark:  # another evaluator moved on since the tick; next tick
+                return 0
+            memory, annotations = decode(stored.state, stored.history), stored.annotations
+        assert memory is not None
+        verdict = judge(model, closed, memory, annotations, rt.settings.for_model(model), rt.clock())
+        if not await commit(rt, model, closed_mark, window, verdict):
+            break  # another worker evaluated it; pick up from its state next tick
+        done += 1
+        closed_mark = str(window.end)
+        export(rt, model, verdict, memory)
+        memory = verdict.memory
+        if verdict.outbox and not await publish(rt, model, verdict.outbox):
+            break  # what failed stays in the outbox and goes first next tick; newer windows wait for it
+    return done
+
+
+async def _ready(rt: Runtime, model: str, seen: ModelTick, tick_started: float) -> bool:
+    """Whether this worker may judge the model's new windows now: it holds the lease, the outbox is empty."""
+    # One worker at a time evaluates and publishes a model: the compare-and-set commit already makes each
+    # evaluation happen once, the lease also keeps two workers from publishing the same outbox entry.
+    if not seen.leased:
+        return False
+    if time.monotonic() - tick_started > keys.LEASE_MS / 3000:  # a long tick: the lease taken may run out
+        if not await with_redis(rt, "lease", lambda: rt.store.lease(model, rt.worker_id)):
+            return False
+    # Left over from a crash between decision and publication, or from a failed send: published before any
+    # newer window is judged, so that a fingerprint's resolution never reaches the topic before its firing.
+    return not seen.outbox or await publish(rt, model, seen.outbox)
+
+
+def due_windows(rt: Runtime, model: str, seen: ModelTick) -> list[Window]:
+    """The model's windows the watermark has passed and no evaluator closed yet (at most MAX_WINDOWS_PER_TICK),
+    exporting the watermark on the way."""
+    if seen.newest is None or seen.first is None:
+        return []
+    ms = rt.settings.for_model(model)
+    wm = watermark(seen.newest, ms.allowed_lateness_seconds * 1000)
+    rt.metrics.watermark.labels(model).set(wm / 1000)
+    rt.metrics.watermark_lag.labels(model).set(rt.clock().timestamp() - wm / 1000)
+    # the common tick ends here with no window: the state, history and annotations are not even read
+    return list(islice(closable(seen.first, int(seen.closed) if seen.closed else None, wm,
+                                ms.window_seconds * 1000), MAX_WINDOWS_PER_TICK))
+
+
+async def read(rt: Runtime, model: str, window: Window, with_state: bool) -> tuple[Closed, ModelState | None]:
+    """Close the window and read its counts and feature statistics (and with `with_state` the model's state)."""
+    got = await with_redis(rt, "close", lambda: rt.store.close_and_read(model, window.start, window.end,
+                                                                        with_state=with_state))
+    n, stats = await with_redis(rt, "features", lambda: rt.store.features.read(model, window.start,
+                                                                               got.feature_stats))
+    return Closed(window, got.counts.counts, n, stats), got.state
+
+
+async def commit(rt: Runtime, model: str, closed_mark: str, window: Window, verdict: Verdict) -> bool:
+    """Store the verdict if the model's closed mark is still `closed_mark`; False when another worker did."""
+    return await with_redis(rt, "commit", lambda: rt.store.commit_evaluation(
+        model, closed_mark, window.end, window.start, verdict.summary_json(), verdict.state_json(),
+        list(verdict.outbox.items()), verdict.keep_from))
+
+
+def export(rt: Runtime, model: str, verdict: Verdict, before: Memory) -> None:
+    """Export a committed window's metrics: rates and alerts, then feature health."""
+    export_rates(rt, model, verdict.rate)
+    export_features(rt, model, verdict.feature, before.feature)
+
+
+def export_features(rt: Runtime, model: str, result: features.Evaluation, before: features.State) -> None:
+    """Feature health of the window; an alert that closed since `before` is set back to 0."""
+    m = rt.metrics
+    for name in result.summary.stats:
+        stats = result.summary.get(name)
+        m.feature_null_rate.labels(model, name).set(stats.null_rate)
+        m.feature_distinct.labels(model, name).set(stats.distinct)
+    active = set(result.state.active())
+    for item in set(before.active()) | active:
+        signal, _, name = item.partition(":")
+        m.feature_alert_active.labels(model, signal, name).set(1 if item in active else 0)
+
+
+def export_rates(rt: Runtime, model: str, result: detect.Evaluation) -> None:
+    """The window's rates per scope, and the baselines and lifetimes of its alerts."""
+    m = rt.metrics
+    m.windows.labels(model).inc()
+    m.closed.labels(model).set(result.summary.end / 1000)
+    for scope, counts in result.summary.scopes.items():
+        for signal in detect.EXPORTED_RATES:
+            k, n = detect.rate(counts, signal)
+            if n:
+                m.rate.labels(model, signal, scope or "all").set(k / n)
+                m.samples.labels(model, signal, scope or "all").set(n)
+    for alert in result.alerts:
+        scope = ",".join(f"{k}={v}" for k, v in alert.scope.items()) or "all"
+        m.baseline.labels(model, alert.signal, scope).set(alert.baseline)
+        labels = (model, alert.signal, scope, alert.classification, alert.severity, alert.recommendation)
+        # Only sustained alerts have a lifetime (firing .. resolved); transient and expected are one-off news.
+        if alert.classification == "sustained":
+            m.alert_active.labels(*labels).set(1 if alert.status == "firing" else 0)
+
+
+async def publish(rt: Runtime, model: str, entries: Mapping[str, bytes]) -> bool:
+    """Publish outbox entries (alert_id -> JSON) as one burst: send them all, await the broker's acks
+    together, then forget the acknowledged ones with one call. An entry leaves the outbox only after its
+    ack; one whose send failed stays for the next tick. True when every entry was acknowledged."""
+    alerts = sorted(((alert_id, AlignmentAlert.model_validate_json(body), body)
+                     for alert_id, body in entries.items()), key=lambda x: (x[1].window.end, x[0]))
+    sent: list[tuple[str, AlignmentAlert, Any]] = []
+    for alert_id, alert, body in alerts:
+        try:
+            sent.append((alert_id, alert, await rt.topics["alerts"].send(key=alert.fingerprint.encode(),
+                                                                        value=body)))
+        except Exception as err:  # noqa: BLE001 - the broker's failure must not stop the timer
+            log.warning("alert %s not sent (%s); it stays in the outbox", alert_id, err)
+            break  # in order: a later entry must not overtake this one
+    acks = await asyncio.gather(*(fut for _, _, fut in sent), return_exceptions=True)
+    acked = []
+    for (alert_id, alert, _), ack in zip(sent, acks, strict=True):
+        if isinstance(ack, BaseException):
+            log.warning("alert %s not acknowledged (%s); it stays in the outbox", alert_id, ack)
+            continue
+        acked.append(alert_id)
+        rt.metrics.alerts.labels(model, alert.signal, alert.classification, alert.severity, alert.status).inc()
+        log.info("alert %s %s %s %s scope=%s observed=%.3f baseline=%.3f -> %s", alert.status,
+                 alert.classification, alert.signal, model, alert.scope, alert.observed, alert.baseline,
+                 alert.recommendation)
+    if acked:
+        await with_redis(rt, "ack", lambda: rt.store.ack_alerts(model, acked))
+    return len(acked) == len(alerts)
