@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from stream import keys
-from tests.harness import Deployment, metric_value, metrics_text, wait_for
-from tests.test_pipeline import batches, expected_counts, generate, read_counts, with_duplicates
+from tests.support.harness import Deployment, metric_value, metrics_text, wait_for
+from tests.support.truth import batches, expected_counts, generate, read_counts, with_duplicates
 
 pytestmark = pytest.mark.integration
 

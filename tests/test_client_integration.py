@@ -15,7 +15,7 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from stream.client import AsyncClient, Client
-from tests.harness import Deployment, metric_value, metrics_text, wait_for
+from tests.support.harness import Deployment, metric_value, metrics_text, wait_for
 
 pytestmark = pytest.mark.integration
 

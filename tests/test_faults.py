@@ -1,6 +1,6 @@
 """Fault injection: exact counts through worker SIGKILLs, rebalances, Redis crashes and outages, broker restarts.
 
-Each test owns its broker and redis-server (tests/faultstack.py) and kills them at will. Traffic flows in the
+Each test owns its broker and redis-server (tests/support/faultstack.py) and kills them at will. Traffic flows in the
 background while the fault happens; afterwards the counts in Redis must equal the generated truth exactly:
 nothing lost, nothing counted twice. Recovery times are printed (run with -s) and written to
 `fault-figures.json` in the test's tmp dir.
@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
-from tests.faultstack import FaultStack, Pacer, applied_offsets, events_seen, fault_stack, kill_worker
-from tests.harness import Deployment, metric_value, metrics_text, wait_for
-from tests.truth import expected_counts, generate, read_counts, with_duplicates
+from tests.support.faultstack import FaultStack, Pacer, applied_offsets, events_seen, fault_stack, kill_worker
+from tests.support.harness import Deployment, metric_value, metrics_text, wait_for
+from tests.support.truth import expected_counts, generate, read_counts, with_duplicates
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from stream.simulate import generate
-from tests.harness import Deployment, metric_value, metrics_text, wait_for
+from tests.support.harness import Deployment, metric_value, metrics_text, wait_for
 
 pytestmark = pytest.mark.integration
 

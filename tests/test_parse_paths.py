@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stream.events import Limits, _parse_elements, _parse_valid, parse
-from tests.test_hostile import LIMITS as HOSTILE_LIMITS
-from tests.test_hostile import messages as hostile_messages
+from tests.support.hostile import LIMITS as HOSTILE_LIMITS
+from tests.support.hostile import messages as hostile_messages
 
 PRED = {"schema_version": 1, "event_id": "e1", "prediction_id": "p1", "model": "claims", "model_version": "3",
         "ts": "2026-11-01T12:00:00Z", "label": "approve"}

@@ -28,6 +28,7 @@ def test_resp_counter_counts_top_level_values_whatever_the_pieces(stream: bytes,
         assert (counter.complete, counter.idle) == (values, True), f"pieces of {size}"
 
 
+@pytest.mark.integration
 def test_proxy_counts_a_pipeline_once_and_sequential_commands_each(stack: Any, redis_client: Any) -> None:
     # The pipeline's first command keeps Redis busy for 0.2 s, so its ~2 MB arrive in many reads while nothing is
     # answered yet: the old count (a trip per request read after any reply byte) and this one must both say one.

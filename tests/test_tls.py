@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from stream.embedded import free_port, stop
-from tests.harness import Deployment, metric_value, metrics_text, wait_for
+from tests.support.harness import Deployment, metric_value, metrics_text, wait_for
 
 pytestmark = pytest.mark.integration
 PASSWORD = "tls-s3cret-never-logged"

@@ -22,7 +22,7 @@ import redis
 
 from stream import keys
 from stream.embedded import free_port, start_broker, start_redis, stop
-from tests.harness import Deployment, metric_value, metrics_text
+from tests.support.harness import Deployment, metric_value, metrics_text
 
 
 @dataclass

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from stream.store import Store
-from tests.harness import Deployment
+from tests.support.harness import Deployment
 
 T0 = datetime(2026, 11, 20, 0, 0, tzinfo=timezone.utc)
 HOUR_MS = 3600 * 1000
