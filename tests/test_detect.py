@@ -193,8 +193,8 @@ def _stationary_run(seed: int, ms: ModelSettings) -> tuple[int, int]:
     for i in range(WINDOWS):
         n = rng.integers(80, 160, size=SCOPES)
         scopes = {}
-        for j, (p, counters) in enumerate(((0.1, ("a:override", "a:accept")), (0.1, ("m:truth", "o:truth")),
-                                           (0.3, ("m:proxy", "o:proxy")))):
+        for p, counters in ((0.1, ("a:override", "a:accept")), (0.1, ("m:truth", "o:truth")),
+                                           (0.3, ("m:proxy", "o:proxy"))):
             k = rng.binomial(n, p)
             for s in range(SCOPES):
                 c = scopes.setdefault(f"shop={s}", {})

@@ -88,7 +88,8 @@ def test_up_is_idempotent_outlives_its_caller_and_down_stops_exactly_its_process
     state_dir = tmp_path / "state"
     # First `up` from a separate interpreter that then exits, as `trustgap demo` would.
     subprocess.run(
-        [sys.executable, "-c", f"from pathlib import Path; from stream.embedded import up; up(Path({str(state_dir)!r}))"],
+        [sys.executable, "-c",
+         f"from pathlib import Path; from stream.embedded import up; up(Path({str(state_dir)!r}))"],
         cwd=REPO_ROOT,
         check=True,
         timeout=60,

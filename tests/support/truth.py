@@ -20,7 +20,10 @@ def _ts(t: datetime) -> str:
     return t.isoformat().replace("+00:00", "Z")
 
 
-def generate(rng: random.Random, n: int, prefix: str = "") -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+Events = list[dict[str, Any]]
+
+
+def generate(rng: random.Random, n: int, prefix: str = "") -> tuple[Events, Events, Events]:
     preds, actions, outcomes = [], [], []
     for i in range(n):
         model = rng.choice(["claims", "fraud"])
