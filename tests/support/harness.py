@@ -42,6 +42,23 @@ def wait_for(check: Callable[[], T], timeout: float = 60.0, interval: float = 0.
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value {last!r}")
 
 
+def eventually(check: Callable[[], T], timeout: float = 60.0, interval: float = 0.2, what: str = "assertions"
+               ) -> T:
+    """Run `check` (a function of assertions) until it passes, and return what it returns; after `timeout`
+    seconds re-raise its last AssertionError.
+
+    For what a worker reaches asynchronously: a test waits for exactly what it asserts, never for a neighbour of
+    it (an alert, a counter or an offset that comes a moment later is then not asserted too early)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return check()
+        except AssertionError as err:
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"after {timeout}s waiting for {what}: {err}") from err
+        time.sleep(interval)
+
+
 @dataclass
 class Deployment:
     """One isolated trustgap deployment (topics + group) on the shared stack, with its settings as env vars."""
@@ -84,9 +101,10 @@ class Deployment:
     def start_worker(self, web_port: int | None = None, web_host: str = "127.0.0.1") -> subprocess.Popen[bytes]:
         port = web_port or free_port()
         env = {**os.environ, **self.env, "TRUSTGAP_WEB_PORT": str(port), "TRUSTGAP_WEB_HOST": web_host}
-        log = (self.logdir / f"{self.name}-worker{len(self.workers)}.log").open("ab")
-        proc = subprocess.Popen([sys.executable, "-m", "stream.cli", "worker", "--loglevel", "info"], env=env,
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log = self.logdir / f"{self.name}-worker{len(self.workers)}.log"
+        with log.open("ab") as out:  # the child keeps its own descriptor
+            proc = subprocess.Popen([sys.executable, "-m", "stream.cli", "worker", "--loglevel", "info"], env=env,
+                                    stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         proc.web_port = port  # type: ignore[attr-defined]
         self.workers.append(proc)
         wait_for(lambda: _http_ok(port, web_host) or proc.poll() is not None, 60, what="worker web endpoint")

@@ -4,6 +4,9 @@ The rule is what a test does, not what it is called: a test that starts a broker
 Python child (mypy, ruff, `python -c`), promtool, amtool or chromium is an integration test. Checking the act
 itself (every child process goes through one of the calls below) catches the indirect cases too — a fixture, a
 helper or the code under test that spawns — which a scan of test source for `subprocess` would miss.
+
+Collection (importing the test modules) is not guarded: importing Faust runs one `file -b` on the interpreter
+(croniter's 32-bit probe), which is an import's cost, not a test's.
 """
 
 from __future__ import annotations
