@@ -1,15 +1,40 @@
-"""Shared fixtures: one real Tansu broker and one real redis-server per test session, on free loopback ports."""
+"""Shared fixtures: one real Tansu broker and one real redis-server per test session, on free loopback ports.
+
+The hooks below keep the `integration` marker true (tests/support/processes.py says the rule): a test that is not
+marked integration may neither use the real stack's fixtures nor start a process, so `-m "not integration"`
+starts none.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
 from stream.embedded import StackInfo, running_stack
-from tests.harness import Deployment
+from tests.support import processes
+from tests.support.harness import Deployment
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
+    processes.check_fixtures(item)
+    with processes.forbidden(item):
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    with processes.forbidden(item):
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
+    with processes.forbidden(item):
+        return (yield)
 
 
 @pytest.fixture(scope="session")

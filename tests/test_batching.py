@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from stream import keys
-from tests.harness import Deployment, metric_value, metrics_text, wait_for
-from tests.test_pipeline import batches, expected_counts, generate, read_counts, with_duplicates
+from tests.support.harness import Deployment, eventually, metric_value, metrics_text, wait_for
+from tests.support.truth import batches, expected_counts, generate, read_counts, with_duplicates
 
 pytestmark = pytest.mark.integration
 
@@ -43,11 +43,16 @@ def test_batches_larger_than_take_max_count_exactly_once_and_offsets_cover_every
     wait_for(lambda: read_counts(deployment, models, starts) == truth, 90,
              what="Redis window counts to equal the generated truth")
 
-    text = metrics_text(port)
     distinct = len(preds) + len(actions) + len(outcomes)
     copies = sum(len(v) for v in sent.values()) - distinct
-    assert metric_value(text, "trustgap_events_total", result="applied") == distinct
-    assert metric_value(text, "trustgap_events_total", result="duplicate") == copies
-    # one key for all messages, so each topic's messages sit on one partition: its offset is the message count
-    offsets = {k.decode().rpartition(":")[0]: int(v) for k, v in redis_client.hgetall(keys.OFFSETS).items()}
-    assert offsets == {deployment.topic(t): len(m) for t, m in messages.items()}
+
+    def counters_and_offsets() -> None:
+        # a last message of copies changes no count: the counters and offsets are waited for themselves
+        text = metrics_text(port)
+        assert metric_value(text, "trustgap_events_total", result="applied") == distinct
+        assert metric_value(text, "trustgap_events_total", result="duplicate") == copies
+        # one key for all messages, so each topic's messages sit on one partition: its offset is the message count
+        offsets = {k.decode().rpartition(":")[0]: int(v) for k, v in redis_client.hgetall(keys.OFFSETS).items()}
+        assert offsets == {deployment.topic(t): len(m) for t, m in messages.items()}
+
+    eventually(counters_and_offsets, 30, what="every message counted and its offset recorded")

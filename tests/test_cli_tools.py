@@ -21,8 +21,8 @@ import pytest
 from stream import keys
 from stream.detect import RATE_SIGNALS, Summary, fingerprint
 from stream.events import AlertWindow, AlignmentAlert
-from tests.browser import CHROMIUM, visit
-from tests.harness import Deployment
+from tests.support.browser import CHROMIUM, visit
+from tests.support.harness import Deployment
 
 pytestmark = pytest.mark.integration
 

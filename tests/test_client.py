@@ -45,6 +45,7 @@ def take(c: Client) -> list[tuple[str, bytes, dict[str, Any]]]:
     return out
 
 
+@pytest.mark.integration
 def test_importing_the_client_loads_no_faust_redis_or_aiokafka() -> None:
     code = "import sys, stream.client; print(sorted(m for m in ('faust', 'redis', 'aiokafka') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

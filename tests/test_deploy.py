@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from deploy import alerts, dashboards, generate
-from tests.harness import wait_for
-from tests.ops import DEPLOY, REPO, alertmanager, binary, http_json, run
+from tests.support.harness import wait_for
+from tests.support.ops import DEPLOY, REPO, alertmanager, binary, http_json, run
 
 RULE_FILES = sorted((DEPLOY / "prometheus" / "rules").glob("*.yml"))
 PROMTOOL_TESTS = sorted((DEPLOY / "prometheus" / "tests").glob("*.yml"))
@@ -44,6 +44,7 @@ def test_a_changed_duration_makes_the_rules_drift(monkeypatch: pytest.MonkeyPatc
 
 # --- Prometheus -----------------------------------------------------------------------------------------------
 
+@pytest.mark.integration
 def test_promtool_accepts_every_rule_file() -> None:
     result = run(binary("promtool"), "check", "rules", *(str(f.relative_to(REPO)) for f in RULE_FILES))
     assert result.returncode == 0, result.stdout + result.stderr
@@ -52,12 +53,14 @@ def test_promtool_accepts_every_rule_file() -> None:
         assert f"Checking deploy/prometheus/rules/{area}.yml\n  SUCCESS: {len(defined)} rules found" in result.stdout
 
 
+@pytest.mark.integration
 def test_promtool_accepts_the_scrape_config_and_finds_the_rule_files() -> None:
     result = run(binary("promtool"), "check", "config", str(DEPLOY / "prometheus" / "prometheus.yml"))
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"SUCCESS: {len(RULE_FILES)} rule files found" in result.stdout
 
 
+@pytest.mark.integration
 def test_promtool_unit_tests_pass() -> None:
     result = run(binary("promtool"), "test", "rules", *map(str, PROMTOOL_TESTS))
     assert result.returncode == 0, result.stdout + result.stderr
@@ -105,12 +108,14 @@ def test_every_runbook_url_points_at_a_section_of_the_runbook() -> None:
 
 # --- Alertmanager ---------------------------------------------------------------------------------------------
 
+@pytest.mark.integration
 def test_amtool_accepts_the_alertmanager_config() -> None:
     result = run(binary("amtool"), "check-config", str(AM_CONFIG))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout and "3 inhibit rules" in result.stdout
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(("labels", "receiver"), [
     # a sustained alignment gap pages
     ({"alertname": "TrustgapOverrideRateGap", "model": "claims", "severity": "page"}, "page"),
@@ -147,6 +152,7 @@ def _states(url: str, expected: int) -> dict[tuple[str, str], str]:
     return wait_for(fetch, 20, what=f"{expected} alerts in Alertmanager")
 
 
+@pytest.mark.integration
 def test_alertmanager_inhibits_what_another_alert_explains(tmp_path: Path) -> None:
     with alertmanager(tmp_path) as am:
         _post(am.url,

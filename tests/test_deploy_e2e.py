@@ -18,8 +18,8 @@ from deploy import alerts, dashboards
 from stream.admin import confluent_config
 from stream.client import BatchProducer
 from stream.simulate import generate as simulate
-from tests.harness import Deployment, metric_value, metrics_text, wait_for
-from tests.ops import DEPLOY, alertmanager, http_json, prometheus, promql
+from tests.support.harness import Deployment, metric_value, metrics_text, wait_for
+from tests.support.ops import DEPLOY, alertmanager, http_json, prometheus, promql
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

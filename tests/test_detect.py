@@ -193,8 +193,8 @@ def _stationary_run(seed: int, ms: ModelSettings) -> tuple[int, int]:
     for i in range(WINDOWS):
         n = rng.integers(80, 160, size=SCOPES)
         scopes = {}
-        for j, (p, counters) in enumerate(((0.1, ("a:override", "a:accept")), (0.1, ("m:truth", "o:truth")),
-                                           (0.3, ("m:proxy", "o:proxy")))):
+        for p, counters in ((0.1, ("a:override", "a:accept")), (0.1, ("m:truth", "o:truth")),
+                                           (0.3, ("m:proxy", "o:proxy"))):
             k = rng.binomial(n, p)
             for s in range(SCOPES):
                 c = scopes.setdefault(f"shop={s}", {})
@@ -228,6 +228,7 @@ def test_without_the_multiple_testing_correction_the_bound_is_broken(monkeypatch
     assert sum(r[0] for r in results) > windows * 0.01 + 3 * (windows * 0.01 * 0.99) ** 0.5
 
 
+@pytest.mark.integration
 def test_the_pure_core_imports_no_io_library() -> None:
     code = ("import sys, stream.detect, stream.stats, stream.simulate, stream.offline; "
             "bad = {'faust', 'redis', 'aiokafka', 'confluent_kafka', 'prometheus_client'} & set(sys.modules); "

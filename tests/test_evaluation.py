@@ -13,7 +13,7 @@ from stream.admin import confluent_config
 from stream.client import BatchProducer
 from stream.events import AlignmentAlert
 from stream.simulate import generate
-from tests.harness import Deployment, metric_value, metrics_text, wait_for
+from tests.support.harness import Deployment, metric_value, metrics_text, wait_for
 
 pytestmark = pytest.mark.integration
 

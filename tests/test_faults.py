@@ -1,6 +1,6 @@
 """Fault injection: exact counts through worker SIGKILLs, rebalances, Redis crashes and outages, broker restarts.
 
-Each test owns its broker and redis-server (tests/faultstack.py) and kills them at will. Traffic flows in the
+Each test owns its broker and redis-server (tests/support/faultstack.py) and kills them at will. Traffic flows in the
 background while the fault happens; afterwards the counts in Redis must equal the generated truth exactly:
 nothing lost, nothing counted twice. Recovery times are printed (run with -s) and written to
 `fault-figures.json` in the test's tmp dir.
@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
-from tests.faultstack import FaultStack, Pacer, applied_offsets, events_seen, fault_stack, kill_worker
-from tests.harness import Deployment, metric_value, metrics_text, wait_for
-from tests.truth import expected_counts, generate, read_counts, with_duplicates
+from tests.support.faultstack import FaultStack, Pacer, applied_offsets, events_seen, fault_stack, kill_worker
+from tests.support.harness import Deployment, metric_value, metrics_text, wait_for
+from tests.support.truth import expected_counts, generate, read_counts, with_duplicates
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -101,19 +101,22 @@ def test_counts_are_exact_after_ten_sigkills_of_the_worker_mid_stream(dep: Deplo
     worker = dep.start_worker()
     resume_times = []
     for _ in range(10):
-        wait_for(lambda: events_seen(worker.web_port) > 0, 60, what="the worker to handle events")  # type: ignore
+        # the worker is bound now: the lambda is called only within this iteration
+        wait_for(lambda w=worker: events_seen(w.web_port) > 0, 60, what="the worker to handle events")  # type: ignore
         time.sleep(rng.uniform(0.2, 2.5))  # a random instant while batches are being applied
         assert not pacer.done, "the stream ended before the kill; the kill would not be mid-stream"
         kill_worker(worker)
         restarted = time.monotonic()
         worker = dep.start_worker()
-        wait_for(lambda: events_seen(worker.web_port) > 0, 60, what="the restarted worker to handle events")  # type: ignore
+        wait_for(lambda w=worker: events_seen(w.web_port) > 0, 60,  # type: ignore
+                 what="the restarted worker to handle events")
         resume_times.append(round(time.monotonic() - restarted, 2))
     pacer.join()
     catch_up, _ = settle(dep, truth)
     assert worker.poll() is None
-    report(tmp_path, "worker_sigkill", kills=10, events_sent=len(events), distinct_events=len({e["event_id"] for _, e in events}), lost=0, double_counted=0,
-        resume_seconds_after_each_restart=resume_times, catch_up_seconds=round(catch_up, 2))
+    report(tmp_path, "worker_sigkill", kills=10, events_sent=len(events),
+           distinct_events=len({e["event_id"] for _, e in events}), lost=0, double_counted=0,
+           resume_seconds_after_each_restart=resume_times, catch_up_seconds=round(catch_up, 2))
 
 
 def test_counts_are_exact_when_a_second_worker_joins_and_the_first_leaves(dep: Deployment, tmp_path: Path

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from stream.simulate import generate
-from tests.harness import Deployment, metric_value, metrics_text, wait_for
+from tests.support.harness import Deployment, eventually, metric_value, metrics_text
 
 pytestmark = pytest.mark.integration
 
@@ -39,17 +39,16 @@ def test_frozen_and_missing_features_are_named_and_the_outcome_alerts_blame_them
     worker = deployment.start_worker()
     send_in_event_time_order(deployment, events)
 
-    def feature_alerts() -> list[dict[str, Any]] | None:
-        alerts = deployment.read("alerts", 1)
-        mine = [a for a in alerts if a["signal"].startswith("feature_")]
-        sustained = {(a["signal"], a["scope"]["feature"]) for a in mine if a["classification"] == "sustained"}
-        return alerts if len(sustained) == 2 else None
+    def feature_alerts() -> list[dict[str, Any]]:
+        feature = [a for a in deployment.read("alerts", 1) if a["signal"].startswith("feature_")]
+        # exactly the two broken features, nothing about the healthy age, country, or a scale shift
+        assert {(a["signal"], a["scope"]["feature"]) for a in feature if a["classification"] == "sustained"} == {
+            ("feature_frozen", "income"), ("feature_missing", "days_since_signup")}
+        assert {(a["signal"], a["scope"]["feature"]) for a in feature} == {
+            ("feature_frozen", "income"), ("feature_missing", "days_since_signup")}
+        return feature
 
-    alerts = wait_for(feature_alerts, 180, interval=2, what="sustained feature_frozen and feature_missing")
-    feature = [a for a in alerts if a["signal"].startswith("feature_")]
-    # exactly the two broken features, nothing about the healthy age, country, or a scale shift
-    assert {(a["signal"], a["scope"]["feature"]) for a in feature} == {
-        ("feature_frozen", "income"), ("feature_missing", "days_since_signup")}
+    feature = eventually(feature_alerts, 180, interval=2, what="sustained feature_frozen and feature_missing")
     assert {a["recommendation"] for a in feature} == {"fix_upstream_feature"}
     first = {a["signal"]: a for a in sorted(feature, key=lambda a: a["window"]["start"], reverse=True)}
     assert first["feature_frozen"]["window"]["start"].startswith(BREAK[:19])
@@ -57,18 +56,25 @@ def test_frozen_and_missing_features_are_named_and_the_outcome_alerts_blame_them
     assert "'income' frozen at" in first["feature_frozen"]["diagnosis"][0]
     assert 0.5 < first["feature_missing"]["observed"] < 0.9  # 70% null or absent in the scenario
 
-    # the model-wide outcome alerts from the break on point at the upstream feature, naming it
-    outcome = [a for a in alerts if a["signal"] == "outcome_mismatch" and a["scope"] == {}
-               and a["status"] == "firing" and a["window"]["start"] >= BREAK[:19]]
-    assert outcome, "the scenario's mismatch rise after the break raised no model-wide outcome alert"
-    assert {a["recommendation"] for a in outcome} == {"fix_upstream_feature"}
-    assert all("'income' (frozen)" in " ".join(a["diagnosis"]) for a in outcome)
+    def outcome_alerts() -> None:
+        # the model-wide outcome alerts from the break on point at the upstream feature, naming it; they are
+        # judged an outcome horizon after the feature alerts, so they are waited for on their own
+        outcome = [a for a in deployment.read("alerts", 1) if a["signal"] == "outcome_mismatch"
+                   and a["scope"] == {} and a["status"] == "firing" and a["window"]["start"] >= BREAK[:19]]
+        assert outcome, "the scenario's mismatch rise after the break raised no model-wide outcome alert"
+        assert {a["recommendation"] for a in outcome} == {"fix_upstream_feature"}
+        assert all("'income' (frozen)" in " ".join(a["diagnosis"]) for a in outcome)
 
-    text = metrics_text(worker.web_port)  # type: ignore[attr-defined]
-    assert metric_value(text, "trustgap_feature_alert_active", signal="feature_frozen", feature="income") == 1
-    assert metric_value(text, "trustgap_feature_alert_active", signal="feature_missing",
-                        feature="days_since_signup") == 1
-    assert metric_value(text, "trustgap_feature_distinct", feature="income") == 1
-    assert 0.5 < metric_value(text, "trustgap_feature_null_rate", feature="days_since_signup") < 0.9
-    assert metric_value(text, "trustgap_feature_null_rate", feature="age") == 0
+    eventually(outcome_alerts, 120, interval=2, what="a model-wide outcome alert that blames the feature")
+
+    def gauges() -> None:
+        text = metrics_text(worker.web_port)  # type: ignore[attr-defined]
+        assert metric_value(text, "trustgap_feature_alert_active", signal="feature_frozen", feature="income") == 1
+        assert metric_value(text, "trustgap_feature_alert_active", signal="feature_missing",
+                            feature="days_since_signup") == 1
+        assert metric_value(text, "trustgap_feature_distinct", feature="income") == 1
+        assert 0.5 < metric_value(text, "trustgap_feature_null_rate", feature="days_since_signup") < 0.9
+        assert metric_value(text, "trustgap_feature_null_rate", feature="age") == 0
+
+    eventually(gauges, 30, what="the feature gauges of the broken windows")
     assert worker.poll() is None

@@ -32,7 +32,7 @@ from stream.events import AlignmentAlert, HumanActionEvent, PredictionEvent
 from stream.metrics import Metrics
 from stream.settings import Settings
 from stream.store import Store
-from tests.faultstack import FaultStack, fault_stack
+from tests.support.faultstack import FaultStack, fault_stack
 
 pytestmark = pytest.mark.integration
 

@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stream.events import Limits, _parse_elements, _parse_valid, parse
-from tests.test_hostile import LIMITS as HOSTILE_LIMITS
-from tests.test_hostile import messages as hostile_messages
+from tests.support.hostile import LIMITS as HOSTILE_LIMITS
+from tests.support.hostile import messages as hostile_messages
 
 PRED = {"schema_version": 1, "event_id": "e1", "prediction_id": "p1", "model": "claims", "model_version": "3",
         "ts": "2026-11-01T12:00:00Z", "label": "approve"}
@@ -64,8 +64,8 @@ CASES: list[tuple[str, bytes, Limits, bool]] = [
                    b'"model":"m","model_version":"","ts":"2026-11-01T12:00:00Z","label":""}', Limits(), True),
     # escapes in keys and values (a surrogate pair)
     ("prediction", dumps(pred(label="},{")), Limits(), True),                     # the split pattern in a string
-    ("prediction", with_extra(PRED, b"123456789012345678901234567890", b"score"), Limits(), True),  # a 30-digit score: both
-    # readers round it to the same double
+    # a 30-digit score: both readers round it to the same double
+    ("prediction", with_extra(PRED, b"123456789012345678901234567890", b"score"), Limits(), True),
     ("prediction", dumps(FULL) + b"\n", Limits(), True),                          # trailing whitespace
     ("action", batch(ACTION, {**ACTION, "action": "bypass", "reason": "gut"}), Limits(), True),
     ("outcome", dumps(OUTCOME), Limits(), True),

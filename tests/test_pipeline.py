@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from tests.harness import Deployment, metric_value, metrics_text, wait_for
-from tests.truth import batches, expected_counts, generate, read_counts, with_duplicates
+from tests.support.harness import Deployment, eventually, metric_value, metrics_text, wait_for
+from tests.support.truth import batches, expected_counts, generate, read_counts, with_duplicates
 
 pytestmark = pytest.mark.integration
 
@@ -45,14 +45,19 @@ def test_counts_equal_generated_truth_despite_duplicates_and_early_joins(deploym
     wait_for(lambda: read_counts(deployment, models, starts) == truth, 90,
              what="Redis window counts to equal the generated truth")
 
-    text = metrics_text(port)
     distinct = len(preds) + len(actions) + len(outcomes)
     copies = len(sent_actions) + len(sent_outcomes) + len(sent_preds) - distinct
     assert copies > 0.15 * distinct
-    assert metric_value(text, "trustgap_events_total", result="applied") == distinct
-    assert metric_value(text, "trustgap_events_total", result="duplicate") == copies
-    assert metric_value(text, "trustgap_events_total", result="pending") == len(actions) + len(outcomes)
-    assert metric_value(text, "trustgap_events_total", result="late") == 0
+
+    def counters() -> None:
+        # a copy sent last changes no count, so the counts can be complete before the counters are
+        text = metrics_text(port)
+        assert metric_value(text, "trustgap_events_total", result="applied") == distinct
+        assert metric_value(text, "trustgap_events_total", result="duplicate") == copies
+        assert metric_value(text, "trustgap_events_total", result="pending") == len(actions) + len(outcomes)
+        assert metric_value(text, "trustgap_events_total", result="late") == 0
+
+    eventually(counters, 30, what="every event counted once by its result")
 
 
 def test_malformed_input_goes_to_the_dead_letter_topic_and_valid_siblings_count(deployment: Deployment) -> None:
@@ -83,11 +88,14 @@ def test_malformed_input_goes_to_the_dead_letter_topic_and_valid_siblings_count(
     assert reasons == Counter({"not_json": 2, "wrong_type": 1, "missing_field": 1, "bad_timestamp": 3,
                                "unsupported_schema_version": 1, "event_too_large": 1, "message_too_large": 1,
                                "not_an_object": 2})
-    text = wait_for(lambda: (t := metrics_text(worker.web_port)) and  # type: ignore[attr-defined]
-                    metric_value(t, "trustgap_events_total", result="applied") == 3 and t, 30,
-                    what="the three valid events to be applied")
-    assert metric_value(text, "trustgap_invalid_events_total") == expected_dead
-    assert metric_value(text, "trustgap_invalid_events_total", reason="bad_timestamp") == 3
+
+    def counters() -> None:
+        text = metrics_text(worker.web_port)  # type: ignore[attr-defined]
+        assert metric_value(text, "trustgap_events_total", result="applied") == 3
+        assert metric_value(text, "trustgap_invalid_events_total") == expected_dead
+        assert metric_value(text, "trustgap_invalid_events_total", reason="bad_timestamp") == 3
+
+    eventually(counters, 30, what="the three valid events applied and every invalid one counted")
     assert worker.poll() is None  # the worker kept going
 
 

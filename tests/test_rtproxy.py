@@ -28,10 +28,12 @@ def test_resp_counter_counts_top_level_values_whatever_the_pieces(stream: bytes,
         assert (counter.complete, counter.idle) == (values, True), f"pieces of {size}"
 
 
+@pytest.mark.integration
 def test_proxy_counts_a_pipeline_once_and_sequential_commands_each(stack: Any, redis_client: Any) -> None:
     # The pipeline's first command keeps Redis busy for 0.2 s, so its ~2 MB arrive in many reads while nothing is
     # answered yet: the old count (a trip per request read after any reply byte) and this one must both say one.
-    busy = "local t = redis.call('TIME') repeat local n = redis.call('TIME') until (n[1] - t[1]) * 1e6 + n[2] - t[2] > 2e5"
+    busy = ("local t = redis.call('TIME') "
+            "repeat local n = redis.call('TIME') until (n[1] - t[1]) * 1e6 + n[2] - t[2] > 2e5")
     proxy = RoundTripProxy(stack.redis_port).start()
     client = redis.Redis(port=proxy.port)
     try:

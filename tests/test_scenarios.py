@@ -18,7 +18,7 @@ from stream.client import BatchProducer
 from stream.offline import replay
 from stream.settings import ModelSettings
 from stream.simulate import SCENARIOS, generate
-from tests.harness import Deployment, metric_value, metrics_text, wait_for
+from tests.support.harness import Deployment, metric_value, metrics_text, wait_for
 
 DAYS, RATE, SEED = 3.0, 250.0, 1
 END = datetime(2026, 11, 12, tzinfo=timezone.utc)  # more than LATENESS + 1 h before "now" (see max_future_seconds)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.faultstack import FaultStack, fault_stack
-from tests.harness import Deployment, metric_value, wait_for
+from tests.support.faultstack import FaultStack, fault_stack
+from tests.support.harness import Deployment, metric_value, wait_for
 
 pytestmark = pytest.mark.integration
 

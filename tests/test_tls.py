@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from stream.embedded import free_port, stop
-from tests.harness import Deployment, metric_value, metrics_text, wait_for
+from tests.support.harness import Deployment, metric_value, metrics_text, wait_for
 
 pytestmark = pytest.mark.integration
 PASSWORD = "tls-s3cret-never-logged"
@@ -26,11 +26,12 @@ def tls_redis(tmp_path: Path) -> Iterator[str]:
                     str(cert), "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
                    check=True, capture_output=True)
     port = free_port()
-    proc = subprocess.Popen(["redis-server", "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
-                             "--tls-cert-file", str(cert), "--tls-key-file", str(key), "--tls-ca-cert-file",
-                             str(cert), "--tls-auth-clients", "no", "--requirepass", PASSWORD, "--save", "",
-                             "--dir", str(tmp_path)], stdout=(tmp_path / "redis.log").open("wb"),
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    with (tmp_path / "redis.log").open("wb") as log:  # the child keeps its own descriptor
+        proc = subprocess.Popen(["redis-server", "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
+                                 "--tls-cert-file", str(cert), "--tls-key-file", str(key), "--tls-ca-cert-file",
+                                 str(cert), "--tls-auth-clients", "no", "--requirepass", PASSWORD, "--save", "",
+                                 "--dir", str(tmp_path)], stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
     url = f"rediss://:{PASSWORD}@127.0.0.1:{port}/0?ssl_ca_certs={cert}"
     import redis
 

@@ -16,6 +16,7 @@ def run_worker(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(("env", "message"), [
     ({"TRUSTGAP_DEFAULTS__WINDOW_SECONDS": "0"}, "bad setting defaults.window_seconds"),
     ({"TRUSTGAP_TOPIC_PARTITIONS": "lots"}, "TRUSTGAP_TOPIC_PARTITIONS"),
@@ -36,6 +37,7 @@ def test_unreachable_redis_is_named(stack: StackInfo) -> None:
     assert "redis unreachable" in result.stderr and "TRUSTGAP_REDIS_URL" in result.stderr
 
 
+@pytest.mark.integration
 def test_unreachable_broker_is_named() -> None:
     result = run_worker({"TRUSTGAP_BROKER_URL": f"kafka://127.0.0.1:{free_port()}"})
     assert result.returncode == 1

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import subprocess
 import urllib.error
 import urllib.parse
@@ -19,10 +17,10 @@ import orjson
 import pytest
 import yaml
 
-from stream.embedded import free_port
-from tests.harness import wait_for
+from stream.embedded import free_port, stop
+from tests.support.harness import wait_for
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 
 
@@ -71,13 +69,7 @@ def _serve(args: list[str], url: str, log: Path) -> Iterator[Service]:
         assert proc.poll() is None, f"{args[0]} exited with {proc.returncode}: {log.read_text()[-2000:]}"
         yield Service(proc, url, log)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop(proc, 10)
         out.close()
 
 

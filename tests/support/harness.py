@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import itertools
 import os
-import signal
 import subprocess
 import sys
 import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,7 +23,7 @@ import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from stream.admin import ensure_topics
-from stream.embedded import StackInfo, free_port
+from stream.embedded import StackInfo, free_port, stop
 from stream.settings import Settings
 
 T = TypeVar("T")
@@ -40,6 +40,23 @@ def wait_for(check: Callable[[], T], timeout: float = 60.0, interval: float = 0.
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value {last!r}")
+
+
+def eventually(check: Callable[[], T], timeout: float = 60.0, interval: float = 0.2, what: str = "assertions"
+               ) -> T:
+    """Run `check` (a function of assertions) until it passes, and return what it returns; after `timeout`
+    seconds re-raise its last AssertionError.
+
+    For what a worker reaches asynchronously: a test waits for exactly what it asserts, never for a neighbour of
+    it (an alert, a counter or an offset that comes a moment later is then not asserted too early)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return check()
+        except AssertionError as err:
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"after {timeout}s waiting for {what}: {err}") from err
+        time.sleep(interval)
 
 
 @dataclass
@@ -84,9 +101,10 @@ class Deployment:
     def start_worker(self, web_port: int | None = None, web_host: str = "127.0.0.1") -> subprocess.Popen[bytes]:
         port = web_port or free_port()
         env = {**os.environ, **self.env, "TRUSTGAP_WEB_PORT": str(port), "TRUSTGAP_WEB_HOST": web_host}
-        log = (self.logdir / f"{self.name}-worker{len(self.workers)}.log").open("ab")
-        proc = subprocess.Popen([sys.executable, "-m", "stream.cli", "worker", "--loglevel", "info"], env=env,
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log = self.logdir / f"{self.name}-worker{len(self.workers)}.log"
+        with log.open("ab") as out:  # the child keeps its own descriptor
+            proc = subprocess.Popen([sys.executable, "-m", "stream.cli", "worker", "--loglevel", "info"], env=env,
+                                    stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         proc.web_port = port  # type: ignore[attr-defined]
         self.workers.append(proc)
         wait_for(lambda: _http_ok(port, web_host) or proc.poll() is not None, 60, what="worker web endpoint")
@@ -94,15 +112,9 @@ class Deployment:
         return proc
 
     def stop_all(self) -> None:
-        for proc in self.workers:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in self.workers:
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        """Stop every worker at once: a graceful shutdown takes seconds, so one after another would add up."""
+        with ThreadPoolExecutor(max(1, len(self.workers))) as pool:
+            list(pool.map(lambda proc: stop(proc, 20), self.workers))
 
     def topic(self, name: str) -> str:
         return f"{self.name}.{name}"

@@ -22,6 +22,8 @@ from typing import Any
 
 import aiohttp
 
+from stream.embedded import stop
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--no-first-run", "--remote-debugging-port=0"]
@@ -49,14 +51,7 @@ def visit(path: Path, expression: str, timeout: float = 60.0) -> PageVisit:
 
 
 def _stop_group(proc: subprocess.Popen[bytes]) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    except ProcessLookupError:
-        pass
+    stop(proc, 15)
     try:
         os.killpg(proc.pid, signal.SIGKILL)  # helpers that outlived the main process
     except ProcessLookupError:

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from stream.store import Store
-from tests.harness import Deployment
+from tests.support.harness import Deployment
 
 T0 = datetime(2026, 11, 20, 0, 0, tzinfo=timezone.utc)
 HOUR_MS = 3600 * 1000
@@ -20,7 +20,10 @@ def _ts(t: datetime) -> str:
     return t.isoformat().replace("+00:00", "Z")
 
 
-def generate(rng: random.Random, n: int, prefix: str = "") -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+Events = list[dict[str, Any]]
+
+
+def generate(rng: random.Random, n: int, prefix: str = "") -> tuple[Events, Events, Events]:
     preds, actions, outcomes = [], [], []
     for i in range(n):
         model = rng.choice(["claims", "fraud"])

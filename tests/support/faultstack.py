@@ -22,7 +22,7 @@ import redis
 
 from stream import keys
 from stream.embedded import free_port, start_broker, start_redis, stop
-from tests.harness import Deployment, metric_value, metrics_text
+from tests.support.harness import Deployment, metric_value, metrics_text
 
 
 @dataclass
@@ -61,10 +61,11 @@ class FaultStack:
             self.redis = start_redis(self.redis_port, self.redis_dir, self.workdir / "redis.log", appendonly=True)
         else:  # embedded.start_redis has no password option; the readiness probe needs AUTH too
             self.redis_dir.mkdir(parents=True, exist_ok=True)
-            self.redis = subprocess.Popen(
-                ["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1", "--save", "",
-                 "--requirepass", self.password, "--dir", str(self.redis_dir)],
-                stdout=(self.workdir / "redis.log").open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
+            with (self.workdir / "redis.log").open("ab") as log:  # the child keeps its own descriptor
+                self.redis = subprocess.Popen(
+                    ["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1", "--save", "",
+                     "--requirepass", self.password, "--dir", str(self.redis_dir)],
+                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
             deadline = time.monotonic() + 30
             while not self.redis_answers():
                 assert time.monotonic() < deadline, "redis-server with requirepass did not start"
