@@ -110,7 +110,8 @@ async def trips(stack: StackInfo, windows: int) -> dict[str, float]:
         await store.close()
         await direct.close()
         proxy.stop()
-    return {"idle tick trips": statistics.mean(idle), f"closing tick trips ({len(MODELS)} windows)": statistics.mean(closing),
+    return {"idle tick trips": statistics.mean(idle),
+            f"closing tick trips ({len(MODELS)} windows)": statistics.mean(closing),
             "alerts published per closing tick": alerts}
 
 

@@ -3,9 +3,9 @@
 Redis counts commands, not round trips (a pipeline of 18 commands is one trip), so the bench puts this proxy
 between the worker and Redis. It follows the RESP framing both ways (hiredis's reader), counting the commands a
 connection sent and the replies it got back; a round trip is counted when a connection starts a command while
-every earlier one has been answered. The count is an upper bound: a pipeline counts once unless one of its reads ends exactly between
-two commands after Redis answered all before it (the wire cannot tell that from a new request). Counting "client
-sends after the server spoke" instead over-counted every pipeline larger than one read.
+every earlier one has been answered. The count is an upper bound: a pipeline counts once unless one of its reads
+ends exactly between two commands after Redis answered all before it (the wire cannot tell that from a new
+request). Counting "client sends after the server spoke" instead over-counted every pipeline larger than one read.
 """
 
 from __future__ import annotations

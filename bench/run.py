@@ -513,7 +513,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"  {k:<{width}}  {v:>12,.1f}")
     nan = float("nan")
     ratios = {
-        "single-event worker / faust per-event count (worker on its default uvloop, faust as the issue ran it; target >= 0.9)":
+        "single-event worker / faust per-event count (worker on its default uvloop, faust on asyncio; target >= 0.9)":
             med["trustgap single-event ev/s"] / med["faust count per event ev/s"],
         "like for like, uvloop: single-event worker / faust per-event count on uvloop":
             med["trustgap single-event ev/s"] / med.get("faust count per event, uvloop ev/s", nan),
