@@ -159,19 +159,30 @@ def events_seen(port: int) -> float:
 
 
 class Pacer:
-    """Sends (topic, event) pairs in the background at a steady pace, so faults land while traffic flows."""
+    """Sends (topic, event) pairs in the background at a steady pace, so faults land while traffic flows.
 
-    def __init__(self, dep: Deployment, events: Sequence[tuple[str, Any]], seconds: float, chunk: int = 50
-                 ) -> None:
+    With `gates=N` the stream is cut into N + 1 parts, and the last chunk of part j is held until the test has
+    called `passed()` j + 1 times: each of N faults then lands before the stream ends, however slowly a loaded
+    machine restarts the workers in between, instead of a race between the fault schedule and the pace."""
+
+    def __init__(self, dep: Deployment, events: Sequence[tuple[str, Any]], seconds: float, chunk: int = 50,
+                 gates: int = 0) -> None:
         self.dep, self.events, self.chunk = dep, list(events), chunk
-        self.pause = seconds / max(1, len(self.events) / chunk)
+        chunks = max(1, -(-len(self.events) // chunk))
+        self.pause = seconds / chunks
+        # the index of the chunk each gate holds back: the last one of each of the first `gates` parts
+        self.held = {(j + 1) * chunks // (gates + 1) - 1 for j in range(gates)} if gates else set()
+        assert len(self.held) == gates and min(self.held, default=0) >= 0, "more gates than chunks"
+        self._gate = threading.Semaphore(0)
         self.sent = 0
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         try:
-            for i in range(0, len(self.events), self.chunk):
+            for n, i in enumerate(range(0, len(self.events), self.chunk)):
+                if n in self.held:
+                    self._gate.acquire()
                 part = self.events[i:i + self.chunk]
                 for topic in {t for t, _ in part}:
                     self.dep.send(topic, [e for t, e in part if t == topic])
@@ -183,6 +194,10 @@ class Pacer:
     def start(self) -> Pacer:
         self.thread.start()
         return self
+
+    def passed(self) -> None:
+        """A fault has happened: the next gate may open."""
+        self._gate.release()
 
     @property
     def done(self) -> bool:
