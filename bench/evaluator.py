@@ -71,7 +71,7 @@ async def trips(stack: StackInfo, windows: int) -> dict[str, float]:
     from bench.run import create_topic
     from stream.app import Runtime
     from stream.metrics import Metrics
-    from stream.store import Store
+    from stream.state import Store
 
     import redis as sync_redis
     sync_redis.Redis.from_url(stack.redis_url).flushall()

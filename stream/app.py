@@ -24,12 +24,13 @@ import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from redis.exceptions import RedisError
 
-from . import detect, features, keys
+from . import detect, features
+from .errors import RedisRestarted
 from .events import AlignmentAlert, Annotation, EventKind, Limits, Reject, epoch_ms, parse
 from .metrics import Metrics
 from .settings import Settings
 from .recovery import ReadOffsets, plan_seeks
-from .store import ModelTick, Prepared, RedisRestarted, Store
+from .state import ModelTick, Prepared, Store, keys
 from .windows import Window, closable, watermark
 
 log = logging.getLogger("trustgap")

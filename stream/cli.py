@@ -122,8 +122,9 @@ def status_rows(settings: Settings, limit: int = 5) -> list[dict[str, Any]]:
     import orjson
     import redis
 
-    from . import detect, keys
-    from .store import as_text
+    from . import detect
+    from .state import keys
+    from .state.redis_io import as_text
 
     r = redis.Redis.from_url(settings.redis_url.get_secret_value(), socket_connect_timeout=5)
     rows = []

@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from .events import Limits
+from .events import Limits, PredictionEvent
 
 ENV_PREFIX = "TRUSTGAP_"
 
@@ -153,6 +153,10 @@ class Settings(BaseSettings):
 
     def for_model(self, name: str) -> ModelSettings:
         return self.models.get(name, self.defaults)
+
+    def band_of(self, prediction: PredictionEvent) -> str:
+        """The prediction's band: the one its producer sent, else the one its model's cuts give its score."""
+        return prediction.band or self.for_model(prediction.model).band_for(prediction.score)
 
     @property
     def limits(self) -> Limits:

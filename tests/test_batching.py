@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from stream import keys
+from stream.state import keys
 from tests.harness import Deployment, metric_value, metrics_text, wait_for
 from tests.test_pipeline import batches, expected_counts, generate, read_counts, with_duplicates
 
