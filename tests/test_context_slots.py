@@ -1,4 +1,4 @@
-"""Prediction contexts kept as fields of event-time slot hashes (issue 7): joins across slots and small clock skew,
+"""Prediction contexts kept as fields of event-time slot hashes: joins across slots and small clock skew,
 parking in a per-prediction key, exactly-once counts and features under replay, and no join past context_ttl."""
 
 from __future__ import annotations
