@@ -3,8 +3,8 @@
 local meta, pendz = KEYS[1], KEYS[2]
 local cfg = cjson.decode(ARGV[1])
 if not same_server(cfg.run_id) then return redis.error_reply('TGRESTART redis restarted') end
--- The records, one flat JSON array (see encode in store.py): a flat array of scalars decodes into one Lua table, not one
--- per record. Prediction records name their (model, version, scopes) by index into the call's triples.
+-- The records, one flat JSON array (see encode in store.py): a flat array of scalars decodes into one Lua table,
+-- not one per record. Prediction records name their (model, version, scopes) by index into the call's triples.
 local recs = cjson.decode(ARGV[2])
 local tri = cjson.decode(ARGV[3])
 -- The bucket's key prefixes, from keys.py: the script appends only the parts keys.py documents for each.
