@@ -72,7 +72,7 @@ async def trips(stack: StackInfo, windows: int) -> dict[str, float]:
     from stream.evaluator import evaluate
     from stream.metrics import Metrics
     from stream.runtime import Runtime
-    from stream.store import Store
+    from stream.state import Store
 
     import redis as sync_redis
     sync_redis.Redis.from_url(stack.redis_url).flushall()

@@ -27,7 +27,7 @@ from bench.run import BATCH, _redis_cpu_seconds
 from stream.embedded import free_port, start_redis, stop
 from stream.events import Event, parse
 from stream.settings import Settings
-from stream.store import Store
+from stream.state import Store
 
 
 async def one_round(port: int, messages: Sequence[bytes], chunk: int) -> dict[str, float]:

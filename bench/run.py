@@ -34,7 +34,7 @@ import redis
 
 from bench.data import T0, encode_batched, encode_single, prediction, predictions
 from bench.rtproxy import RoundTripProxy
-from stream import keys
+from stream.state import keys
 from stream.embedded import StackInfo, free_port, running_stack
 from stream.embedded import stop as stop_process
 from stream.settings import Settings
@@ -314,7 +314,7 @@ async def redis_bytes_per_prediction(stack: StackInfo, n: int) -> tuple[float, f
     """(used_memory delta / n, MEMORY USAGE of the context slot hashes / n, Redis main-thread CPU µs / n) after
     applying n predictions through Store.apply in chunks of the default `take_max`, as the worker does."""
     from stream.events import PredictionEvent
-    from stream.store import Store
+    from stream.state import Store
 
     sync = redis.Redis.from_url(stack.redis_url)
     sync.flushall()

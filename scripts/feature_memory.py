@@ -14,12 +14,12 @@ from datetime import datetime, timezone
 import orjson
 import redis
 
-from stream import keys
+from stream.state import keys
 from stream.events import PredictionEvent, epoch_ms
 from stream.features import STATE_KEY, WindowFeatures
 from stream.settings import Settings
 from stream.simulate import generate
-from stream.store import Store
+from stream.state import Store
 from stream.windows import window_start
 
 

@@ -24,7 +24,7 @@ from .faust_patches import App, Wiring
 from .metrics import Metrics
 from .runtime import Runtime
 from .settings import Settings
-from .store import Store
+from .state import Store
 
 HANDOVER_S = 0.05  # longest Faust's take waits to hand messages over (chunks wait take_within)
 

@@ -14,12 +14,12 @@ from collections.abc import Mapping
 from itertools import islice
 from typing import Any
 
-from . import detect, features, keys
+from . import detect, features
 from .events import AlignmentAlert, Annotation
 from .judge import Closed, Memory, Verdict, decode, judge
 from .reconcile import with_redis
 from .runtime import Runtime
-from .store import ModelState, ModelTick
+from .state import ModelState, ModelTick, keys
 from .times import epoch_ms
 from .windows import Window, closable, watermark
 

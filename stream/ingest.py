@@ -17,7 +17,7 @@ import orjson
 from .events import Annotation, EventKind, Reject, parse
 from .reconcile import apply_guarded, progress, with_redis
 from .runtime import Chunk, Runtime
-from .store import Prepared
+from .state import Prepared
 from .times import epoch_ms
 
 DLQ_RAW_MAX = 4096  # bytes of the offending payload kept in a dead letter

@@ -128,7 +128,7 @@ def read_history(settings: Settings) -> dict[str, dict[int, Summary]]:
     """Every model's closed-window summaries kept in Redis."""
     import redis
 
-    from . import keys
+    from .state import keys
 
     try:
         r = redis.Redis.from_url(settings.redis_url.get_secret_value(), socket_connect_timeout=5, socket_timeout=10)

@@ -15,7 +15,7 @@ from .events import TOPIC_OF, EventKind, Limits
 from .metrics import Metrics
 from .recovery import ReadOffsets
 from .settings import Settings
-from .store import Store
+from .state import Store
 from .times import Clock, utcnow
 
 Partition = tuple[str, int]

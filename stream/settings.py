@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from .errors import ConfigError as ConfigError  # defined in the one tree; callers catch it as settings.ConfigError
-from .events import Limits
+from .events import Limits, PredictionEvent
 
 ENV_PREFIX = "TRUSTGAP_"
 
@@ -155,6 +155,10 @@ class Settings(BaseSettings):
 
     def for_model(self, name: str) -> ModelSettings:
         return self.models.get(name, self.defaults)
+
+    def band_of(self, prediction: PredictionEvent) -> str:
+        """The prediction's band: the one its producer sent, else the one its model's cuts give its score."""
+        return prediction.band or self.for_model(prediction.model).band_for(prediction.score)
 
     @property
     def limits(self) -> Limits:

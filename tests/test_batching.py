@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from stream import keys
+from stream.state import keys
 from tests.support.harness import Deployment, eventually, metric_value, metrics_text, wait_for
 from tests.support.truth import batches, expected_counts, generate, read_counts, with_duplicates
 

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 import redis
 
-from stream import keys
+from stream.state import keys
 from stream.events import PredictionEvent
 from stream.settings import Settings
-from stream.store import OTHER, Store
+from stream.state import OTHER, Store
 
 pytestmark = pytest.mark.integration
 
@@ -53,7 +53,7 @@ def test_segment_values_over_the_cap_count_as_other_and_are_counted_in_a_metric(
     assert got == Counter({"": 10, "band=low": 10, "region=r0": 1, "region=r1": 1, "region=r2": 1,
                            f"region={OTHER}": 7})
     assert res.overflow["value"] == 7
-    assert redis_client.scard(keys.model_labels("m") + ":s:region") == 3
+    assert redis_client.scard(keys.model_label_values("m", "s:region")) == 3
 
 
 def test_caps_hold_across_workers_because_admitted_values_live_in_redis(

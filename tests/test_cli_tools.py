@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 import pytest
 
-from stream import keys
+from stream.state import keys
 from stream.detect import RATE_SIGNALS, Summary, fingerprint
 from stream.events import AlertWindow, AlignmentAlert
 from tests.support.browser import CHROMIUM, visit

@@ -14,7 +14,7 @@ import pytest
 from stream.embedded import StackInfo
 from stream.events import PredictionEvent
 from stream.settings import Settings
-from stream.store import Store
+from stream.state import Store
 
 pytestmark = pytest.mark.integration
 
@@ -170,7 +170,7 @@ def test_long_string_values_are_counted_by_their_first_256_bytes_cut_at_a_charac
     ("aa" + "€" * 100, "aa" + "€" * 84),  # 2 + 84*3 = 254: a character is never split
 ])
 def test_cut_keeps_whole_characters_within_256_bytes(value: str, expected: str) -> None:
-    from stream.store import cut
+    from stream.state.features import cut
     assert cut(value) == expected
 
 

@@ -108,7 +108,7 @@ def test_worker_dead_letters_every_invalid_message_counts_valid_ones_and_keeps_r
     assert worker.poll() is None
     import redis
 
-    from stream import keys
+    from stream.state import keys
 
     with redis.Redis.from_url(dep.stack.redis_url) as r:
         marks = [r.hget(keys.bucket_meta(b), "wm:m") for b in range(dep.settings.state_buckets)]

@@ -24,14 +24,14 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from prometheus_client import CollectorRegistry
 
-from stream import keys
 from stream.evaluator import evaluate
 from stream.runtime import Runtime
+from stream.state import keys
 from stream.embedded import StackInfo
 from stream.events import AlignmentAlert, HumanActionEvent, PredictionEvent
 from stream.metrics import Metrics
 from stream.settings import Settings
-from stream.store import Store
+from stream.state import Store
 from tests.support.faultstack import FaultStack, fault_stack
 
 pytestmark = pytest.mark.integration

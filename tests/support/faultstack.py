@@ -20,7 +20,7 @@ from typing import Any
 
 import redis
 
-from stream import keys
+from stream.state import keys
 from stream.embedded import free_port, start_broker, start_redis, stop
 from tests.support.harness import Deployment, metric_value, metrics_text
 

@@ -21,9 +21,10 @@ def bucket_of(prediction_id: str, buckets: int) -> int:
 def bucket_tag(bucket: int) -> str:
     """Hash tag and prefix of every key in a bucket: `<tag>:c:<slot>` prediction contexts (see `context_slot`),
     `<tag>:q:<pid>` actions/outcomes parked until their prediction arrives (see `parked`), `<tag>:w:<model>:<start>`
-    window counters (TTL window + lateness + WINDOW_MARGIN), `<tag>:meta` watermarks, closed marks and interned
-    context triples. The Lua in store.py builds these names itself from the meta key (`<tag>:meta` minus `:meta`),
-    so a script touches only keys of its bucket's Cluster slot; a new name is added here and there together."""
+    window counters (TTL `window_ttl`), `<tag>:meta` watermarks, closed marks and interned context triples.
+    A script that names keys it cannot know in advance (the apply script's slots, windows and parked keys) is
+    handed their prefixes from here (`context_prefix` and its siblings) and appends only the parts documented
+    there, so a script touches only keys of its bucket's Cluster slot and every name is spelled here."""
     return f"{{{PREFIX}:b{bucket}}}"
 
 
@@ -32,11 +33,12 @@ def model_tag(model: str) -> str:
     return f"{{{PREFIX}:m:{model.replace('}', '_')}}}"
 
 
-# --- bucket keys (slot {tg:b<N>}); the Lua in store.py builds the per-prediction and window names itself ---
+# --- bucket keys (slot {tg:b<N>}) ---
 
 def bucket_meta(bucket: int) -> str:
     """Hash: `wm:<model>` newest event ms, `first:<model>` earliest window start, `closed:<model>` closed-until ms,
-    `late`/`orphan:*` counters. Refreshed by every batch; expires after META_TTL without traffic."""
+    `i:<triple json>` / `j:<id>` / `i#` the interned context triples. Refreshed by every batch; expires after
+    META_TTL without traffic."""
     return f"{bucket_tag(bucket)}:meta"
 
 
@@ -45,8 +47,19 @@ def bucket_pending(bucket: int) -> str:
     return f"{bucket_tag(bucket)}:pending"
 
 
+def window_prefix(bucket: int) -> str:
+    """Prefix of the bucket's window counter hashes; the apply script appends `<model>:<start_ms>`."""
+    return f"{bucket_tag(bucket)}:w:"
+
+
 def window_counts(bucket: int, model: str, start_ms: int) -> str:
-    return f"{bucket_tag(bucket)}:w:{model}:{start_ms}"
+    """Hash: `<version>|<scope>|<counter>` -> count of one window in one bucket. TTL `window_ttl`."""
+    return f"{window_prefix(bucket)}{model}:{start_ms}"
+
+
+def window_ttl(window_seconds: int, allowed_lateness_seconds: int) -> int:
+    """Seconds a window's keys live after their last write: the window, its lateness, and WINDOW_MARGIN."""
+    return window_seconds + allowed_lateness_seconds + WINDOW_MARGIN
 
 
 CONTEXT_SLOTS = 8
@@ -58,23 +71,34 @@ def slot_span_ms(context_ttl_seconds: int) -> int:
     return -(-context_ttl_seconds // CONTEXT_SLOTS) * 1000
 
 
+def context_prefix(bucket: int) -> str:
+    """Prefix of the bucket's context slot hashes; the apply script appends the slot's start ms."""
+    return f"{bucket_tag(bucket)}:c:"
+
+
 def context_slot(bucket: int, slot_ms: int) -> str:
     """Hash: prediction_id -> packed context `<id>[\x1d<tokens>]\x1e<label>` for the predictions of the bucket
     whose `ts` falls in [slot_ms, slot_ms + span). `<id>` is the interned (model, version, scopes) triple (meta
     `i:`/`j:` fields); `<tokens>` are 16-hex-digit hashes of the event_ids of the actions/outcomes applied to it
     (their dedup). One hash per slot instead of one key per prediction saves the ~130 bytes of per-key overhead
-    (issue 7). Its TTL is reset to context_ttl on every write, so a context lives between context_ttl and
-    context_ttl + span (wall clock) after it was stored; an action or outcome at `ts` looks for its prediction in
-    the slots from slot(ts + span) back to slot(ts - context_ttl), so it joins a prediction up to context_ttl
-    older than itself, or up to one span newer (clock skew); anything else is parked and orphaned."""
-    return f"{bucket_tag(bucket)}:c:{slot_ms}"
+    that millions of small keys would cost. Its TTL is reset to context_ttl on every write, so a context lives
+    between context_ttl and context_ttl + span (wall clock) after it was stored; an action or outcome at `ts` looks
+    for its prediction in the slots from slot(ts + span) back to slot(ts - context_ttl), so it joins a prediction
+    up to context_ttl older than itself, or up to one span newer (clock skew); anything else is parked and
+    orphaned."""
+    return f"{context_prefix(bucket)}{slot_ms}"
+
+
+def parked_prefix(bucket: int) -> str:
+    """Prefix of the bucket's parked keys; the apply and sweep scripts append the prediction_id."""
+    return f"{bucket_tag(bucket)}:q:"
 
 
 def parked(bucket: int, prediction_id: str) -> str:
     """Hash: event_id -> record JSON of an action/outcome that arrived before its prediction (the rare path);
     drained and deleted when the prediction arrives, or deleted by the pending sweep as an orphan. TTL twice
     pending_ttl, a backstop only: the sweep deletes it (and counts it) at pending_ttl."""
-    return f"{bucket_tag(bucket)}:q:{prediction_id}"
+    return f"{parked_prefix(bucket)}{prediction_id}"
 
 
 # --- model keys (slot {tg:m:<model>}) ---
@@ -100,9 +124,18 @@ def model_lease(model: str) -> str:
 
 
 def model_labels(model: str) -> str:
-    """Set of admitted segment dimension names (`s:<dim>`); `<this>:<dim>` sets hold the admitted values of each
-    dimension (`version`, `band`, `s:<dim>`). Capped by max_dimensions / max_label_values. TTL MODEL_TTL."""
+    """Set of admitted segment dimension names (`s:<dim>`), capped by max_dimensions. TTL MODEL_TTL."""
     return f"{model_tag(model)}:labels"
+
+
+def model_label_values_prefix(model: str) -> str:
+    """Prefix of the model's value sets; the admit script appends the dimension (`version`, `band`, `s:<dim>`)."""
+    return f"{model_labels(model)}:"
+
+
+def model_label_values(model: str, dimension: str) -> str:
+    """Set of the admitted values of one dimension, capped by max_label_values. TTL MODEL_TTL."""
+    return f"{model_label_values_prefix(model)}{dimension}"
 
 
 def model_annotations(model: str) -> str:
@@ -125,7 +158,7 @@ MODEL_TTL = 90 * 86400
 LEASE_MS = 15_000             # a dead evaluator's models are taken over after this long
 
 
-# --- feature health (issue 4) ---
+# --- feature health ---
 # Window statistics are written inside a bucket's slot by the same pipeline as the counters, guarded per
 # prediction like them; the distinct-count HyperLogLogs sit under the model tag instead, because PFADD is
 # idempotent by nature (a replayed value changes nothing) and one HLL per (model, window, feature) is 16x less
@@ -136,15 +169,25 @@ FEATURE_TOP_K = 16
 strings is guaranteed to be among them, and its count is over-estimated by at most 1/16 of them."""
 
 
+def feature_stats_prefix(bucket: int) -> str:
+    """Prefix of the bucket's feature statistics hashes; the apply script appends `<model>:<start_ms>`."""
+    return f"{bucket_tag(bucket)}:f:"
+
+
 def feature_stats(bucket: int, model: str, start_ms: int) -> str:
     """Hash: `_n` predictions recorded; per feature `c|f` numeric values, `s|f` sum, `q|f` sum of squares,
     `lo|f`/`hi|f` min/max, `k|f` string values, `z|f` explicit nulls. TTL as the window counters."""
-    return f"{bucket_tag(bucket)}:f:{model}:{start_ms}"
+    return f"{feature_stats_prefix(bucket)}{model}:{start_ms}"
+
+
+def feature_top_prefix(bucket: int) -> str:
+    """Prefix of the bucket's top-value hashes; the apply script appends `<model>:<start_ms>:<feature>`."""
+    return f"{bucket_tag(bucket)}:fv:"
 
 
 def feature_top(bucket: int, model: str, start_ms: int, feature: str) -> str:
     """Hash: string value -> Space-Saving count (at most FEATURE_TOP_K fields). TTL as the window counters."""
-    return f"{bucket_tag(bucket)}:fv:{model}:{start_ms}:{feature}"
+    return f"{feature_top_prefix(bucket)}{model}:{start_ms}:{feature}"
 
 
 def feature_distinct(model: str, start_ms: int, feature: str) -> str:

@@ -1,0 +1,164 @@
+"""Feature statistics beside the window counters: what a batch writes besides the apply script, and the read of a
+closed window's statistics summed over buckets.
+
+A prediction's window statistics are written by the apply script itself, in the call that newly stores it (see
+`record_features` in apply.lua): being newly stored is the once-guard. The distinct-count HyperLogLogs follow in
+the same pipeline; PFADD is idempotent, so they need no guard.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from .. import features
+from ..events import PredictionEvent
+from ..settings import Settings
+from ..windows import window_start
+from . import keys
+from .labels import admit_names
+
+STRING_MAX = 256  # bytes of a string value counted (the top-value hash field and the HLL element), cut at a character
+
+
+def cut(value: str) -> str:
+    """A string value's first STRING_MAX bytes, cut back to a character boundary (as the apply script's `cut`)."""
+    if len(value) * 4 <= STRING_MAX:  # at most 4 bytes per character in UTF-8
+        return value
+    return value.encode()[:STRING_MAX].decode("utf-8", "ignore")
+
+
+@dataclass
+class FeaturePlan:
+    """What one batch writes for features besides the apply script: HLL elements per key, values over the cap."""
+
+    # model -> its tracked names (the apply script counts their values)
+    tracked: dict[str, frozenset[str]] = field(default_factory=dict)
+    distinct: dict[str, set[str]] = field(default_factory=dict)
+    ttl: dict[str, int] = field(default_factory=dict)
+    untracked: dict[str, int] = field(default_factory=dict)  # model -> feature values not tracked (over the cap)
+
+
+class FeatureStore:
+    """Feature statistics beside the window counters: written in the apply pipeline, read when a window closes."""
+
+    def __init__(self, client: aioredis.Redis, settings: Settings) -> None:
+        self.redis = client
+        self.settings = settings
+        self._tracked: dict[str, set[str]] = {}  # per model, as far as this worker knows; the set only grows
+        self._full: dict[str, bool] = {}
+
+    async def tracked(self, model: str, names: set[str]) -> set[str]:
+        """Which of `names` are tracked for the model: first come first tracked, up to `max_features`."""
+        known = self._tracked.get(model, set())
+        unknown = names - known
+        if unknown and not self._full.get(model, False):
+            cap = self.settings.for_model(model).max_features
+            # '' answers a refusal: no feature is named '' (names are at least one character)
+            answers = await admit_names(self.redis, keys.model_features(model), cap, sorted(unknown), refused="")
+            got = [a for a in answers if a]
+            known = known | set(got)
+            self._tracked[model] = known
+            self._full[model] = len(got) < len(unknown) or len(known) >= cap
+        return names & known
+
+    async def plan(self, predictions: Sequence[PredictionEvent], stamps: Sequence[int]) -> FeaturePlan:
+        """Register new feature names, list the tracked ones per model, and collect the HLL elements per window.
+
+        The statistics themselves are counted by the apply script from each prediction's `features` object, so
+        here the work is per distinct value, not per value."""
+        plan = FeaturePlan()
+        settings = self.settings
+        seen: dict[str, set[str]] = defaultdict(set)
+        for p in predictions:
+            if p.features:
+                seen[p.model].update(p.features)
+        over: dict[str, set[str]] = {}  # per model: watched names this batch carries that are not tracked
+        for model, names in seen.items():
+            watched = {f for f in names if features.watched(f, settings.for_model(model))}
+            untracked = watched - await self.tracked(model, watched)
+            if untracked:
+                over[model] = untracked
+        sizes: dict[str, int] = {}
+        groups: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
+        for p, ts in zip(predictions, stamps, strict=True):
+            if p.model not in plan.tracked:
+                if not self._tracked.get(p.model):
+                    continue  # a model that never sent a watched feature keeps no feature statistics
+                plan.tracked[p.model] = frozenset(self._tracked[p.model])
+                sizes[p.model] = settings.for_model(p.model).window_seconds * 1000
+            if p.features:
+                groups[(p.model, window_start(ts, sizes[p.model]))].append(p.features)
+                if p.model in over:
+                    plan.untracked[p.model] = plan.untracked.get(p.model, 0) + len(over[p.model] & p.features.keys())
+        for (model, start), values in groups.items():
+            ms = settings.for_model(model)
+            ttl = keys.window_ttl(ms.window_seconds, ms.allowed_lateness_seconds)
+            for name in plan.tracked[model]:
+                distinct = {v for fx in values if (v := fx.get(name)) is not None}
+                if distinct:
+                    hll = keys.feature_distinct(model, start, name)
+                    plan.distinct[hll] = {"s:" + cut(v) if isinstance(v, str) else "n:" + repr(float(v))
+                                          for v in distinct}
+                    plan.ttl[hll] = ttl
+        return plan
+
+    def queue(self, pipe: Any, plan: FeaturePlan) -> None:
+        """Add a batch's distinct-count writes to the apply pipeline (after the counters, before the offsets)."""
+        for hll, elements in plan.distinct.items():
+            pipe.pfadd(hll, *elements)  # idempotent: a replayed or duplicate value adds nothing
+            pipe.expire(hll, plan.ttl[hll])
+
+    async def read(self, model: str, start_ms: int, stats: Sequence[Mapping[bytes, bytes]] | None = None
+                   ) -> tuple[int, dict[str, features.FeatureStats]]:
+        """A closed window's feature statistics summed over buckets: (predictions recorded, stats per feature).
+
+        `stats`: the per-bucket statistics hashes when already read (Store.close_and_read), saving a round trip."""
+        buckets = range(self.settings.state_buckets)
+        if stats is None:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for b in buckets:
+                    pipe.hgetall(keys.feature_stats(b, model, start_ms))
+                stats = await pipe.execute()
+        replies = list(stats)
+        n = 0
+        sums: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+        lo: dict[str, float] = {}
+        hi: dict[str, float] = {}
+        for reply in replies:
+            for k, v in reply.items():
+                kind, _, name = k.decode().partition("|")
+                if kind == "_n":
+                    n += int(v)
+                elif kind == "lo":
+                    lo[name] = min(float(v), lo.get(name, math.inf))
+                elif kind == "hi":
+                    hi[name] = max(float(v), hi.get(name, -math.inf))
+                else:
+                    sums[name][kind] += float(v)
+        names = sorted(sums)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.pfcount(keys.feature_distinct(model, start_ms, name))
+                for b in buckets:
+                    pipe.hgetall(keys.feature_top(b, model, start_ms, name))
+            replies = await pipe.execute()
+        out: dict[str, features.FeatureStats] = {}
+        step = 1 + len(buckets)
+        for i, name in enumerate(names):
+            tops: dict[str, int] = defaultdict(int)
+            for reply in replies[i * step + 1:(i + 1) * step]:
+                for value, count in reply.items():
+                    tops[value.decode()] += int(count)  # Space-Saving summaries merge by adding counts
+            top_value, top_count = max(tops.items(), key=lambda kv: (kv[1], kv[0])) if tops else (None, 0)
+            s = sums[name]
+            out[name] = features.FeatureStats(
+                n=n, values=int(s["c"]), total=s["s"], squares=s["q"], lo=lo.get(name), hi=hi.get(name),
+                strings=int(s["k"]), explicit_nulls=int(s["z"]), distinct=int(replies[i * step]),
+                top_value=top_value, top_count=top_count)
+        return n, out

@@ -1,0 +1,429 @@
+-- Apply one bucket's share of a batch: dedup, join, count, park, record features; one call per bucket per batch.
+-- Runs behind the restart guard (scripts.py prepends guard.lua, which defines same_server).
+local meta, pendz = KEYS[1], KEYS[2]
+local cfg = cjson.decode(ARGV[1])
+if not same_server(cfg.run_id) then return redis.error_reply('TGRESTART redis restarted') end
+-- The records, one flat JSON array (see encode in store.py): a flat array of scalars decodes into one Lua table,
+-- not one per record. Prediction records name their (model, version, scopes) by index into the call's triples.
+local recs = cjson.decode(ARGV[2])
+local tri = cjson.decode(ARGV[3])
+-- The bucket's key prefixes, from keys.py: the script appends only the parts keys.py documents for each.
+local context_prefix, parked_prefix = ARGV[4], ARGV[5]
+local window_prefix = {w = ARGV[6], f = ARGV[7]}  -- window counters, feature statistics
+local top_prefix = ARGV[8]
+
+local applied, dup, pending, late, drained = 0, 0, 0, 0, 0
+local closed, touched, wm, first, slots = {}, {}, {}, {}, {}
+-- window counter increments summed per (key, field) and written once at the end: a batch repeats a few dozen
+-- fields thousands of times, and the script is atomic, so the end state is the same with far fewer calls
+local incr = {}
+
+local function fmt(x) return string.format('%d', x) end
+local MANY = 1000  -- fields per HMGET/HSET: unpack() is bounded by Lua's C stack
+local function num(x) return string.format('%.17g', x) end
+local function closed_of(model)
+  if closed[model] == nil then closed[model] = tonumber(redis.call('HGET', meta, 'closed:' .. model) or '-1') end
+  return closed[model]
+end
+
+-- Names a batch builds thousands of times from a few parts are built once per call: Lua strings are interned, so
+-- a lookup through nested tables costs less than the concatenations and string.format it saves.
+local function memo_table(t, k)
+  local v = t[k]
+  if v == nil then v = {}; t[k] = v end
+  return v
+end
+
+-- the counter fields one event bumps: the whole model and every scope, for its version and counter
+local fields_memo = {}
+local function fields_of(version, scopes, counter)
+  local by_counter = memo_table(memo_table(fields_memo, version), scopes)
+  local l = by_counter[counter]
+  if l == nil then
+    l = {version .. '||' .. counter}
+    for scope in string.gmatch(scopes, '[^\031]+') do l[#l + 1] = version .. '|' .. scope .. '|' .. counter end
+    by_counter[counter] = l
+  end
+  return l
+end
+
+-- The windows a call writes, per kind ('w' counters, 'f' feature statistics), model and window start: the key's
+-- name, end and TTL, and the field -> increment table of its writes (in `incr`), made once per call
+local windows, sizes, ttls = {w = {}, f = {}}, {}, {}
+local function window_of(kind, model, ts)
+  local size = sizes[model]
+  if size == nil then
+    size = cfg.win[model] or cfg.win['_']
+    sizes[model], ttls[model] = size, cfg.ttl[model] or cfg.ttl['_']
+  end
+  local start = ts - (ts % size)
+  local by_start = memo_table(windows[kind], model)
+  local w = by_start[start]
+  if w == nil then
+    local key = window_prefix[kind] .. model .. ':' .. fmt(start)
+    w = {key = key, start = start, stop = start + size, ttl = ttls[model], counts = {}}
+    incr[key] = w.counts
+    by_start[start] = w
+  end
+  return w
+end
+
+-- count one event into its window for the model, its version and every scope; false when the window is closed
+local function bump(model, version, scopes, ts, counter)
+  local w = window_of('w', model, ts)
+  if w.stop <= closed_of(model) then return false end
+  local c = w.counts
+  for _, f in ipairs(fields_of(version, scopes, counter)) do c[f] = (c[f] or 0) + 1 end
+  touched[w.key] = w.ttl
+  if wm[model] == nil or ts > wm[model] then wm[model] = ts end
+  if first[model] == nil or w.start < first[model] then first[model] = w.start end
+  return true
+end
+
+-- Contexts are fields of event-time slot hashes (keys.context_slot): field prediction_id, value
+-- '<id>[\029<tokens>]\030<label>'. <id> names the prediction's (model, version, scopes), interned once per bucket
+-- in meta ('i:<json>' -> id, 'j:<id>' -> json): a bucket sees a handful of distinct triples while it holds up to
+-- millions of contexts. <tokens> are the 16-hex-digit hashes of the event_ids already applied to the prediction.
+-- A field in a shared hash costs ~100 bytes less than a key of its own.
+
+-- the interned id of every triple of the call (ARGV[3]), by the records' 0-based index, in one HMGET (and one
+-- HINCRBY + HSET for new ones): a call names a few dozen triples, each once
+local function intern_all(triples)
+  local sigs, fields = {}, {}
+  for x, t in ipairs(triples) do
+    sigs[x] = cjson.encode({t[1], t[2], t[3]})  -- stored as [model, version, scopes]
+    fields[x] = 'i:' .. sigs[x]
+  end
+  local out = {}
+  for from = 1, #fields, MANY do
+    local to = math.min(from + MANY - 1, #fields)
+    local got = redis.call('HMGET', meta, unpack(fields, from, to))
+    for x = from, to do out[x - 1] = got[x - from + 1] or nil end  -- a missing field reads false
+  end
+  local fresh = {}
+  for x = 1, #fields do if not out[x - 1] then fresh[#fresh + 1] = x end end
+  if #fresh > 0 then
+    local last = redis.call('HINCRBY', meta, 'i#', #fresh)
+    local writes = {}
+    for j, x in ipairs(fresh) do
+      local id = fmt(last - #fresh + j)
+      out[x - 1] = id
+      writes[#writes + 1] = fields[x]; writes[#writes + 1] = id
+      writes[#writes + 1] = 'j:' .. id; writes[#writes + 1] = sigs[x]
+    end
+    for from = 1, #writes, MANY do redis.call('HSET', meta, unpack(writes, from, math.min(from + MANY - 1, #writes))) end
+  end
+  return out
+end
+
+local function pack(id, tokens, label)
+  if tokens == '' then return id .. '\030' .. label end
+  return id .. '\029' .. tokens .. '\030' .. label
+end
+
+-- (id, tokens, label) of a packed context: ids are digits and tokens hex, so the label may hold any byte
+local function unpack_ctx(v)
+  local id, at = string.match(v, '^(%d+)()')
+  if string.byte(v, at) == 29 then
+    local stop = string.find(v, '\030', at + 1, true)
+    return id, string.sub(v, at + 1, stop - 1), string.sub(v, stop + 1)
+  end
+  return id, '', string.sub(v, at + 1)
+end
+
+local function has_token(tokens, token)
+  for i = 1, #tokens, 16 do
+    if string.sub(tokens, i, i + 15) == token then return true end
+  end
+  return false
+end
+
+local triples = {}  -- id -> decoded [model, version, scopes]: a batch's actions share a few ids
+local function triple(id)
+  local t = triples[id]
+  if t == nil then
+    t = cjson.decode(redis.call('HGET', meta, 'j:' .. id))
+    triples[id] = t
+  end
+  return t
+end
+
+local slot_keys = {}
+local function slot_key(ts)
+  local start = ts - (ts % cfg.span)
+  local key = slot_keys[start]
+  if key == nil then key = context_prefix .. fmt(start); slot_keys[start] = key end
+  return key
+end
+
+-- the slot key and packed context of an action/outcome's prediction, looked for from slot(ts) back to
+-- slot(ts - context_ttl), then one slot ahead (a prediction stamped slightly after its action); nil when absent
+local function find(pid, ts)
+  local here = ts - (ts % cfg.span)
+  local oldest = ts - cfg.ctx_ttl * 1000
+  oldest = oldest - (oldest % cfg.span)
+  for s = here, oldest, -cfg.span do
+    local key = slot_key(s)
+    local v = redis.call('HGET', key, pid)
+    if v then return key, v end
+  end
+  local key = slot_key(here + cfg.span)
+  local v = redis.call('HGET', key, pid)
+  if v then return key, v end
+  return nil, nil
+end
+
+-- An action or outcome as the script handles it. Parked ones are stored as JSON under the one-letter names they
+-- have always had in Redis (k kind, p prediction_id, e event_id, h token, t ts, a action, l label, o outcome
+-- kind), which the sweep reads too; `park` and `unpark` are the only places that know those letters.
+local function park(r)
+  if r.kind == 'a' then
+    return cjson.encode({k = 'a', p = r.prediction_id, e = r.event_id, h = r.token, t = r.ts, a = r.action})
+  end
+  return cjson.encode({k = 'o', p = r.prediction_id, e = r.event_id, h = r.token, t = r.ts, l = r.label,
+                       o = r.outcome})
+end
+local function unpark(json)
+  local q = cjson.decode(json)
+  return {kind = q.k, prediction_id = q.p, event_id = q.e, token = q.h, ts = q.t, action = q.a, label = q.l,
+          outcome = q.o}
+end
+
+-- an action or outcome meets its prediction (model, version, scopes, label)
+local function follow(model, version, scopes, label, r)
+  if r.kind == 'a' then return bump(model, version, scopes, r.ts, 'a:' .. r.action) end
+  local ok = bump(model, version, scopes, r.ts, 'o:' .. r.outcome)
+  if ok and r.label ~= label then bump(model, version, scopes, r.ts, 'm:' .. r.outcome) end
+  return ok
+end
+
+-- Feature statistics of a prediction this call newly stored in an open window; being newly stored is the
+-- once-guard, so a duplicate, a replay after a crash, or two workers racing record them once. Like the window
+-- counters they are summed per (key, field) in the call and written once at its end: counts into `incr`, float
+-- sums, minima and maxima here, string values per top-value hash in first-seen order.
+local fsum, flo, fhi, tops, top_keys = {}, {}, {}, {}, {}
+local fnames = {}  -- feature name -> its field names in the statistics hash
+local function names_of(f)
+  local n = fnames[f]
+  if n == nil then
+    n = {c = 'c|' .. f, s = 's|' .. f, q = 'q|' .. f, k = 'k|' .. f, z = 'z|' .. f, lo = 'lo|' .. f,
+         hi = 'hi|' .. f, top = {}}
+    fnames[f] = n
+  end
+  return n
+end
+local tracked = {}  -- model -> set of its tracked feature names (cfg.ft lists them)
+for m, names in pairs(cfg.ft or {}) do
+  local set = {}
+  for _, f in ipairs(names) do set[f] = true end
+  tracked[m] = set
+end
+-- a string value is counted by its first str_max bytes, cut back to a UTF-8 character boundary (as `cut` in Python)
+local function cut(v)
+  if #v <= cfg.str_max then return v end
+  local n = cfg.str_max
+  while n > 0 do
+    local b = string.byte(v, n + 1)
+    if b < 128 or b >= 192 then break end
+    n = n - 1
+  end
+  return string.sub(v, 1, n)
+end
+local function record_features(m, ts, fx)
+  local w = window_of('f', m, ts)
+  local key, ttl, counts = w.key, w.ttl, w.counts
+  touched[key] = ttl
+  local sums, lo, hi = w.sums, w.lo, w.hi
+  if sums == nil then
+    sums, lo, hi = memo_table(fsum, key), memo_table(flo, key), memo_table(fhi, key)
+    w.sums, w.lo, w.hi = sums, lo, hi
+  end
+  counts['_n'] = (counts['_n'] or 0) + 1
+  local wanted = tracked[m] or {}
+  for f, x in pairs(fx) do
+    if wanted[f] then
+      local n = names_of(f)
+      local kind = type(x)
+      if kind == 'number' then
+        counts[n.c] = (counts[n.c] or 0) + 1
+        sums[n.s] = (sums[n.s] or 0) + x
+        sums[n.q] = (sums[n.q] or 0) + x * x
+        if lo[n.lo] == nil or x < lo[n.lo] then lo[n.lo] = x end
+        if hi[n.hi] == nil or x > hi[n.hi] then hi[n.hi] = x end
+      elseif kind == 'string' then
+        local v = cut(x)
+        counts[n.k] = (counts[n.k] or 0) + 1
+        local tk = n.top[key]
+        if tk == nil then
+          tk = top_prefix .. m .. ':' .. fmt(w.start) .. ':' .. f
+          n.top[key] = tk
+          touched[tk] = ttl
+        end
+        local t = tops[tk]
+        if t == nil then t = {order = {}, n = {}}; tops[tk] = t; top_keys[#top_keys + 1] = tk end
+        if t.n[v] == nil then t.order[#t.order + 1] = v; t.n[v] = 0 end
+        t.n[v] = t.n[v] + 1
+      else  -- cjson.null: sent as null
+        counts[n.z] = (counts[n.z] or 0) + 1
+      end
+    end
+  end
+end
+
+-- A call's writes to one hash, all in one HMGET and one HSET (per MANY fields): the script is atomic, so reading
+-- and writing back ends where one HINCRBY/HINCRBYFLOAT/compare per field would, in a few calls instead of one per
+-- field and key. ints/floats: field -> increment; mins/maxs: field -> candidate extreme (any may be nil).
+local function write_hash(key, ints, floats, mins, maxs)
+  local names, ops, vals = {}, {}, {}
+  local function add(t, op)
+    if t == nil then return end
+    for f, x in pairs(t) do names[#names + 1] = f; ops[#ops + 1] = op; vals[#vals + 1] = x end
+  end
+  add(ints, 1); add(floats, 2); add(mins, 3); add(maxs, 4)
+  for from = 1, #names, MANY do
+    local to = math.min(from + MANY - 1, #names)
+    local cur = redis.call('HMGET', key, unpack(names, from, to))
+    local out = {}
+    for j = from, to do
+      local op, x, c = ops[j], vals[j], tonumber(cur[j - from + 1])
+      local v
+      if op == 1 then v = fmt((c or 0) + x)
+      elseif op == 2 then v = num((c or 0) + x)
+      elseif op == 3 then if c == nil or x < c then v = num(x) end
+      elseif c == nil or x > c then v = num(x) end
+      if v then out[#out + 1] = names[j]; out[#out + 1] = v end
+    end
+    if #out > 0 then redis.call('HSET', key, unpack(out)) end
+  end
+end
+
+-- Weighted Space-Saving over a batch's string values: a monitored value adds its count, a new one takes a free
+-- counter or else the smallest one (and its count). The summary keeps its guarantee: any value with a share above
+-- 1/top_k is monitored, its count over-estimated by at most the smallest counter. Computed on the hash as read,
+-- then written back in one HSET (and one HDEL for the values it dropped).
+local function write_tops()
+  for _, tk in ipairs(top_keys) do
+    local t = tops[tk]
+    local all = redis.call('HGETALL', tk)
+    local cnt, size, was = {}, 0, {}
+    for i = 1, #all, 2 do cnt[all[i]] = tonumber(all[i + 1]); was[all[i]] = true; size = size + 1 end
+    for _, v in ipairs(t.order) do
+      local c = t.n[v]
+      if cnt[v] ~= nil or size < cfg.top_k then
+        if cnt[v] == nil then size = size + 1 end
+        cnt[v] = (cnt[v] or 0) + c
+      else
+        local minv, minc = nil, nil
+        for k, n in pairs(cnt) do
+          if minc == nil or n < minc or (n == minc and k < minv) then minv, minc = k, n end
+        end
+        cnt[minv] = nil
+        cnt[v] = minc + c
+      end
+    end
+    local gone, out = {}, {}
+    for v in pairs(was) do if cnt[v] == nil then gone[#gone + 1] = v end end
+    for v, c in pairs(cnt) do out[#out + 1] = v; out[#out + 1] = fmt(c) end
+    if #gone > 0 then redis.call('HDEL', tk, unpack(gone)) end
+    redis.call('HSET', tk, unpack(out))
+  end
+end
+
+local any_parked = redis.call('ZCARD', pendz) > 0  -- parking adds to it, draining and the sweep remove
+local ids = intern_all(tri)  -- triple index -> interned id
+
+-- a prediction: store its context once (dedup by prediction_id in the slot of its ts), count it, record its
+-- features, and drain what was parked for it
+local function predict(pid, index, ts, label, features)
+  local t = tri[index + 1]
+  local model, version, scopes = t[1], t[2], t[3]
+  local id = ids[index]
+  -- a prediction's slot follows from its own ts, so a redelivered copy meets the stored one
+  local sk = slot_key(ts)
+  if redis.call('HSETNX', sk, pid, pack(id, '', label)) == 0 then
+    dup = dup + 1
+    return
+  end
+  slots[sk] = true
+  if bump(model, version, scopes, ts, 'n') then
+    applied = applied + 1
+    if features then record_features(model, ts, features) end
+  else
+    late = late + 1
+  end
+  -- nothing is parked in a bucket whose pending set is empty (the common case: predictions come first)
+  if not any_parked then return end
+  local qk = parked_prefix .. pid
+  local parked = redis.call('HGETALL', qk)
+  if #parked == 0 then return end
+  local tokens = ''
+  for j = 2, #parked, 2 do
+    local r = unpark(parked[j])
+    if follow(model, version, scopes, label, r) then drained = drained + 1 else late = late + 1 end
+    tokens = tokens .. r.token
+  end
+  redis.call('HSET', sk, pid, pack(id, tokens, label))
+  redis.call('DEL', qk)
+  redis.call('ZREM', pendz, pid)
+end
+
+-- an action or outcome: count it toward its prediction's context once (dedup by its token there), or park it
+local function join(r)
+  local sk, v = find(r.prediction_id, r.ts)
+  if sk then
+    local id, tokens, label = unpack_ctx(v)
+    if has_token(tokens, r.token) then
+      dup = dup + 1
+    else
+      local t = triple(id)
+      if follow(t[1], t[2], t[3], label, r) then applied = applied + 1 else late = late + 1 end
+      redis.call('HSET', sk, r.prediction_id, pack(id, tokens .. r.token, label))
+      slots[sk] = true
+    end
+    return
+  end
+  local qk = parked_prefix .. r.prediction_id
+  if redis.call('HSETNX', qk, r.event_id, park(r)) == 0 then
+    dup = dup + 1  -- parked already
+    return
+  end
+  redis.call('EXPIRE', qk, cfg.pend_ttl * 2)
+  any_parked = true
+  redis.call('ZADD', pendz, cfg.now + cfg.pend_ttl * 1000, r.prediction_id)
+  redis.call('EXPIRE', pendz, cfg.pend_ttl * 2)
+  pending = pending + 1
+end
+
+-- the records: 'p', prediction_id, triple index, ts, label, features object or false (the model tracks none)
+--            | 'a', prediction_id, event_id, token, ts, action
+--            | 'o', prediction_id, event_id, token, ts, label, outcome kind
+local i, last = 1, #recs
+while i <= last do
+  local kind = recs[i]
+  if kind == 'p' then
+    predict(recs[i + 1], recs[i + 2], recs[i + 3], recs[i + 4], recs[i + 5])
+    i = i + 6
+  elseif kind == 'a' then
+    join({kind = 'a', prediction_id = recs[i + 1], event_id = recs[i + 2], token = recs[i + 3], ts = recs[i + 4],
+          action = recs[i + 5]})
+    i = i + 6
+  else
+    join({kind = 'o', prediction_id = recs[i + 1], event_id = recs[i + 2], token = recs[i + 3], ts = recs[i + 4],
+          label = recs[i + 5], outcome = recs[i + 6]})
+    i = i + 7
+  end
+end
+
+for key, c in pairs(incr) do write_hash(key, c, fsum[key], flo[key], fhi[key]) end
+write_tops()
+for key, ttl in pairs(touched) do redis.call('EXPIRE', key, ttl) end
+for key in pairs(slots) do redis.call('EXPIRE', key, cfg.ctx_ttl) end
+for model, ts in pairs(wm) do
+  local cur = redis.call('HMGET', meta, 'wm:' .. model, 'first:' .. model)
+  local out = {}
+  if ts > (tonumber(cur[1]) or -1e18) then out[#out + 1] = 'wm:' .. model; out[#out + 1] = fmt(ts) end
+  if first[model] < (tonumber(cur[2]) or 1e18) then out[#out + 1] = 'first:' .. model; out[#out + 1] = fmt(first[model]) end
+  if #out > 0 then redis.call('HSET', meta, unpack(out)) end
+end
+redis.call('EXPIRE', meta, cfg.meta_ttl)
+return {applied, dup, pending, late, drained}
