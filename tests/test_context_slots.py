@@ -3,22 +3,20 @@ parking in a per-prediction key, exactly-once counts and features under replay, 
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Coroutine
 from datetime import datetime, timezone
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import redis
 
-from stream.state import keys
+
 from stream.embedded import StackInfo
 from stream.events import Event, HumanActionEvent, OutcomeEvent, PredictionEvent
 from stream.settings import load
-from stream.state import Store, WindowCounts
+from stream.state import Store, WindowCounts, keys
+from tests.support.aio import run
 
 pytestmark = pytest.mark.integration
-T = TypeVar("T")
 H = 3600 * 1000
 CTX_TTL_S = 8 * 3600  # so a slot spans exactly one hour, like the windows
 T0 = int(datetime(2026, 11, 20, tzinfo=timezone.utc).timestamp() * 1000)  # a slot and window boundary
@@ -44,9 +42,6 @@ def outcome(i: int, ms: int, label: str) -> OutcomeEvent:
     return OutcomeEvent.model_validate({"schema_version": 1, "event_id": f"o{i}", "prediction_id": f"id{i}",
                                         "ts": iso(ms), "label": label, "kind": "truth"})
 
-
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coro)
 
 
 @pytest.fixture
@@ -85,7 +80,7 @@ def test_the_slot_span_is_an_eighth_of_the_context_ttl_rounded_up_to_a_second() 
 
 def test_a_prediction_is_a_field_of_its_slot_hash_which_lives_context_ttl_from_its_last_write(
         store: Store, redis_client: redis.Redis) -> None:
-    assert run(apply(store, [pred(1, T0 + 10), pred(2, T0 + H - 1)])) == (2, 0, 0, 0, 0)
+    assert run(apply(store, [pred(1, T0 + 10), pred(2, T0 + H - 1)]), store) == (2, 0, 0, 0, 0)
     slot = keys.context_slot(bucket(1), T0)
     assert redis_client.hexists(slot, "id1")
     assert redis_client.hexists(keys.context_slot(bucket(2), T0), "id2")
@@ -100,7 +95,7 @@ def test_an_action_joins_its_prediction_stored_in_an_earlier_slot(store: Store) 
                                     action(3, T0 + 3 * H + 5)])  # the last is a redelivered copy
         return first, later, await count(store, T0 + 3 * H, "a:override"), await count(store, T0 + 7 * H, "m:truth")
 
-    first, later, overrides, mismatches = run(go())
+    first, later, overrides, mismatches = run(go(), store)
     assert first == (1, 0, 0, 0, 0)
     assert later == (2, 1, 0, 0, 0)
     assert (overrides, mismatches) == (1, 1)
@@ -119,7 +114,7 @@ def test_an_action_stamped_slightly_before_its_prediction_is_joined(
         order = [p, a, a] if prediction_first else [a, p, a]
         return [await apply(store, [e]) for e in order], await count(store, T0, "a:override")
 
-    steps, overrides = run(go())
+    steps, overrides = run(go(), store)
     if prediction_first:
         assert steps == [(1, 0, 0, 0, 0), (1, 0, 0, 0, 0), (0, 1, 0, 0, 0)]
     else:
@@ -152,7 +147,7 @@ def test_a_replayed_batch_counts_its_events_and_features_once(store: Store) -> N
             recorded, total = recorded + n, total + stats["x"].total
         return [results, counts, (recorded, total)]
 
-    results, counts, features = run(go())
+    results, counts, features = run(go(), store)
     assert results == [(70, 0, 10, 0, 0), (0, 80, 0, 0, 0), (20, 0, 0, 0, 10), (0, 100, 0, 0, 0)]
     assert counts == {"n": 40, "a:override": 40, "o:truth": 20, "m:truth": 10}
     assert features == (40, float(sum(range(40))))
@@ -170,4 +165,4 @@ def test_a_context_older_than_the_context_ttl_is_not_joined_and_its_action_is_or
         steps.append(await count(store, T0 + 2 * CTX_TTL_S * 1000, "a:override"))
         return steps
 
-    assert run(go()) == [(2, 0, 0, 0, 0), (1, 0, 0, 0, 0), (0, 0, 1, 0, 0), 1, (1, 0), 0, 0]
+    assert run(go(), store) == [(2, 0, 0, 0, 0), (1, 0, 0, 0, 0), (0, 0, 1, 0, 0), 1, (1, 0), 0, 0]

@@ -4,9 +4,8 @@ windows, compare-and-set evaluation commits and orphan expiry."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
 from datetime import datetime, timezone
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
@@ -14,15 +13,12 @@ from stream.embedded import StackInfo
 from stream.events import HumanActionEvent, OutcomeEvent, PredictionEvent
 from stream.settings import load
 from stream.state import Store, WindowCounts, keys
+from tests.support.aio import run
 
 pytestmark = pytest.mark.integration
-T = TypeVar("T")
 H = 3600 * 1000
 T0 = int(datetime(2026, 11, 20, tzinfo=timezone.utc).timestamp() * 1000)
 
-
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coro)
 
 
 def iso(ms: int) -> str:
@@ -78,7 +74,7 @@ def test_a_replayed_batch_changes_nothing(store: Store) -> None:
         again = await _apply(store, batch)
         return first, again, before, await _window(store, T0)
 
-    first, again, before, after = run(go())
+    first, again, before, after = run(go(), store)
     assert first == (4, 0, 0, 0, 0)
     assert again == (0, 4, 0, 0, 0)
     assert before == after
@@ -98,7 +94,7 @@ def test_actions_before_their_prediction_wait_and_count_once_it_arrives(store: S
         return early, nothing_yet, late_pred, (await _window(store, T0), await _window(store, T0 + H),
                                                await _window(store, T0 + 2 * H))
 
-    early, nothing_yet, arrived, (w0, w1, w2) = run(go())
+    early, nothing_yet, arrived, (w0, w1, w2) = run(go(), store)
     assert early == (0, 1, 2, 0, 0)           # the second copy of the action is a duplicate even while pending
     assert nothing_yet == {}
     assert arrived == (1, 0, 0, 0, 2)         # the prediction, and the two parked events drained
@@ -114,7 +110,7 @@ def test_a_closed_window_refuses_late_events_and_reports_its_counts(store: Store
         late = await _apply(store, [pred(5, T0 + 3), action(3, T0 + 4)])
         return closed.counts, late, await _window(store, T0)
 
-    closed, late, after = run(go())
+    closed, late, after = run(go(), store)
     assert closed[("v1", "", "n")] == 2
     assert late == (0, 0, 0, 2, 0)
     assert after == closed
@@ -126,7 +122,7 @@ def test_event_time_tracks_the_newest_event_and_first_window(store: Store) -> No
         seen = (await store.tick(["m"], "w1", None)).seen["m"]
         return seen.newest, seen.first
 
-    assert run(go()) == (T0 + 5 * H + 7, T0 + H)
+    assert run(go(), store) == (T0 + 5 * H + 7, T0 + H)
 
 
 def test_only_one_evaluator_commits_a_window(store: Store) -> None:
@@ -136,7 +132,7 @@ def test_only_one_evaluator_commits_a_window(store: Store) -> None:
         c = await store.commit_evaluation("m", str(T0 + H), T0 + 2 * H, T0 + H, b"{}", b"{}", [], T0 - 100 * H)
         return a, b, c, list((await store.tick(["m"], "w1", None)).seen["m"].outbox.values())
 
-    a, b, c, outbox = run(go())
+    a, b, c, outbox = run(go(), store)
     assert (a, b, c) == (True, False, True)
     assert outbox == [b"{}"]  # only the winner's alert waits in the outbox
 
@@ -149,7 +145,7 @@ def test_actions_whose_prediction_never_comes_expire_as_orphans(store: Store) ->
         await _apply(store, [pred(8, T0 + 10)])  # arrives after expiry: the parked events are gone
         return too_soon, expired, await _window(store, T0)
 
-    too_soon, expired, window = run(go())
+    too_soon, expired, window = run(go(), store)
     assert too_soon == (0, 0)
     assert expired == (1, 2)
     assert window[("v1", "", "n")] == 1 and ("v1", "", "a:override") not in window
@@ -163,7 +159,7 @@ def test_the_evaluation_lease_has_one_holder_and_passes_on_when_it_lapses(store:
         steps += [await store.lease("m", "w2", 200), await store.lease("m", "w1", 200)]
         return steps
 
-    assert run(go()) == [True, False, True, True, False]
+    assert run(go(), store) == [True, False, True, True, False]
 
 
 def test_a_call_with_more_fields_and_triples_than_one_redis_command_takes_counts_them_all(stack: StackInfo,
@@ -181,7 +177,7 @@ def test_a_call_with_more_fields_and_triples_than_one_redis_command_takes_counts
         b = await _apply(store, second)
         return a, b, await _window(store, T0)
 
-    a, b, counts = run(go())
+    a, b, counts = run(go(), store)
     assert a == b == (1500, 0, 0, 0, 0)
     assert counts[("v1", "", "n")] == 3000 and counts[("v1", "band=low", "n")] == 3000
     assert {counts[("v1", f"region=r{i}", "n")] for i in range(1500)} == {2}
