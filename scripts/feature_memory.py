@@ -15,7 +15,8 @@ import orjson
 import redis
 
 from stream.state import keys
-from stream.events import PredictionEvent, epoch_ms
+from stream.events import PredictionEvent
+from stream.times import epoch_ms
 from stream.features import STATE_KEY, WindowFeatures
 from stream.settings import Settings
 from stream.simulate import generate

@@ -15,7 +15,6 @@ from typing import Annotated, Any, Literal, Union
 import orjson
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
 
-from .times import epoch_ms as epoch_ms  # re-exported for callers not yet moved to stream.times
 
 SCHEMA_VERSION = 1
 DLQ_SAMPLE = 4096  # bytes of a message kept with a reject whose element cannot be re-encoded on its own

@@ -7,7 +7,8 @@ from typing import Any
 import orjson
 import pytest
 
-from stream.events import Limits, PredictionEvent, epoch_ms, parse
+from stream.events import Limits, PredictionEvent, parse
+from stream.times import epoch_ms
 
 PRED = {"schema_version": 1, "event_id": "e1", "prediction_id": "p1", "model": "claims", "model_version": "3",
         "ts": "2026-11-01T12:00:00Z", "label": "approve"}

@@ -16,7 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stream.events import REASONS, epoch_ms, parse
+from stream.events import REASONS, parse
+from stream.times import epoch_ms
 from tests.support.harness import Deployment, metric_value, metrics_text, wait_for
 from tests.support.hostile import GOOD, LIMITS, messages
 
