@@ -13,8 +13,8 @@ import redis
 from stream.embedded import StackInfo
 from stream.events import Event, HumanActionEvent, OutcomeEvent, PredictionEvent
 from stream.settings import load
-from stream.state import Store, WindowCounts, keys
-from tests.support.aio import run
+from stream.state import Store, keys
+from tests.support.aio import run, window_counts
 
 pytestmark = pytest.mark.integration
 H = 3600 * 1000
@@ -53,15 +53,6 @@ def store(stack: StackInfo, redis_client: redis.Redis) -> Store:
 async def apply(store: Store, events: list[Event]) -> tuple[int, int, int, int, int]:
     r = await store.apply(events, {}, T0)
     return r.applied, r.duplicates, r.pending, r.late, r.drained
-
-
-async def window_counts(store: Store, model: str, start: int) -> dict[tuple[str, str, str], int]:
-    """A window's counts summed over buckets, without closing it: plain reads of the keys keys.py names."""
-    counts = WindowCounts()
-    for b in range(store.settings.state_buckets):
-        reply = await store.redis.hgetall(keys.window_counts(b, model, start))
-        counts.merge([x for kv in reply.items() for x in kv])
-    return counts.counts
 
 
 async def count(store: Store, start: int, counter: str) -> int:

@@ -12,8 +12,8 @@ import pytest
 from stream.embedded import StackInfo
 from stream.events import HumanActionEvent, OutcomeEvent, PredictionEvent
 from stream.settings import load
-from stream.state import Store, WindowCounts, keys
-from tests.support.aio import run
+from stream.state import Store
+from tests.support.aio import run, window_counts
 
 pytestmark = pytest.mark.integration
 H = 3600 * 1000
@@ -50,15 +50,6 @@ def store(stack: StackInfo, redis_client: Any) -> Store:
 async def _apply(store: Store, events: list[Any], now: int = T0) -> tuple[int, int, int, int, int]:
     r = await store.apply(events, {}, now)
     return r.applied, r.duplicates, r.pending, r.late, r.drained
-
-
-async def window_counts(store: Store, model: str, start: int) -> dict[tuple[str, str, str], int]:
-    """A window's counts summed over buckets, without closing it: plain reads of the keys keys.py names."""
-    counts = WindowCounts()
-    for b in range(store.settings.state_buckets):
-        reply = await store.redis.hgetall(keys.window_counts(b, model, start))
-        counts.merge([x for kv in reply.items() for x in kv])
-    return counts.counts
 
 
 async def _window(store: Store, start: int) -> dict[tuple[str, str, str], int]:

@@ -1,4 +1,5 @@
-"""Running a test's coroutine against a real Redis through a `Store`, without leaking its connections."""
+"""Running a test's coroutine against a real Redis through a `Store` without leaking its connections, and reading
+what it wrote."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import asyncio
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from stream.state import Store
+from stream.state import Store, WindowCounts, keys
 
 T = TypeVar("T")
 
@@ -24,3 +25,12 @@ def run(coro: Coroutine[Any, Any, T], *stores: Store) -> T:
             for store in stores:
                 await store.redis.connection_pool.disconnect()
     return asyncio.run(main())
+
+
+async def window_counts(store: Store, model: str, start: int) -> dict[tuple[str, str, str], int]:
+    """A window's counts summed over buckets, without closing it: plain reads of the keys keys.py names."""
+    counts = WindowCounts()
+    for b in range(store.settings.state_buckets):
+        reply = await store.redis.hgetall(keys.window_counts(b, model, start))
+        counts.merge([x for kv in reply.items() for x in kv])
+    return counts.counts
