@@ -73,8 +73,10 @@ def admit_args(max_names: int, max_values: int, refused: str, values_prefix: str
 async def admit_names(client: aioredis.Redis, names_key: str, cap: int, names: Sequence[str],
                       refused: str = OTHER) -> list[str]:
     """Admit names into one capped set (model names, feature names): the answer per name, `refused` if over."""
-    script = client.register_script(scripts.ADMIT.source)  # EVALSHA, loading the script on first use
-    reply = await script(keys=[names_key], args=admit_args(cap, 0, refused, "", [("", n) for n in names]))
+    # EVAL with the (small) source: asked only on admission misses, and no script object to build or NOSCRIPT to
+    # recover from
+    reply = await client.eval(scripts.ADMIT.source, 1, names_key,
+                              *admit_args(cap, 0, refused, "", [("", n) for n in names]))
     return [v.decode() for v in reply[1::2]]
 
 
