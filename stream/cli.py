@@ -222,8 +222,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
            "TRUSTGAP_WEB_PORT": os.environ.get("TRUSTGAP_WEB_PORT", "6066")}
     os.environ.update(env)
     logs = state_dir() / "worker.log"
-    worker = subprocess.Popen([sys.executable, "-m", "stream.cli", "worker"], env=env,
-                              stdout=logs.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
+    with logs.open("ab") as out:  # the worker keeps its own descriptor
+        worker = subprocess.Popen([sys.executable, "-m", "stream.cli", "worker"], env=env,
+                                  stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     print(f"worker pid {worker.pid} (log {logs}); metrics on http://127.0.0.1:{env['TRUSTGAP_WEB_PORT']}/metrics")
     try:
         return _demo_loop(args, worker)
