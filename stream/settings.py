@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from .errors import ConfigError as ConfigError  # defined in the one tree; callers catch it as settings.ConfigError
 from .events import Limits, PredictionEvent
+from .windows import Stage, stages
 
 ENV_PREFIX = "TRUSTGAP_"
 
@@ -59,6 +60,15 @@ class ModelSettings(_Strict):
     concentration_share: float = Field(0.7, gt=0.5, le=1,
                                        description="share of a model-level excess one scope must carry to be "
                                                    "named the place to investigate")
+    action_horizon_seconds: int = Field(86400, gt=0, description="how long after its prediction an action "
+                                        "still counts toward the prediction's window; later ones are counted as "
+                                        "beyond_horizon")
+    outcome_horizon_seconds: int = Field(7 * 86400, gt=0, description="how long after its prediction an outcome "
+                                         "still counts toward the prediction's window (claims and chargebacks take "
+                                         "days); later ones are counted as beyond_horizon")
+    checkpoints_seconds: list[int] = Field(default_factory=list, description="ages after their prediction at "
+                                           "which follow-ups are judged, each up to its kind's horizon; empty: one "
+                                           "window, one day and the horizon")
 
     @model_validator(mode="after")
     def _bands_consistent(self) -> ModelSettings:
@@ -67,6 +77,17 @@ class ModelSettings(_Strict):
         if self.band_cuts and len(self.band_names) != len(self.band_cuts) + 1:
             raise ValueError("band_names needs exactly one more name than band_cuts")
         return self
+
+    def checkpoints_ms(self, kind: Literal["a", "o"]) -> tuple[int, ...]:
+        """The ages (ms after a prediction) at which its actions ('a') or outcomes ('o') are judged, ascending,
+        the last one the kind's horizon."""
+        horizon = self.action_horizon_seconds if kind == "a" else self.outcome_horizon_seconds
+        ages = self.checkpoints_seconds or [self.window_seconds, 86400]
+        return tuple(s * 1000 for s in sorted({a for a in ages if 0 < a < horizon} | {horizon}))
+
+    def stages(self) -> tuple[Stage, ...]:
+        """Every stage a window of this model is judged in (stream.windows.stages)."""
+        return stages(self.checkpoints_ms("a"), self.checkpoints_ms("o"))
 
     def band_for(self, score: float | None) -> str:
         """The band a score falls in (cut points are lower-inclusive upper bounds), or `all` without cuts."""
@@ -123,6 +144,9 @@ class Settings(BaseSettings):
     max_label_values: int = Field(50, gt=0, description="distinct values per model and dimension (segment values,"
                                   " bands, versions) that become Redis scopes and metric labels; more -> __other__")
     topic_check_interval: float = Field(5.0, gt=0, description="how often (s) missing topics are re-created")
+    idle_timeout_seconds: float = Field(60.0, gt=0, description="a partition whose consumer has read it to its "
+                                        "end and received nothing new for this long stops holding the watermark "
+                                        "back; a partition with a backlog is never idle")
     defaults: ModelSettings = ModelSettings()
     models: dict[str, ModelSettings] = Field(default_factory=dict)
     event_loop: Literal["asyncio", "uvloop"] = Field(
@@ -151,6 +175,16 @@ class Settings(BaseSettings):
     def _heartbeat_below_session(self) -> Settings:
         if self.broker_heartbeat_interval >= self.broker_session_timeout:
             raise ValueError("broker_heartbeat_interval must be below broker_session_timeout")
+        return self
+
+    @model_validator(mode="after")
+    def _horizons_within_context(self) -> Settings:
+        for name, m in [("defaults", self.defaults), *((f"models.{k}", v) for k, v in self.models.items())]:
+            longest = max(m.action_horizon_seconds, m.outcome_horizon_seconds)
+            if longest > self.context_ttl_seconds:
+                raise ValueError(f"{name}: a horizon of {longest}s is longer than context_ttl_seconds "
+                                 f"({self.context_ttl_seconds}s): a prediction's context would expire before its "
+                                 "follow-ups stop counting; raise context_ttl_seconds or shorten the horizon")
         return self
 
     def for_model(self, name: str) -> ModelSettings:

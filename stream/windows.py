@@ -6,8 +6,9 @@ All times are integer milliseconds since the epoch. A window [start, start + siz
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 
 def window_start(ts_ms: int, size_ms: int) -> int:
@@ -41,3 +42,108 @@ def closable(first_start_ms: int, closed_until_ms: int | None, watermark_ms: int
     while start + size_ms <= watermark_ms:
         yield Window(start, size_ms)
         start += size_ms
+
+
+# --- stages: when each signal of a window is judged ---
+# Windows belong to predictions. A window is judged in stages: its predictions and feature health once the
+# watermark passes its end ('n'); each follow-up signal (actions 'a', outcomes 'o') at a few fixed ages after the
+# window's end (checkpoints), each time on the follow-ups that came within that age of their prediction.
+
+StageKind = Literal["n", "a", "o"]
+STAGE_SIGNAL: dict[StageKind, str] = {"n": "predictions", "a": "actions", "o": "outcomes"}
+"""The `signal` label of the per-model event counts (counted, late, beyond the horizon) for each stage kind."""
+
+
+@dataclass(frozen=True, slots=True)
+class Stage:
+    """One look at a window: its kind, its checkpoint index, the age it waits for, and whether it is the last."""
+
+    kind: StageKind
+    index: int      # checkpoint index among its kind's (0 for 'n')
+    age_ms: int     # judged once the watermark passes the window's end plus this
+    final: bool     # the last checkpoint of its kind (always True for 'n')
+    order: int      # position in `stages`: breaks ties between stages due at the same event time
+
+    @property
+    def name(self) -> str:
+        """'n', 'a0', 'o2': how closed marks and metrics name the stage."""
+        return "n" if self.kind == "n" else f"{self.kind}{self.index}"
+
+
+def stages(action_ages_ms: Sequence[int], outcome_ages_ms: Sequence[int]) -> tuple[Stage, ...]:
+    """Every stage of a window, in tie-break order: predictions, then the action and outcome checkpoints."""
+    out = [Stage("n", 0, 0, True, 0)]
+    for kind, ages in (("a", action_ages_ms), ("o", outcome_ages_ms)):
+        for i, age in enumerate(ages):
+            out.append(Stage(kind, i, age, i == len(ages) - 1, len(out)))  # type: ignore[arg-type]
+    return tuple(out)
+
+
+def checkpoint_of(age_ms: int, ages_ms: Sequence[int]) -> int | None:
+    """Index of the first checkpoint a follow-up of this age (its time minus its prediction's) counts in, or None
+    beyond the last one (the horizon). A follow-up stamped before its prediction (clock skew) has age 0."""
+    age = max(0, age_ms)
+    for i, limit in enumerate(ages_ms):
+        if age < limit:
+            return i
+    return None
+
+
+Cursor = tuple[int, int]
+"""(due ms, stage order) of the last (window, stage) judged: a model's progress, in the one order both the worker
+and the in-memory replay judge in, whatever steps the watermark advanced by."""
+
+
+@dataclass(frozen=True, slots=True)
+class Due:
+    """A (window, stage) the watermark has passed."""
+
+    window: Window
+    stage: Stage
+
+    @property
+    def due(self) -> int:
+        return self.window.end + self.stage.age_ms
+
+    @property
+    def cursor(self) -> Cursor:
+        return self.due, self.stage.order
+
+
+def due_stages(first_start_ms: int, cursor: Cursor | None, watermark_ms: int, size_ms: int,
+               all_stages: Sequence[Stage], limit: int | None = None) -> list[Due]:
+    """The (window, stage) pairs after `cursor` whose due time the watermark has reached, in (due, order) order.
+
+    Judging in this order makes the sequence of judgements independent of how the watermark advanced (a tick at a
+    time or a month at once): every pair due by a tick comes after every pair due by the tick before. Windows with
+    no data between `first_start_ms` and the watermark are judged too: an empty window is news."""
+    first = window_start(first_start_ms, size_ms)
+    out: list[Due] = []
+    for stage in all_stages:
+        start = first
+        if cursor is not None:
+            # the first window whose (due, order) comes after the cursor: start + size + age > due, or equal to
+            # it with a later order
+            due_c, order_c = cursor
+            lowest = due_c - size_ms - stage.age_ms + (0 if stage.order > order_c else 1)
+            start = max(first, -(-lowest // size_ms) * size_ms)
+        taken = 0
+        while start + size_ms + stage.age_ms <= watermark_ms and (limit is None or taken < limit):
+            out.append(Due(Window(start, size_ms), stage))  # the first `limit` of each stage hold the answer
+            start += size_ms
+            taken += 1
+    out.sort(key=lambda d: d.cursor)
+    return out[:limit] if limit is not None else out
+
+
+def format_cursor(cursor: Cursor) -> str:
+    """A cursor as the model's state hash stores it."""
+    return f"{cursor[0]}:{cursor[1]}"
+
+
+def parse_cursor(raw: str) -> Cursor | None:
+    """The stored cursor ('' before the first judgement); ValueError for anything else (an older layout)."""
+    if not raw:
+        return None
+    due, _, order = raw.partition(":")
+    return int(due), int(order)

@@ -28,13 +28,15 @@ if TYPE_CHECKING:
     from .labels import OTHER as OTHER
     from .labels import Labels as Labels
     from .store import ApplyResult as ApplyResult
+    from .store import Flow as Flow
     from .store import Prepared as Prepared
     from .store import Store as Store
 
 _HOME = {
     "ClosedWindow": "evaluation", "Evaluation": "evaluation", "ModelState": "evaluation", "ModelTick": "evaluation",
     "Tick": "evaluation", "WindowCounts": "evaluation", "FeaturePlan": "features", "FeatureStore": "features",
-    "OTHER": "labels", "Labels": "labels", "ApplyResult": "store", "Prepared": "store", "Store": "store",
+    "OTHER": "labels", "Labels": "labels", "ApplyResult": "store", "Flow": "store", "Prepared": "store",
+    "Store": "store",
 }
 
 __all__ = sorted(_HOME)

@@ -26,10 +26,16 @@ class WindowCounts:
     """Counters of one closed window: (version, scope, counter) -> count, summed over buckets."""
 
     counts: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    late: dict[str, int] = field(default_factory=dict)  # stage kind (n/a/o) -> events that came after its stage
 
     def merge(self, flat: Sequence[bytes]) -> None:
         for i in range(0, len(flat), 2):
-            version, scope, counter = flat[i].decode().split("|", 2)
+            name = flat[i].decode()
+            if name.startswith(keys.LATE_FIELD):
+                kind = name[len(keys.LATE_FIELD):]
+                self.late[kind] = self.late.get(kind, 0) + int(flat[i + 1])
+                continue
+            version, scope, counter = name.split("|", 2)
             key = (version, scope, counter)
             self.counts[key] = self.counts.get(key, 0) + int(flat[i + 1])
 

@@ -57,6 +57,11 @@ def window_counts(bucket: int, model: str, start_ms: int) -> str:
     return f"{window_prefix(bucket)}{model}:{start_ms}"
 
 
+LATE_FIELD = "~late|"
+"""Field prefix, in a window's counter hash, of the count of events (by stage kind n/a/o) that came after their
+stage of the window was judged: `~late|a`. No counter field starts with '~'."""
+
+
 def window_ttl(window_seconds: int, allowed_lateness_seconds: int) -> int:
     """Seconds a window's keys live after their last write: the window, its lateness, and WINDOW_MARGIN."""
     return window_seconds + allowed_lateness_seconds + WINDOW_MARGIN

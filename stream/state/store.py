@@ -31,6 +31,15 @@ from .redis_io import as_text, execute
 
 
 @dataclass(slots=True)
+class Flow:
+    """What happened to one model's events of one kind in a batch."""
+
+    counted: int = 0         # counted into their (prediction's) window
+    late: int = 0            # their window's stage was already judged
+    beyond_horizon: int = 0  # older than the kind's horizon: outside the definition, not counted in a window
+
+
+@dataclass(slots=True)
 class ApplyResult:
     """What one batch did; `late` events were valid but their window had closed."""
 
@@ -41,6 +50,7 @@ class ApplyResult:
     drained: int = 0  # parked actions/outcomes applied because their prediction arrived
     untracked_features: dict[str, int] = field(default_factory=dict)  # model -> feature values over the cap
     overflow: Counter[str] = field(default_factory=Counter)  # label values capped into __other__, by kind
+    flows: dict[tuple[str, str], Flow] = field(default_factory=dict)  # (model, windows.STAGE_SIGNAL value) ->
 
     def add(self, other: Sequence[int]) -> None:
         """Add one apply script's reply: {applied, duplicates, pending, late, drained}."""
