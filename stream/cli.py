@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import BrokerUnreachable, CliError, ClientError, ConfigError, RedisUnreachable, TrustgapError
+from .errors import BrokerUnreachable, CliError, ClientError, ConfigError, OldLayout, RedisUnreachable, TrustgapError
 from .settings import Settings, load
 from .times import minute, utcnow
 
@@ -82,13 +82,26 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def _check_redis(settings: Settings) -> None:
+    """Redis answers, and holds no state of an older layout (an empty Redis gets the current layout's mark)."""
     import redis
 
+    from .state import keys
+
     try:
-        redis.Redis.from_url(settings.redis_url.get_secret_value(), socket_connect_timeout=5).ping()
+        with redis.Redis.from_url(settings.redis_url.get_secret_value(), socket_connect_timeout=5) as client:
+            client.ping()
+            # the mark goes in only where no trustgap state is: state without it was written by an older version
+            found = client.get(keys.LAYOUT)
+            if found is None and not client.exists(keys.MODELS, keys.OFFSETS):
+                client.set(keys.LAYOUT, keys.LAYOUT_VERSION, nx=True)
+                found = client.get(keys.LAYOUT)
     except redis.RedisError as err:
         raise RedisUnreachable(f"redis unreachable ({type(err).__name__}); check redis_url / TRUSTGAP_REDIS_URL"
                                ) from None
+    if found is None or found.decode() != keys.LAYOUT_VERSION:
+        raise OldLayout(f"redis holds trustgap state of layout {found.decode() if found else 1}, this worker writes "
+                        f"layout {keys.LAYOUT_VERSION}: drain the old workers until their windows are judged, or "
+                        "start on a fresh Redis and replay the topics (README: Upgrading)")
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@
     │   ├── BrokerUnreachable  the Kafka broker (also a ClientError: the SDK raises it too)
     │   └── RedisUnreachable   Redis
     ├── RedisRestarted         Redis answered from another process than the one the worker reconciled with
+    ├── OldLayout              Redis holds state in a layout this version does not read (the message says how to move)
     └── ClientError            raised by the producer SDK (stream.client)
         ├── InvalidEvent       the event breaks contract v1 (also a ValueError)
         │   └── NaiveTimestamp a datetime without a timezone
@@ -29,6 +30,10 @@ class TrustgapError(Exception):
 
 class ConfigError(TrustgapError):
     """A setting is wrong; the message is one line that says what to fix."""
+
+
+class OldLayout(TrustgapError):
+    """Redis holds trustgap state written in an older layout; the message says how to move the deployment."""
 
 
 class CliError(TrustgapError):

@@ -1,8 +1,10 @@
-"""The window evaluator: every tick, close each window the watermark has passed and judge it, one model at a time.
+"""The window evaluator: every tick, judge each (window, stage) the watermark has passed, one model at a time.
 
-One window is a chain of small steps: read (close it and read what judging needs) → judge (pure, stream.judge)
-→ commit (compare-and-set on the model's closed mark, alerts into the outbox) → publish (the outbox burst, then
-forget what the broker acknowledged). An alert decided is published at least once and decided only once.
+A window is judged in stages (stream.windows.Stage): its predictions and feature health when the watermark passes
+its end, each follow-up signal at its checkpoints after that. One stage is a chain of small steps: read (close the
+stage and read what judging needs) → judge (pure, stream.judge) → commit (compare-and-set on the model's cursor,
+alerts into the outbox) → publish (the outbox burst, then forget what the broker acknowledged). An alert decided
+is published at least once and decided only once.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
-from itertools import islice
 from typing import Any
 
 from . import detect, features
@@ -21,11 +22,11 @@ from .reconcile import with_redis
 from .runtime import Runtime
 from .state import ModelState, ModelTick, keys
 from .times import epoch_ms
-from .windows import Window, closable, watermark
+from .windows import Due, due_stages, format_cursor, parse_cursor, watermark
 
 log = logging.getLogger("trustgap")
 
-MAX_WINDOWS_PER_TICK = 200  # bounds one evaluator tick after a long outage; the next tick goes on
+MAX_WINDOWS_PER_TICK = 200  # (window, stage) pairs judged per model and tick after a long outage; the next goes on
 
 
 async def evaluate(rt: Runtime) -> int:
@@ -45,32 +46,34 @@ async def evaluate(rt: Runtime) -> int:
             rt.metrics.orphans.labels(kind).inc(n)
     closed = 0
     for model in tick.models:
-        closed += await evaluate_model(rt, model, tick.seen[model], started)
+        closed += await evaluate_model(rt, model, tick.seen[model], tick.event_time, started)
     return closed
 
 
-async def evaluate_model(rt: Runtime, model: str, seen: ModelTick, tick_started: float) -> int:
-    """Judge the model's windows the watermark has passed, oldest first; returns how many were committed."""
+async def evaluate_model(rt: Runtime, model: str, seen: ModelTick, event_time: int | None,
+                         tick_started: float) -> int:
+    """Judge the model's (window, stage) pairs the watermark has passed, in (due, order) order; returns how many
+    were committed."""
     if not await _ready(rt, model, seen, tick_started):
         return 0
-    windows = due_windows(rt, model, seen)
-    closed_mark = seen.closed
+    dues = due_windows(rt, model, seen, event_time)
+    cursor = seen.closed
     memory: Memory | None = None
     annotations: list[Annotation] = []
     done = 0
-    for window in windows:
-        closed, stored = await read(rt, model, window, with_state=memory is None)
-        if stored is not None:  # the first window of the tick: the state comes with it
-            if stored.closed != closed_mark:  # another evaluator moved on since the tick; next tick
+    for due in dues:
+        closed, stored = await read(rt, model, due, with_state=memory is None)
+        if stored is not None:  # the first stage of the tick: the state comes with it
+            if stored.closed != cursor:  # another evaluator moved on since the tick; next tick
                 return 0
             memory, annotations = decode(stored.state, stored.history), stored.annotations
         assert memory is not None
-        verdict = judge(model, closed, memory, annotations, rt.settings.for_model(model), rt.clock())
-        if not await commit(rt, model, closed_mark, window, verdict):
+        verdict = judge(model, closed, due.stage, memory, annotations, rt.settings.for_model(model), rt.clock())
+        if not await commit(rt, model, cursor, due, verdict):
             break  # another worker evaluated it; pick up from its state next tick
         done += 1
-        closed_mark = str(window.end)
-        export(rt, model, verdict, memory)
+        cursor = format_cursor(due.cursor)
+        export(rt, model, due, verdict, memory)
         memory = verdict.memory
         if verdict.outbox and not await publish(rt, model, verdict.outbox):
             break  # what failed stays in the outbox and goes first next tick; newer windows wait for it
@@ -91,40 +94,50 @@ async def _ready(rt: Runtime, model: str, seen: ModelTick, tick_started: float) 
     return not seen.outbox or await publish(rt, model, seen.outbox)
 
 
-def due_windows(rt: Runtime, model: str, seen: ModelTick) -> list[Window]:
-    """The model's windows the watermark has passed and no evaluator closed yet (at most MAX_WINDOWS_PER_TICK),
-    exporting the watermark on the way."""
-    if seen.newest is None or seen.first is None:
+def due_windows(rt: Runtime, model: str, seen: ModelTick, event_time: int | None) -> list[Due]:
+    """The model's (window, stage) pairs the watermark has passed and no evaluator judged yet (at most
+    MAX_WINDOWS_PER_TICK), exporting the watermark on the way. `event_time` is the partitions' event time
+    (stream.windows.partition_watermark), before the model's lateness."""
+    if event_time is None or seen.first is None:
         return []
     ms = rt.settings.for_model(model)
-    wm = watermark(seen.newest, ms.allowed_lateness_seconds * 1000)
+    wm = watermark(event_time, ms.allowed_lateness_seconds * 1000)
     rt.metrics.watermark.labels(model).set(wm / 1000)
     rt.metrics.watermark_lag.labels(model).set(rt.clock().timestamp() - wm / 1000)
-    # the common tick ends here with no window: the state, history and annotations are not even read
-    return list(islice(closable(seen.first, int(seen.closed) if seen.closed else None, wm,
-                                ms.window_seconds * 1000), MAX_WINDOWS_PER_TICK))
+    # the common tick ends here with nothing due: the state, history and annotations are not even read
+    return due_stages(seen.first, parse_cursor(seen.closed), wm, ms.window_seconds * 1000, ms.stages(),
+                      MAX_WINDOWS_PER_TICK)
 
 
-async def read(rt: Runtime, model: str, window: Window, with_state: bool) -> tuple[Closed, ModelState | None]:
-    """Close the window and read its counts and feature statistics (and with `with_state` the model's state)."""
+async def read(rt: Runtime, model: str, due: Due, with_state: bool) -> tuple[Closed, ModelState | None]:
+    """Close the stage and read the window's counts, at stage 'n' its feature statistics (and with `with_state`
+    the model's state)."""
+    window = due.window
     got = await with_redis(rt, "close", lambda: rt.store.close_and_read(model, window.start, window.end,
-                                                                        with_state=with_state))
-    n, stats = await with_redis(rt, "features", lambda: rt.store.features.read(model, window.start,
-                                                                               got.feature_stats))
+                                                                        due.stage.name, with_state=with_state))
+    n, stats = 0, {}
+    if due.stage.kind == "n":
+        n, stats = await with_redis(rt, "features", lambda: rt.store.features.read(model, window.start,
+                                                                                   got.feature_stats))
     return Closed(window, got.counts.counts, n, stats), got.state
 
 
-async def commit(rt: Runtime, model: str, closed_mark: str, window: Window, verdict: Verdict) -> bool:
-    """Store the verdict if the model's closed mark is still `closed_mark`; False when another worker did."""
+async def commit(rt: Runtime, model: str, cursor: str, due: Due, verdict: Verdict) -> bool:
+    """Store the verdict if the model's cursor is still `cursor`; False when another worker did."""
     return await with_redis(rt, "commit", lambda: rt.store.commit_evaluation(
-        model, closed_mark, window.end, window.start, verdict.summary_json(), verdict.state_json(),
+        model, cursor, format_cursor(due.cursor), due.window.start, verdict.summary_json(), verdict.state_json(),
         list(verdict.outbox.items()), verdict.keep_from))
 
 
-def export(rt: Runtime, model: str, verdict: Verdict, before: Memory) -> None:
-    """Export a committed window's metrics: rates and alerts, then feature health."""
-    export_rates(rt, model, verdict.rate)
-    export_features(rt, model, verdict.feature, before.feature)
+def export(rt: Runtime, model: str, due: Due, verdict: Verdict, before: Memory) -> None:
+    """Export a committed stage's metrics: feature health and the window count at stage 'n', the rates of the
+    signals it judged and their alerts at the others."""
+    if due.stage.kind == "n":
+        rt.metrics.windows.labels(model).inc()
+        rt.metrics.closed.labels(model).set(due.window.end / 1000)
+        export_features(rt, model, verdict.feature, before.feature)
+    else:
+        export_rates(rt, model, due, verdict.rate)
 
 
 def export_features(rt: Runtime, model: str, result: features.Evaluation, before: features.State) -> None:
@@ -140,13 +153,15 @@ def export_features(rt: Runtime, model: str, result: features.Evaluation, before
         m.feature_alert_active.labels(model, signal, name).set(1 if item in active else 0)
 
 
-def export_rates(rt: Runtime, model: str, result: detect.Evaluation) -> None:
-    """The window's rates per scope, and the baselines and lifetimes of its alerts."""
+def export_rates(rt: Runtime, model: str, due: Due, result: detect.Evaluation) -> None:
+    """The rates the stage judged per scope (at its checkpoint's age), and the baselines and lifetimes of its
+    alerts."""
     m = rt.metrics
-    m.windows.labels(model).inc()
-    m.closed.labels(model).set(result.summary.end / 1000)
-    for scope, counts in result.summary.scopes.items():
+    for scope, raw in result.summary.scopes.items():
+        counts = detect.look_counts(raw, due.stage)
         for signal in detect.EXPORTED_RATES:
+            if detect.SIGNAL_KIND[signal] != due.stage.kind:
+                continue
             k, n = detect.rate(counts, signal)
             if n:
                 m.rate.labels(model, signal, scope or "all").set(k / n)

@@ -47,7 +47,9 @@ def outcome(i: int, ms: int, label: str) -> OutcomeEvent:
 @pytest.fixture
 def store(stack: StackInfo, redis_client: redis.Redis) -> Store:
     return Store.from_settings(load(None, redis_url=stack.redis_url, state_buckets=BUCKETS,
-                                    context_ttl_seconds=CTX_TTL_S, defaults={"allowed_lateness_seconds": 0}))
+                                    context_ttl_seconds=CTX_TTL_S,
+                                    defaults={"allowed_lateness_seconds": 0, "action_horizon_seconds": CTX_TTL_S,
+                                              "outcome_horizon_seconds": CTX_TTL_S}))
 
 
 async def apply(store: Store, events: list[Event]) -> tuple[int, int, int, int, int]:
@@ -84,7 +86,8 @@ def test_an_action_joins_its_prediction_stored_in_an_earlier_slot(store: Store) 
         first = await apply(store, [pred(3, T0 + 10)])
         later = await apply(store, [action(3, T0 + 3 * H + 5), outcome(3, T0 + 7 * H, "b"),
                                     action(3, T0 + 3 * H + 5)])  # the last is a redelivered copy
-        return first, later, await count(store, T0 + 3 * H, "a:override"), await count(store, T0 + 7 * H, "m:truth")
+        # both count in the prediction's window, at the checkpoint their age reaches (1h, then the 8h horizon)
+        return first, later, await count(store, T0, "a:override#1"), await count(store, T0, "m:truth#1")
 
     first, later, overrides, mismatches = run(go(), store)
     assert first == (1, 0, 0, 0, 0)
@@ -103,14 +106,14 @@ def test_an_action_stamped_slightly_before_its_prediction_is_joined(
 
     async def go() -> tuple[list[tuple[int, int, int, int, int]], int]:
         order = [p, a, a] if prediction_first else [a, p, a]
-        return [await apply(store, [e]) for e in order], await count(store, T0, "a:override")
+        return [await apply(store, [e]) for e in order], await count(store, T0 + H, "a:override#0")
 
     steps, overrides = run(go(), store)
     if prediction_first:
         assert steps == [(1, 0, 0, 0, 0), (1, 0, 0, 0, 0), (0, 1, 0, 0, 0)]
     else:
         assert steps == [(0, 0, 1, 0, 0), (1, 0, 0, 0, 1), (0, 1, 0, 0, 0)]
-    assert overrides == 1  # in the window of the action's own ts
+    assert overrides == 1  # in its prediction's window, at age 0
     assert redis_client.exists(keys.parked(bucket(4), "id4")) == 0
     assert redis_client.zcard(keys.bucket_pending(bucket(4))) == 0
 
@@ -130,8 +133,9 @@ def test_a_replayed_batch_counts_its_events_and_features_once(store: Store) -> N
         counts: dict[str, int] = {}
         for start in range(T0, T0 + 4 * H, H):
             for k, v in (await window_counts(store, "m", start)).items():
-                if k[1] == "":
-                    counts[k[2]] = counts.get(k[2], 0) + v
+                if k[1] == "":  # summed over checkpoints: the outcomes came 0-3 h after their predictions
+                    counter = k[2].partition("#")[0]
+                    counts[counter] = counts.get(counter, 0) + v
         recorded, total = 0, 0.0
         for start in range(T0, T0 + 4 * H, H):
             n, stats = await store.features.read("m", start)
@@ -153,7 +157,7 @@ def test_a_context_older_than_the_context_ttl_is_not_joined_and_its_action_is_or
         steps.append(redis_client.exists(keys.parked(bucket(5), "id5")))
         steps.append((await store.tick([], "w1", T0 + store.settings.pending_ttl_seconds * 1000)).orphans)
         steps.append(redis_client.exists(keys.parked(bucket(5), "id5")))
-        steps.append(await count(store, T0 + 2 * CTX_TTL_S * 1000, "a:override"))
+        steps.append(await count(store, T0, "a:override#1"))  # the joined one, at the horizon checkpoint
         return steps
 
-    assert run(go(), store) == [(2, 0, 0, 0, 0), (1, 0, 0, 0, 0), (0, 0, 1, 0, 0), 1, (1, 0), 0, 0]
+    assert run(go(), store) == [(2, 0, 0, 0, 0), (1, 0, 0, 0, 0), (0, 0, 1, 0, 0), 1, (1, 0), 0, 1]

@@ -10,7 +10,7 @@ import redis
 
 from stream.embedded import StackInfo
 from stream.events import Annotation, Event, HumanActionEvent, OutcomeEvent, PredictionEvent
-from stream.settings import load
+from stream.settings import ModelSettings, load
 from stream.state import Store, keys
 from stream.windows import window_start
 
@@ -41,8 +41,8 @@ def test_every_model_key_shares_the_models_hash_tag() -> None:
     assert keys.model_tag("a}b") == "{tg:m:a_b}"  # a '}' would end the hash tag early
 
 
-def test_a_windows_keys_live_for_the_window_its_lateness_and_the_margin() -> None:
-    assert keys.window_ttl(3600, 600) == 3600 + 600 + keys.WINDOW_MARGIN
+def test_a_windows_keys_live_for_the_window_its_longest_horizon_its_lateness_and_the_margin() -> None:
+    assert keys.window_ttl(ModelSettings()) == 3600 + 7 * 86400 + 600 + keys.WINDOW_MARGIN
 
 
 def iso(ms: int) -> str:
@@ -85,11 +85,11 @@ def test_the_keys_the_scripts_create_are_exactly_the_names_keys_py_gives(stack: 
             store.run_id = await store.server_run_id()
             await store.apply(preds, {("predictions", 0): 8}, T0)
             await store.apply(joined + orphans, {("actions", 0): 8}, T0)
-            read = await store.close_and_read("m", T0, T0 + H, with_state=True)
+            read = await store.close_and_read("m", T0, T0 + H, "n", with_state=True)
             assert read.counts.counts[("v1", "", "n")] == 8  # the window was really written
             tick = await store.tick(["m"], "w1", T0)  # leases, and sweeps nothing yet (the deadline is ahead)
             assert tick.seen["m"].leased and tick.orphans == (0, 0)
-            assert await store.commit_evaluation("m", "", T0 + H, T0, b"{}", b"{}", [("alert1", b"{}")], T0 - H)
+            assert await store.commit_evaluation("m", "", f"{T0 + H}:0", T0, b"{}", b"{}", [("alert1", b"{}")], T0 - H)
             assert await store.add_annotations([annotation()], {("annotations", 0): 1}) == 1
         finally:
             await store.close()

@@ -1,5 +1,6 @@
-"""The Redis store against a real redis-server: idempotent apply, the pending join, late events, closing
-windows, compare-and-set evaluation commits and orphan expiry."""
+"""The Redis store against a real redis-server: idempotent apply, the pending join, follow-ups counted in their
+prediction's window by checkpoint, late events, closing stages, compare-and-set evaluation commits and orphan
+expiry."""
 
 from __future__ import annotations
 
@@ -52,6 +53,11 @@ async def _apply(store: Store, events: list[Any], now: int = T0) -> tuple[int, i
     return r.applied, r.duplicates, r.pending, r.late, r.drained
 
 
+async def _flows(store: Store, events: list[Any]) -> dict[tuple[str, str], tuple[int, int, int]]:
+    r = await store.apply(events, {}, T0)
+    return {k: (f.counted, f.late, f.beyond_horizon) for k, f in r.flows.items()}
+
+
 async def _window(store: Store, start: int) -> dict[tuple[str, str, str], int]:
     return await window_counts(store, "m", start)
 
@@ -70,14 +76,15 @@ def test_a_replayed_batch_changes_nothing(store: Store) -> None:
     assert again == (0, 4, 0, 0, 0)
     assert before == after
     # the whole model, its band and its region each count the prediction, the override and the truth mismatch
+    # (at their first checkpoint: they came within an hour of their prediction)
     for scope in ("", "band=low", "region=eu"):
         assert after[("v1", scope, "n")] == 1
-        assert after[("v1", scope, "a:override")] == 1
-        assert after[("v1", scope, "o:truth")] == 1 and after[("v1", scope, "m:truth")] == 1
-        assert after[("v1", scope, "o:proxy")] == 1 and ("v1", scope, "m:proxy") not in after
+        assert after[("v1", scope, "a:override#0")] == 1
+        assert after[("v1", scope, "o:truth#0")] == 1 and after[("v1", scope, "m:truth#0")] == 1
+        assert after[("v1", scope, "o:proxy#0")] == 1 and ("v1", scope, "m:proxy#0") not in after
 
 
-def test_actions_before_their_prediction_wait_and_count_once_it_arrives(store: Store) -> None:
+def test_actions_before_their_prediction_wait_and_count_in_its_window_once_it_arrives(store: Store) -> None:
     async def go() -> tuple[Any, Any, Any, Any]:
         early = await _apply(store, [action(2, T0 + H + 5), action(2, T0 + H + 5), outcome(2, T0 + 2 * H, "a")])
         nothing_yet = await _window(store, T0 + H)
@@ -89,38 +96,59 @@ def test_actions_before_their_prediction_wait_and_count_once_it_arrives(store: S
     assert early == (0, 1, 2, 0, 0)           # the second copy of the action is a duplicate even while pending
     assert nothing_yet == {}
     assert arrived == (1, 0, 0, 0, 2)         # the prediction, and the two parked events drained
-    assert w0[("v1", "", "n")] == 1           # the prediction counts in its own window...
-    assert w1[("v1", "", "a:override")] == 1  # ...the action in the window of its own ts
-    assert w2[("v1", "", "o:truth")] == 1 and ("v1", "", "m:truth") not in w2
+    assert w1 == w2 == {}                       # follow-ups count in their prediction's window...
+    assert w0[("v1", "", "n")] == 1
+    assert w0[("v1", "", "a:override#0")] == 1  # ...by their age: the action came 59m59.9s after the prediction,
+    assert w0[("v1", "", "o:truth#1")] == 1     # the outcome 1h59m59.9s after it (checkpoints 1h, 1d, 7d)
+    assert ("v1", "", "m:truth#1") not in w0
 
 
-def test_a_closed_window_refuses_late_events_and_reports_its_counts(store: Store) -> None:
+def test_a_closed_predictions_stage_refuses_late_predictions_and_reports_its_counts(store: Store) -> None:
     async def go() -> tuple[Any, Any, Any]:
         await _apply(store, [pred(3, T0 + 1), pred(4, T0 + 2)])
-        closed = (await store.close_and_read("m", T0, T0 + H, with_state=False)).counts
+        closed = (await store.close_and_read("m", T0, T0 + H, "n", with_state=False)).counts
         late = await _apply(store, [pred(5, T0 + 3), action(3, T0 + 4)])
-        return closed.counts, late, await _window(store, T0)
+        return closed, late, (await store.close_and_read("m", T0, T0 + H, "n", with_state=False)).counts
 
     closed, late, after = run(go(), store)
-    assert closed[("v1", "", "n")] == 2
-    assert late == (0, 0, 0, 2, 0)
-    assert after == closed
+    assert closed.counts[("v1", "", "n")] == 2 and closed.late == {}
+    assert late == (1, 0, 0, 1, 0)  # the prediction is late; the action's checkpoint is still open: it counts
+    assert after.counts[("v1", "", "n")] == 2 and after.counts[("v1", "", "a:override#0")] == 1
+    assert after.late == {"n": 1}   # the window keeps the count of what came too late for it
 
 
-def test_event_time_tracks_the_newest_event_and_first_window(store: Store) -> None:
-    async def go() -> tuple[int | None, int | None]:
+def test_a_follow_up_of_a_judged_checkpoint_is_late_and_counts_at_the_next_one(store: Store) -> None:
+    # checkpoints of actions: 1h and 1d (the horizon); an action 2 days after its prediction is beyond it
+    async def go() -> tuple[Any, Any, Any]:
+        await _apply(store, [pred(3, T0 + 1), pred(4, T0 + 2), pred(5, T0 + 3)])
+        await store.close_and_read("m", T0, T0 + H, "a0", with_state=False)
+        flows = await _flows(store, [action(3, T0 + 10), action(4, T0 + 2 * H), action(5, T0 + 2 * 86400_000)])
+        return flows, (await store.close_and_read("m", T0, T0 + H, "a1", with_state=False)).counts, \
+            await _flows(store, [action(3, T0 + 10, eid="again")])
+
+    flows, read, last = run(go(), store)
+    assert flows == {("m", "actions"): (1, 1, 1)}  # counted (the 2h one), late (the 10ms one), beyond (2d)
+    assert read.counts[("v1", "", "a:override#1")] == 2 and ("v1", "", "a:override#0") not in read.counts
+    assert read.late == {"a": 1}
+    assert last == {("m", "actions"): (0, 1, 0)}   # every checkpoint judged: late, and in no count
+
+
+def test_event_time_keeps_the_first_window(store: Store) -> None:
+    async def go() -> int | None:
         await _apply(store, [pred(6, T0 + 5 * H + 7), pred(7, T0 + H + 1)])
-        seen = (await store.tick(["m"], "w1", None)).seen["m"]
-        return seen.newest, seen.first
+        return (await store.tick(["m"], "w1", None)).seen["m"].first
 
-    assert run(go(), store) == (T0 + 5 * H + 7, T0 + H)
+    assert run(go(), store) == T0 + H
 
 
 def test_only_one_evaluator_commits_a_window(store: Store) -> None:
     async def go() -> tuple[bool, bool, bool, list[bytes]]:
-        a = await store.commit_evaluation("m", "", T0 + H, T0, b"{}", b"{}", [("alert1", b"{}")], T0 - 100 * H)
-        b = await store.commit_evaluation("m", "", T0 + H, T0, b"{}", b"{}", [("alert2", b"{}")], T0 - 100 * H)
-        c = await store.commit_evaluation("m", str(T0 + H), T0 + 2 * H, T0 + H, b"{}", b"{}", [], T0 - 100 * H)
+        a = await store.commit_evaluation("m", "", f"{T0 + H}:0", T0, b"{}", b"{}", [("alert1", b"{}")],
+                                          T0 - 100 * H)
+        b = await store.commit_evaluation("m", "", f"{T0 + H}:0", T0, b"{}", b"{}", [("alert2", b"{}")],
+                                          T0 - 100 * H)
+        c = await store.commit_evaluation("m", f"{T0 + H}:0", f"{T0 + 2 * H}:0", T0 + H, b"{}", b"{}", [],
+                                          T0 - 100 * H)
         return a, b, c, list((await store.tick(["m"], "w1", None)).seen["m"].outbox.values())
 
     a, b, c, outbox = run(go(), store)
@@ -139,7 +167,7 @@ def test_actions_whose_prediction_never_comes_expire_as_orphans(store: Store) ->
     too_soon, expired, window = run(go(), store)
     assert too_soon == (0, 0)
     assert expired == (1, 2)
-    assert window[("v1", "", "n")] == 1 and ("v1", "", "a:override") not in window
+    assert {c for _, _, c in window} == {"n"}  # the prediction alone
 
 
 def test_the_evaluation_lease_has_one_holder_and_passes_on_when_it_lapses(store: Store) -> None:

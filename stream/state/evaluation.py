@@ -89,11 +89,12 @@ class Evaluation:
         self._commit = client.register_script(scripts.COMMIT.source)
         self._lease = client.register_script(scripts.LEASE.source)
 
-    async def commit_evaluation(self, model: str, expected_closed: str, closed_ms: int, start_ms: int,
+    async def commit_evaluation(self, model: str, expected_closed: str, closed: str, start_ms: int,
                                 summary: bytes, state: bytes, alerts: Sequence[tuple[str, bytes]],
                                 keep_from_ms: int) -> bool:
-        """Advance the model's closed mark from `expected_closed`; False when another evaluator got there first."""
-        args: list[Any] = [expected_closed, str(closed_ms), str(start_ms), summary, state, str(keep_from_ms),
+        """Advance the model's cursor (stream.windows.format_cursor) from `expected_closed` to `closed`; False when
+        another evaluator got there first."""
+        args: list[Any] = [expected_closed, closed, str(start_ms), summary, state, str(keep_from_ms),
                            str(keys.MODEL_TTL)]
         for alert_id, body in alerts:
             args += [alert_id, body]
@@ -148,11 +149,14 @@ class Evaluation:
             tick.orphans = (sum(int(r[0]) for r in swept), sum(int(r[1]) for r in swept))
         return tick
 
-    async def close_and_read(self, model: str, start_ms: int, end_ms: int, with_state: bool) -> ClosedWindow:
-        """Close a window and read what judging it needs, in one round trip: its counts and feature statistics
-        per bucket, and with `with_state` the model's detector state, history and annotations."""
+    async def close_and_read(self, model: str, start_ms: int, end_ms: int, stage: str, with_state: bool
+                             ) -> ClosedWindow:
+        """Close one stage ('n', 'a0', ...) of a window and read what judging it needs, in one round trip: its
+        counts, at stage 'n' its feature statistics per bucket, and with `with_state` the model's detector state,
+        history and annotations."""
         n = self.settings.state_buckets
         out = ClosedWindow()
+        field = keys.closed_field(model, stage)
         async with self.redis.pipeline(transaction=False) as pipe:
             if with_state:
                 pipe.hmget(keys.model_state(model), "closed", "state")
@@ -160,9 +164,10 @@ class Evaluation:
                 pipe.hgetall(keys.model_annotations(model))
             for b in range(n):
                 pipe.eval(scripts.CLOSE.source, 2, keys.bucket_meta(b), keys.window_counts(b, model, start_ms),
-                          model, str(end_ms))  # EVAL: see tick
-            for b in range(n):  # read after the close: no feature statistic lands in a closed window
-                pipe.hgetall(keys.feature_stats(b, model, start_ms))
+                          field, str(end_ms))  # EVAL: see tick
+            if stage == "n":
+                for b in range(n):  # read after the close: no feature statistic lands in a closed window
+                    pipe.hgetall(keys.feature_stats(b, model, start_ms))
             replies = await pipe.execute()
         if with_state:
             (closed, state), hist, ann = replies[:3]

@@ -98,7 +98,7 @@ class FeatureStore:
                     plan.untracked[p.model] = plan.untracked.get(p.model, 0) + len(over[p.model] & p.features.keys())
         for (model, start), values in groups.items():
             ms = settings.for_model(model)
-            ttl = keys.window_ttl(ms.window_seconds, ms.allowed_lateness_seconds)
+            ttl = keys.window_ttl(ms)
             for name in plan.tracked[model]:
                 distinct = {v for fx in values if (v := fx.get(name)) is not None}
                 if distinct:

@@ -9,6 +9,10 @@ Window counters are kept per bucket and summed when a window closes.
 from __future__ import annotations
 
 import zlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..settings import ModelSettings
 
 PREFIX = "tg"
 
@@ -21,7 +25,7 @@ def bucket_of(prediction_id: str, buckets: int) -> int:
 def bucket_tag(bucket: int) -> str:
     """Hash tag and prefix of every key in a bucket: `<tag>:c:<slot>` prediction contexts (see `context_slot`),
     `<tag>:q:<pid>` actions/outcomes parked until their prediction arrives (see `parked`), `<tag>:w:<model>:<start>`
-    window counters (TTL `window_ttl`), `<tag>:meta` watermarks, closed marks and interned context triples.
+    window counters (TTL `window_ttl`), `<tag>:meta` first windows, closed marks and interned context triples.
     A script that names keys it cannot know in advance (the apply script's slots, windows and parked keys) is
     handed their prefixes from here (`context_prefix` and its siblings) and appends only the parts documented
     there, so a script touches only keys of its bucket's Cluster slot and every name is spelled here."""
@@ -36,10 +40,16 @@ def model_tag(model: str) -> str:
 # --- bucket keys (slot {tg:b<N>}) ---
 
 def bucket_meta(bucket: int) -> str:
-    """Hash: `wm:<model>` newest event ms, `first:<model>` earliest window start, `closed:<model>` closed-until ms,
+    """Hash: `first:<model>` earliest window start, `closed:<model>` end of the last window whose predictions stage
+    was judged and `closed:<model>:<stage>` (`a0`, `o1`, ...) of each follow-up stage (stream.windows.Stage),
     `i:<triple json>` / `j:<id>` / `i#` the interned context triples. Refreshed by every batch; expires after
     META_TTL without traffic."""
     return f"{bucket_tag(bucket)}:meta"
+
+
+def closed_field(model: str, stage: str) -> str:
+    """The bucket meta field of a model's closed mark for one stage ('n', 'a0', 'o1', ...)."""
+    return f"closed:{model}" if stage == "n" else f"closed:{model}:{stage}"
 
 
 def bucket_pending(bucket: int) -> str:
@@ -62,9 +72,11 @@ LATE_FIELD = "~late|"
 stage of the window was judged: `~late|a`. No counter field starts with '~'."""
 
 
-def window_ttl(window_seconds: int, allowed_lateness_seconds: int) -> int:
-    """Seconds a window's keys live after their last write: the window, its lateness, and WINDOW_MARGIN."""
-    return window_seconds + allowed_lateness_seconds + WINDOW_MARGIN
+def window_ttl(ms: ModelSettings) -> int:
+    """Seconds a window's keys live after their last write: the window, its longest follow-up horizon (its last
+    stage is judged then), its lateness, and WINDOW_MARGIN."""
+    horizon = max(ms.action_horizon_seconds, ms.outcome_horizon_seconds)
+    return ms.window_seconds + horizon + ms.allowed_lateness_seconds + WINDOW_MARGIN
 
 
 CONTEXT_SLOTS = 8
@@ -82,9 +94,10 @@ def context_prefix(bucket: int) -> str:
 
 
 def context_slot(bucket: int, slot_ms: int) -> str:
-    """Hash: prediction_id -> packed context `<id>[\x1d<tokens>]\x1e<label>` for the predictions of the bucket
+    """Hash: prediction_id -> packed context `<id>,<at>[\x1d<tokens>]\x1e<label>` for the predictions of the bucket
     whose `ts` falls in [slot_ms, slot_ms + span). `<id>` is the interned (model, version, scopes) triple (meta
-    `i:`/`j:` fields); `<tokens>` are 16-hex-digit hashes of the event_ids of the actions/outcomes applied to it
+    `i:`/`j:` fields); `<at>` the prediction's ts in ms after slot_ms (a follow-up's age is measured from it);
+    `<tokens>` are 16-hex-digit hashes of the event_ids of the actions/outcomes applied to it
     (their dedup). One hash per slot instead of one key per prediction saves the ~130 bytes of per-key overhead
     that millions of small keys would cost. Its TTL is reset to context_ttl on every write, so a context lives
     between context_ttl and context_ttl + span (wall clock) after it was stored; an action or outcome at `ts` looks
@@ -109,7 +122,8 @@ def parked(bucket: int, prediction_id: str) -> str:
 # --- model keys (slot {tg:m:<model>}) ---
 
 def model_state(model: str) -> str:
-    """Hash: `closed` end of the last evaluated window, `state` detector state JSON. TTL MODEL_TTL."""
+    """Hash: `closed` the cursor of the last judged (window, stage) (stream.windows.format_cursor), `state` detector
+    state JSON. TTL MODEL_TTL."""
     return f"{model_tag(model)}:state"
 
 
@@ -155,6 +169,11 @@ MODELS = f"{PREFIX}:models"
 
 OFFSETS = f"{{{PREFIX}:offsets}}"
 """Hash: `<topic>:<partition>` -> next offset to read, written after the batch effects it covers."""
+
+LAYOUT = f"{PREFIX}:layout"
+"""String: the layout version of every key here (LAYOUT_VERSION), written by the first worker on an empty Redis; a
+worker that finds trustgap state without it, or with another version, refuses to start (cli._check_redis)."""
+LAYOUT_VERSION = "2"  # 2: windows belong to predictions (follow-ups counted by checkpoint), per-partition event time
 
 # Lifetimes (seconds).
 WINDOW_MARGIN = 3600          # window keys outlive their close by this much, so a slow evaluator still finds them

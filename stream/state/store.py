@@ -23,6 +23,7 @@ import redis.asyncio as aioredis
 from ..events import Annotation, Event, HumanActionEvent, OutcomeEvent, PredictionEvent
 from ..settings import Settings
 from ..times import epoch_ms
+from ..windows import STAGE_SIGNAL
 from . import keys, scripts
 from .evaluation import ClosedWindow, Evaluation, Tick
 from .features import STRING_MAX, FeaturePlan, FeatureStore
@@ -48,17 +49,26 @@ class ApplyResult:
     pending: int = 0
     late: int = 0
     drained: int = 0  # parked actions/outcomes applied because their prediction arrived
+    beyond_horizon: int = 0  # actions/outcomes older than their kind's horizon: counted in no window
     untracked_features: dict[str, int] = field(default_factory=dict)  # model -> feature values over the cap
     overflow: Counter[str] = field(default_factory=Counter)  # label values capped into __other__, by kind
     flows: dict[tuple[str, str], Flow] = field(default_factory=dict)  # (model, windows.STAGE_SIGNAL value) ->
 
-    def add(self, other: Sequence[int]) -> None:
-        """Add one apply script's reply: {applied, duplicates, pending, late, drained}."""
-        self.applied += other[0]
-        self.duplicates += other[1]
-        self.pending += other[2]
-        self.late += other[3]
-        self.drained += other[4]
+    def add(self, other: Sequence[Any]) -> None:
+        """Add one apply script's reply: {applied, duplicates, pending, late, drained, beyond the horizon, flows
+        JSON (model -> kind -> [counted, late, beyond])}."""
+        self.applied += int(other[0])
+        self.duplicates += int(other[1])
+        self.pending += int(other[2])
+        self.late += int(other[3])
+        self.drained += int(other[4])
+        self.beyond_horizon += int(other[5])
+        for model, kinds in orjson.loads(other[6]).items():
+            for kind, (counted, late, beyond) in kinds.items():
+                f = self.flows.setdefault((model, STAGE_SIGNAL[kind]), Flow())
+                f.counted += counted
+                f.late += late
+                f.beyond_horizon += beyond
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,12 +166,13 @@ class Store:
         """The part of apply.lua's cfg that follows from the settings alone."""
         if self._cfg_cache is None:
             s = self.settings
-            win = {"_": s.defaults.window_seconds * 1000}
-            ttl = {"_": keys.window_ttl(s.defaults.window_seconds, s.defaults.allowed_lateness_seconds)}
-            for name, m in s.models.items():
+            win, ttl, cp = {}, {}, {}
+            for name, m in [("_", s.defaults), *s.models.items()]:
                 win[name] = m.window_seconds * 1000
-                ttl[name] = keys.window_ttl(m.window_seconds, m.allowed_lateness_seconds)
-            self._cfg_cache = {"win": win, "ttl": ttl, "ctx_ttl": s.context_ttl_seconds,
+                ttl[name] = keys.window_ttl(m)
+                cp[name] = {"a": list(m.checkpoints_ms("a")), "o": list(m.checkpoints_ms("o"))}
+            self._cfg_cache = {"win": win, "ttl": ttl, "cp": cp, "late_field": keys.LATE_FIELD,
+                               "ctx_ttl": s.context_ttl_seconds,
                                "span": keys.slot_span_ms(s.context_ttl_seconds),
                                "pend_ttl": s.pending_ttl_seconds, "meta_ttl": keys.META_TTL,
                                "top_k": keys.FEATURE_TOP_K, "str_max": STRING_MAX}
@@ -216,7 +227,7 @@ class Store:
                 self._write_offsets(pipe, offsets)
             replies = await execute(pipe)
         for reply in replies[: len(prepared.buckets)]:
-            result.add([int(x) for x in reply])
+            result.add(reply)
         result.untracked_features = prepared.features.untracked
         return result
 
@@ -259,15 +270,16 @@ class Store:
         """See Evaluation.tick: the model set, leases, outboxes, closed marks, event time and the sweep."""
         return await self.evaluation.tick(models, owner, sweep_now_ms)
 
-    async def close_and_read(self, model: str, start_ms: int, end_ms: int, with_state: bool) -> ClosedWindow:
-        """See Evaluation.close_and_read: close a window and read what judging it needs."""
-        return await self.evaluation.close_and_read(model, start_ms, end_ms, with_state)
+    async def close_and_read(self, model: str, start_ms: int, end_ms: int, stage: str, with_state: bool
+                             ) -> ClosedWindow:
+        """See Evaluation.close_and_read: close one stage of a window and read what judging it needs."""
+        return await self.evaluation.close_and_read(model, start_ms, end_ms, stage, with_state)
 
-    async def commit_evaluation(self, model: str, expected_closed: str, closed_ms: int, start_ms: int,
+    async def commit_evaluation(self, model: str, expected_closed: str, closed: str, start_ms: int,
                                 summary: bytes, state: bytes, alerts: Sequence[tuple[str, bytes]],
                                 keep_from_ms: int) -> bool:
-        """See Evaluation.commit_evaluation: advance the closed mark from `expected_closed`, alerts to the outbox."""
-        return await self.evaluation.commit_evaluation(model, expected_closed, closed_ms, start_ms, summary, state,
+        """See Evaluation.commit_evaluation: advance the cursor from `expected_closed`, alerts to the outbox."""
+        return await self.evaluation.commit_evaluation(model, expected_closed, closed, start_ms, summary, state,
                                                        alerts, keep_from_ms)
 
     async def lease(self, model: str, owner: str, ttl_ms: int = keys.LEASE_MS) -> bool:

@@ -12,8 +12,10 @@ local context_prefix, parked_prefix = ARGV[4], ARGV[5]
 local window_prefix = {w = ARGV[6], f = ARGV[7]}  -- window counters, feature statistics
 local top_prefix = ARGV[8]
 
-local applied, dup, pending, late, drained = 0, 0, 0, 0, 0
-local closed, touched, wm, first, slots = {}, {}, {}, {}, {}
+local applied, dup, pending, late, drained, beyond = 0, 0, 0, 0, 0, 0
+local closed, touched, first, slots = {}, {}, {}, {}
+-- per model and kind ('n' predictions, 'a' actions, 'o' outcomes): {counted, late, beyond the horizon}
+local flows = {}
 -- window counter increments summed per (key, field) and written once at the end: a batch repeats a few dozen
 -- fields thousands of times, and the script is atomic, so the end state is the same with far fewer calls
 local incr = {}
@@ -21,9 +23,26 @@ local incr = {}
 local function fmt(x) return string.format('%d', x) end
 local MANY = 1000  -- fields per HMGET/HSET: unpack() is bounded by Lua's C stack
 local function num(x) return string.format('%.17g', x) end
-local function closed_of(model)
-  if closed[model] == nil then closed[model] = tonumber(redis.call('HGET', meta, 'closed:' .. model) or '-1') end
-  return closed[model]
+-- the end of the last window whose stage `stage` ('n', 'a0', 'o2', ...) was judged (keys.bucket_meta)
+local function closed_of(model, stage)
+  local by_stage = closed[model]
+  if by_stage == nil then by_stage = {}; closed[model] = by_stage end
+  local c = by_stage[stage]
+  if c == nil then
+    local field = 'closed:' .. model
+    if stage ~= 'n' then field = field .. ':' .. stage end
+    c = tonumber(redis.call('HGET', meta, field) or '-1')
+    by_stage[stage] = c
+  end
+  return c
+end
+
+local function flow(model, kind, what)
+  local f = flows[model]
+  if f == nil then f = {}; flows[model] = f end
+  local k = f[kind]
+  if k == nil then k = {0, 0, 0}; f[kind] = k end
+  k[what] = k[what] + 1
 end
 
 -- Names a batch builds thousands of times from a few parts are built once per call: Lua strings are interned, so
@@ -68,16 +87,19 @@ local function window_of(kind, model, ts)
   return w
 end
 
--- count one event into its window for the model, its version and every scope; false when the window is closed
-local function bump(model, version, scopes, ts, counter)
-  local w = window_of('w', model, ts)
-  if w.stop <= closed_of(model) then return false end
+-- count one event into window w for the model, its version and every scope
+local function count(w, model, version, scopes, counter)
   local c = w.counts
   for _, f in ipairs(fields_of(version, scopes, counter)) do c[f] = (c[f] or 0) + 1 end
   touched[w.key] = w.ttl
-  if wm[model] == nil or ts > wm[model] then wm[model] = ts end
   if first[model] == nil or w.start < first[model] then first[model] = w.start end
-  return true
+end
+
+-- a late event of window w (its stage of the window was judged), counted in the window as keys.LATE_FIELD says
+local function count_late(w, kind)
+  local f = cfg.late_field .. kind
+  w.counts[f] = (w.counts[f] or 0) + 1
+  touched[w.key] = w.ttl
 end
 
 -- Contexts are fields of event-time slot hashes (keys.context_slot): field prediction_id, value
@@ -116,19 +138,21 @@ local function intern_all(triples)
   return out
 end
 
-local function pack(id, tokens, label)
-  if tokens == '' then return id .. '\030' .. label end
-  return id .. '\029' .. tokens .. '\030' .. label
+-- `<at>` is the prediction's ts as ms after its slot's start: a follow-up's age is its ts minus the prediction's
+local function pack(id, at, tokens, label)
+  if tokens == '' then return id .. ',' .. at .. '\030' .. label end
+  return id .. ',' .. at .. '\029' .. tokens .. '\030' .. label
 end
 
--- (id, tokens, label) of a packed context: ids are digits and tokens hex, so the label may hold any byte
+-- (id, at, tokens, label) of a packed context: ids, offsets are digits and tokens hex, so the label may hold any
+-- byte
 local function unpack_ctx(v)
-  local id, at = string.match(v, '^(%d+)()')
-  if string.byte(v, at) == 29 then
-    local stop = string.find(v, '\030', at + 1, true)
-    return id, string.sub(v, at + 1, stop - 1), string.sub(v, stop + 1)
+  local id, at, pos = string.match(v, '^(%d+),(%d+)()')
+  if string.byte(v, pos) == 29 then
+    local stop = string.find(v, '\030', pos + 1, true)
+    return id, at, string.sub(v, pos + 1, stop - 1), string.sub(v, stop + 1)
   end
-  return id, '', string.sub(v, at + 1)
+  return id, at, '', string.sub(v, pos + 1)
 end
 
 local function has_token(tokens, token)
@@ -156,8 +180,8 @@ local function slot_key(ts)
   return key
 end
 
--- the slot key and packed context of an action/outcome's prediction, looked for from slot(ts) back to
--- slot(ts - context_ttl), then one slot ahead (a prediction stamped slightly after its action); nil when absent
+-- the slot key, its start and the packed context of an action/outcome's prediction, looked for from slot(ts) back
+-- to slot(ts - context_ttl), then one slot ahead (a prediction stamped slightly after its action); nil when absent
 local function find(pid, ts)
   local here = ts - (ts % cfg.span)
   local oldest = ts - cfg.ctx_ttl * 1000
@@ -165,12 +189,12 @@ local function find(pid, ts)
   for s = here, oldest, -cfg.span do
     local key = slot_key(s)
     local v = redis.call('HGET', key, pid)
-    if v then return key, v end
+    if v then return key, s, v end
   end
   local key = slot_key(here + cfg.span)
   local v = redis.call('HGET', key, pid)
-  if v then return key, v end
-  return nil, nil
+  if v then return key, here + cfg.span, v end
+  return nil, nil, nil
 end
 
 -- An action or outcome as the script handles it. Parked ones are stored as JSON under the one-letter names they
@@ -189,12 +213,49 @@ local function unpark(json)
           outcome = q.o}
 end
 
--- an action or outcome meets its prediction (model, version, scopes, label)
-local function follow(model, version, scopes, label, r)
-  if r.kind == 'a' then return bump(model, version, scopes, r.ts, 'a:' .. r.action) end
-  local ok = bump(model, version, scopes, r.ts, 'o:' .. r.outcome)
-  if ok and r.label ~= label then bump(model, version, scopes, r.ts, 'm:' .. r.outcome) end
-  return ok
+-- the checkpoint ages of a model's actions ('a') or outcomes ('o'), ascending (Settings.checkpoints_ms)
+local function ages_of(model, kind)
+  local cp = cfg.cp[model] or cfg.cp['_']
+  return cp[kind]
+end
+
+-- An action or outcome meets its prediction (model, version, scopes, label, ts): it counts toward the prediction's
+-- window, in the checkpoint its age reaches (windows.checkpoint_of), or the first one after that is still open
+-- if that one was judged already (then it is late: that look missed it, the later ones count it). Beyond the last
+-- checkpoint (the horizon) it is outside the definition: counted as such, in no window.
+local function follow(model, version, scopes, label, pts, r)
+  local kind = r.kind
+  local ages = ages_of(model, kind)
+  local age = r.ts - pts
+  if age < 0 then age = 0 end
+  local k = nil
+  for i, limit in ipairs(ages) do
+    if age < limit then k = i; break end
+  end
+  if k == nil then
+    beyond = beyond + 1
+    flow(model, kind, 3)
+    return
+  end
+  local w = window_of('w', model, pts)
+  local j = k
+  while j <= #ages and w.stop <= closed_of(model, kind .. fmt(j - 1)) do j = j + 1 end
+  if j > k then
+    late = late + 1
+    flow(model, kind, 2)
+    count_late(w, kind)
+    if j > #ages then return end
+  else
+    applied = applied + 1
+    flow(model, kind, 1)
+  end
+  local suffix = '#' .. fmt(j - 1)
+  if kind == 'a' then
+    count(w, model, version, scopes, 'a:' .. r.action .. suffix)
+    return
+  end
+  count(w, model, version, scopes, 'o:' .. r.outcome .. suffix)
+  if r.label ~= label then count(w, model, version, scopes, 'm:' .. r.outcome .. suffix) end
 end
 
 -- Feature statistics of a prediction this call newly stored in an open window; being newly stored is the
@@ -340,16 +401,22 @@ local function predict(pid, index, ts, label, features)
   local id = ids[index]
   -- a prediction's slot follows from its own ts, so a redelivered copy meets the stored one
   local sk = slot_key(ts)
-  if redis.call('HSETNX', sk, pid, pack(id, '', label)) == 0 then
+  local at = fmt(ts % cfg.span)
+  if redis.call('HSETNX', sk, pid, pack(id, at, '', label)) == 0 then
     dup = dup + 1
     return
   end
   slots[sk] = true
-  if bump(model, version, scopes, ts, 'n') then
-    applied = applied + 1
-    if features then record_features(model, ts, features) end
-  else
+  local w = window_of('w', model, ts)
+  if w.stop <= closed_of(model, 'n') then
     late = late + 1
+    flow(model, 'n', 2)
+    count_late(w, 'n')
+  else
+    count(w, model, version, scopes, 'n')
+    applied = applied + 1
+    flow(model, 'n', 1)
+    if features then record_features(model, ts, features) end
   end
   -- nothing is parked in a bucket whose pending set is empty (the common case: predictions come first)
   if not any_parked then return end
@@ -357,27 +424,31 @@ local function predict(pid, index, ts, label, features)
   local parked = redis.call('HGETALL', qk)
   if #parked == 0 then return end
   local tokens = ''
+  local before = applied
   for j = 2, #parked, 2 do
     local r = unpark(parked[j])
-    if follow(model, version, scopes, label, r) then drained = drained + 1 else late = late + 1 end
+    follow(model, version, scopes, label, ts, r)
     tokens = tokens .. r.token
   end
-  redis.call('HSET', sk, pid, pack(id, tokens, label))
+  -- drained ones are reported apart from this batch's own: they were reported as pending when they came
+  drained = drained + (applied - before)
+  applied = before
+  redis.call('HSET', sk, pid, pack(id, at, tokens, label))
   redis.call('DEL', qk)
   redis.call('ZREM', pendz, pid)
 end
 
 -- an action or outcome: count it toward its prediction's context once (dedup by its token there), or park it
 local function join(r)
-  local sk, v = find(r.prediction_id, r.ts)
+  local sk, slot_start, v = find(r.prediction_id, r.ts)
   if sk then
-    local id, tokens, label = unpack_ctx(v)
+    local id, at, tokens, label = unpack_ctx(v)
     if has_token(tokens, r.token) then
       dup = dup + 1
     else
       local t = triple(id)
-      if follow(t[1], t[2], t[3], label, r) then applied = applied + 1 else late = late + 1 end
-      redis.call('HSET', sk, r.prediction_id, pack(id, tokens .. r.token, label))
+      follow(t[1], t[2], t[3], label, slot_start + tonumber(at), r)
+      redis.call('HSET', sk, r.prediction_id, pack(id, at, tokens .. r.token, label))
       slots[sk] = true
     end
     return
@@ -418,12 +489,11 @@ for key, c in pairs(incr) do write_hash(key, c, fsum[key], flo[key], fhi[key]) e
 write_tops()
 for key, ttl in pairs(touched) do redis.call('EXPIRE', key, ttl) end
 for key in pairs(slots) do redis.call('EXPIRE', key, cfg.ctx_ttl) end
-for model, ts in pairs(wm) do
-  local cur = redis.call('HMGET', meta, 'wm:' .. model, 'first:' .. model)
-  local out = {}
-  if ts > (tonumber(cur[1]) or -1e18) then out[#out + 1] = 'wm:' .. model; out[#out + 1] = fmt(ts) end
-  if first[model] < (tonumber(cur[2]) or 1e18) then out[#out + 1] = 'first:' .. model; out[#out + 1] = fmt(first[model]) end
-  if #out > 0 then redis.call('HSET', meta, unpack(out)) end
+for model, start in pairs(first) do
+  local cur = tonumber(redis.call('HGET', meta, 'first:' .. model) or '1e18')
+  if start < cur then redis.call('HSET', meta, 'first:' .. model, fmt(start)) end
 end
 redis.call('EXPIRE', meta, cfg.meta_ttl)
-return {applied, dup, pending, late, drained}
+local flows_json = '{}'
+if next(flows) ~= nil then flows_json = cjson.encode(flows) end
+return {applied, dup, pending, late, drained, beyond, flows_json}

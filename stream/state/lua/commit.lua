@@ -1,7 +1,7 @@
--- Commit a model's evaluation of one window: advance its closed mark only from the value the evaluator read
--- (compare-and-set), so two workers, or one worker after a restart, evaluate each window exactly once; store the
--- window's summary, trim the history, and put the alerts decided into the outbox in the same call.
--- KEYS: the model's state, history and outbox hashes. ARGV: the closed mark read, the new closed mark, the window
+-- Commit a model's judgement of one (window, stage): advance its cursor only from the value the evaluator read
+-- (compare-and-set), so two workers, or one worker after a restart, judge each stage exactly once; store (replace)
+-- the window's summary, trim the history, and put the alerts decided into the outbox in the same call.
+-- KEYS: the model's state, history and outbox hashes. ARGV: the cursor read, the new cursor, the window
 -- start, its summary JSON, the detector state JSON, the oldest history start to keep, the TTL of the three keys,
 -- then pairs (alert_id, alert JSON). Returns 1, or 0 when another evaluator got there first.
 local state, hist, outbox = KEYS[1], KEYS[2], KEYS[3]
