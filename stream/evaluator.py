@@ -115,7 +115,7 @@ async def read(rt: Runtime, model: str, due: Due, with_state: bool) -> tuple[Clo
     window = due.window
     got = await with_redis(rt, "close", lambda: rt.store.close_and_read(model, window.start, window.end,
                                                                         due.stage.name, with_state=with_state))
-    n, stats = 0, {}
+    n, stats = 0, dict[str, features.FeatureStats]()
     if due.stage.kind == "n":
         n, stats = await with_redis(rt, "features", lambda: rt.store.features.read(model, window.start,
                                                                                    got.feature_stats))

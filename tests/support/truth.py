@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from stream.settings import ModelSettings
 from stream.state import Store, WindowCounts, keys
 from tests.support.harness import Deployment
 
@@ -45,29 +46,39 @@ def generate(rng: random.Random, n: int, prefix: str = "") -> tuple[Events, Even
     return preds, actions, outcomes
 
 
-def expected_counts(preds: list[dict[str, Any]], actions: list[dict[str, Any]], outcomes: list[dict[str, Any]]
-                    ) -> Counter[tuple[str, int, str, str, str]]:
-    """Reference counts (model, window start, version, scope, counter), written independently of the Lua."""
+def expected_counts(preds: list[dict[str, Any]], actions: list[dict[str, Any]], outcomes: list[dict[str, Any]],
+                    ms: ModelSettings | None = None) -> Counter[tuple[str, int, str, str, str]]:
+    """Reference counts (model, window start, version, scope, counter), written independently of the Lua: every
+    event in its prediction's window, a follow-up under the checkpoint its age (its time minus its prediction's)
+    reaches, `#<index>` after its counter; one beyond the horizon in none."""
+    ms = ms or ModelSettings()
     truth: Counter[tuple[str, int, str, str, str]] = Counter()
     by_pid = {p["prediction_id"]: p for p in preds}
+    size = ms.window_seconds * 1000
 
-    def window(ts: str) -> int:
-        ms = int(datetime.fromisoformat(ts).timestamp() * 1000)
-        return ms - ms % HOUR_MS
+    def at(ts: str) -> int:
+        return int(datetime.fromisoformat(ts).timestamp() * 1000)
 
-    def bump(p: dict[str, Any], ts: str, counter: str) -> None:
+    def bump(p: dict[str, Any], counter: str) -> None:
+        start = at(p["ts"]) - at(p["ts"]) % size
         for scope in ("", f"band={p['band']}", f"region={p['segment']['region']}"):
-            truth[(p["model"], window(ts), p["model_version"], scope, counter)] += 1
+            truth[(p["model"], start, p["model_version"], scope, counter)] += 1
+
+    def follow(p: dict[str, Any], e: dict[str, Any], kind: str, counters: list[str]) -> None:
+        ages = ms.checkpoints_ms(kind)  # type: ignore[arg-type]
+        age = max(0, at(e["ts"]) - at(p["ts"]))
+        index = next((i for i, limit in enumerate(ages) if age < limit), None)
+        if index is not None:
+            for c in counters:
+                bump(p, f"{c}#{index}")
 
     for p in preds:
-        bump(p, p["ts"], "n")
+        bump(p, "n")
     for a in actions:
-        bump(by_pid[a["prediction_id"]], a["ts"], f"a:{a['action']}")
+        follow(by_pid[a["prediction_id"]], a, "a", [f"a:{a['action']}"])
     for o in outcomes:
         p = by_pid[o["prediction_id"]]
-        bump(p, o["ts"], f"o:{o['kind']}")
-        if o["label"] != p["label"]:
-            bump(p, o["ts"], f"m:{o['kind']}")
+        follow(p, o, "o", [f"o:{o['kind']}"] + ([f"m:{o['kind']}"] if o["label"] != p["label"] else []))
     return truth
 
 
