@@ -17,6 +17,7 @@ THRESHOLDS: dict[str, float] = {
     "dead_letter_ratio": 0.01,         # share of a topic's events sent to the dead-letter topic
     "watermark_lag_seconds": 2 * 3600,  # wall clock minus event-time watermark: two default windows behind
     "redis_errors": 10,                # failed Redis calls per worker in the rate window
+    "late_ratio": 0.01,                # share of a model's events that came after their window was judged
 }
 RATE_WINDOW = "10m"
 
@@ -27,6 +28,7 @@ FOR: dict[str, str] = {
     "feature": "5m",
     "dead_letter": "15m",
     "lag": "15m",
+    "late": "15m",
     "redis": "5m",
     "down": "3m",
     "absent": "5m",
@@ -124,6 +126,19 @@ PIPELINE = [
                      f"{THRESHOLDS['watermark_lag_seconds'] / 3600:g}h): consumers lag or the model stopped "
                      "sending predictions, and its windows close late."),
         anchor="watermark-lag"),
+    Alert(
+        name="TrustgapLateData",
+        expr=(f'sum by (job, model) (rate(trustgap_late_events_total[{RATE_WINDOW}])) '
+              f'/ (sum by (job, model) (rate(trustgap_late_events_total[{RATE_WINDOW}])) '
+              f'+ sum by (job, model) (rate(trustgap_counted_events_total[{RATE_WINDOW}]))) '
+              f'> {THRESHOLDS["late_ratio"]:g}'),
+        for_key="late", severity="ticket",
+        summary="Model {{ $labels.model }}'s events arrive after their windows were judged",
+        description=("{{ $value | humanizePercentage }} of model {{ $labels.model }}'s events over the last "
+                     f"{RATE_WINDOW} came after their window was judged for their signal (threshold "
+                     f"{THRESHOLDS['late_ratio']:.0%}): they are counted as late, and those windows were judged "
+                     "without them. `trustgap status` shows which windows."),
+        anchor="late-data"),
     Alert(
         name="TrustgapRedisErrors",
         expr=(f'sum by (job, instance) (increase(trustgap_redis_errors_total[{RATE_WINDOW}])) '

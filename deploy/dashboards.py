@@ -11,8 +11,9 @@ import json
 from typing import Any
 
 from grafana_foundation_sdk.builders import dashboard as dash
-from grafana_foundation_sdk.builders import prometheus, stat, table, timeseries
+from grafana_foundation_sdk.builders import common, prometheus, stat, table, timeseries
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models.common import ScaleDistribution
 from grafana_foundation_sdk.models.dashboard import DataSourceRef, VariableOption, VariableRefresh
 
 DS = DataSourceRef(type_val="prometheus", uid="${datasource}")
@@ -100,6 +101,20 @@ def watermark_lag() -> timeseries.Panel:
         description="Wall clock minus the event-time watermark: how late windows close.")
 
 
+def late_events() -> timeseries.Panel:
+    sel = 'model=~"$model"'
+    # log scale: late events are meant to be a sliver of the counted ones and would lie flat on a linear axis
+    return (series("Late vs counted events per model and signal", "ops",
+                   query(f"sum by (model, signal) (rate(trustgap_counted_events_total{{{sel}}}[$__rate_interval]))",
+                         "{{model}} {{signal}} counted"),
+                   query(f"sum by (model, signal) (rate(trustgap_late_events_total{{{sel}}}[$__rate_interval]))",
+                         "{{model}} {{signal}} late"),
+                   span=24, description="Events counted into their window against those that came after their "
+                   "window was judged for their signal. TrustgapLateData fires when late is over 1% of a model's "
+                   "events; `trustgap status` names the windows.")
+            .scale_distribution(common.ScaleDistributionConfig().type(ScaleDistribution.LOG).log(10)))
+
+
 def batch_latency() -> timeseries.Panel:
     return series("Batch apply time (p99)", "s", query(
         "histogram_quantile(0.99, sum by (le, topic) (rate(trustgap_batch_seconds_bucket[$__rate_interval])))",
@@ -121,7 +136,7 @@ def overview() -> dash.Dashboard:
             .with_panel(active_alerts()).with_panel(workers_up()).with_panel(firing_table())
             .with_panel(rate_vs_baseline())
             .with_row(dash.Row("Pipeline"))
-            .with_panel(throughput()).with_panel(dead_letters())
+            .with_panel(throughput()).with_panel(dead_letters()).with_panel(late_events())
             .with_panel(watermark_lag()).with_panel(batch_latency()).with_panel(redis_errors()))
 
 

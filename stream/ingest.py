@@ -15,9 +15,10 @@ from typing import Any
 import orjson
 
 from .events import Annotation, EventKind, Reject, parse
+from .metrics import Metrics
 from .reconcile import apply_guarded, progress, with_redis
 from .runtime import Chunk, Runtime
-from .state import Prepared
+from .state import ApplyResult, Prepared
 from .times import epoch_ms
 
 DLQ_RAW_MAX = 4096  # bytes of the offending payload kept in a dead letter
@@ -115,13 +116,26 @@ async def apply(rt: Runtime, kind: EventKind, chunk: Chunk, prepared: Prepared |
         assert prepared is not None
         plan = prepared
         res = await apply_guarded(rt, "apply", lambda: rt.store.send(plan, progress(rt, seen), epoch_ms(now)))
-        for model, n in res.untracked_features.items():
-            rt.metrics.features_untracked.labels(model).inc(n)
-        for dimension, n in res.overflow.items():
-            if n:
-                rt.metrics.label_overflow.labels(dimension).inc(n)
-        for result, n in (("applied", res.applied + res.drained), ("duplicate", res.duplicates),
-                          ("pending", res.pending), ("late", res.late)):
-            if n:
-                events.labels(topic, result).inc(n)
+        count(rt.metrics, topic, res)
     rt.metrics.batch_seconds.labels(topic).observe(time.monotonic() - chunk.since)
+
+
+def count(metrics: Metrics, topic: str, res: ApplyResult) -> None:
+    """Export what one apply did: per topic by result, and per model and signal against the windows."""
+    for model, n in res.untracked_features.items():
+        metrics.features_untracked.labels(model).inc(n)
+    for dimension, n in res.overflow.items():
+        if n:
+            metrics.label_overflow.labels(dimension).inc(n)
+    beyond = 0
+    for (model, signal), flow in res.flows.items():
+        # all three children of a (model, signal) exist once it has been seen, even at 0, so that the late
+        # share late / (late + counted) has both terms from the first event on
+        metrics.counted_events.labels(model, signal).inc(flow.counted)
+        metrics.late_events.labels(model, signal).inc(flow.late)
+        metrics.beyond_horizon_events.labels(model, signal).inc(flow.beyond_horizon)
+        beyond += flow.beyond_horizon
+    for result, n in (("applied", res.applied + res.drained), ("duplicate", res.duplicates),
+                      ("pending", res.pending), ("late", res.late), ("beyond_horizon", beyond)):
+        if n:
+            metrics.events.labels(topic, result).inc(n)

@@ -9,9 +9,24 @@ class Metrics:
     """Every metric trustgap exports. Labels are bounded: topics, reasons, models, signals, capped scopes."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        """Declare every metric on the registry.
+
+        Long because it is the list of every metric, one declaration each, so the whole set reads in one place."""
         r = self.registry = registry if registry is not None else CollectorRegistry()
-        self.events = Counter("trustgap_events", "Events by topic and what happened to them "
-                              "(applied, duplicate, pending, late, invalid, future)", ["topic", "result"], registry=r)
+        self.events = Counter("trustgap_events", "Events by topic and what happened to them (applied, duplicate, "
+                              "pending, late, beyond_horizon, invalid, future)", ["topic", "result"], registry=r)
+        # what happened to each model's events against its windows: counted into their (prediction's) window,
+        # late (that window's stage was already judged: the event is kept out of a decision already made), or
+        # beyond the horizon (older than the kind's last checkpoint: outside the definition). `signal` is one of
+        # windows.STAGE_SIGNAL's values; models are capped by admission. late / (late + counted) is what
+        # TrustgapLateData watches.
+        self.counted_events = Counter("trustgap_counted_events", "Events counted into their window, by model "
+                                      "and signal (predictions, actions, outcomes)", ["model", "signal"], registry=r)
+        self.late_events = Counter("trustgap_late_events", "Events that came after their window's stage was "
+                                   "judged, by model and signal", ["model", "signal"], registry=r)
+        self.beyond_horizon_events = Counter("trustgap_beyond_horizon_events", "Actions/outcomes older than "
+                                             "their kind's horizon after their prediction: counted here, in no "
+                                             "window", ["model", "signal"], registry=r)
         self.invalid = Counter("trustgap_invalid_events", "Events sent to the dead-letter topic, by reason",
                                ["topic", "reason"], registry=r)
         self.orphans = Counter("trustgap_orphaned_events", "Actions/outcomes whose prediction never arrived",

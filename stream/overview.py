@@ -3,15 +3,16 @@ baseline, and the alerts published on the alerts topic.
 
 The one reader of Redis for those commands (they render what `load` returns, and never read keys themselves).
 Reading is read-only and outside the detector: window summaries come from the model's Redis history
-(`detect.Summary`), rates from `detect.RATE_SIGNALS`, alerts from the alerts topic (the record of what was
-published). The pure part (`window_rows`, `latest_alerts`, `active_alerts`) is separate from the reads.
+(`detect.Summary`), rates from `detect.RATE_SIGNALS`, each window's late events from the `~late|<kind>` fields of
+its counter hashes (while Redis keeps them), alerts from the alerts topic (the record of what was published). The
+pure part (`window_rows`, `latest_alerts`, `active_alerts`) is separate from the reads.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from pydantic import ValidationError
@@ -22,6 +23,13 @@ from .errors import BrokerUnreachable, RedisUnreachable, Unreachable
 from .events import AlignmentAlert
 from .settings import Settings
 from .times import epoch_ms, iso_ms
+from .windows import STAGE_SIGNAL
+
+if TYPE_CHECKING:
+    import redis
+
+Late = dict[str, int]
+"""Stage kind (n/a/o, `windows.STAGE_SIGNAL`) -> events of one window that came after that stage was judged."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,10 +60,16 @@ class WindowRow:
     version: str
     predictions: int
     rates: dict[str, Rate]
+    late: Late = field(default_factory=dict)  # by stage kind; empty when none came (or Redis no longer keeps it)
+
+    def late_by_signal(self) -> dict[str, int]:
+        """Late events per signal name (predictions, actions, outcomes), 0 where none came."""
+        return {signal: self.late.get(kind, 0) for kind, signal in STAGE_SIGNAL.items()}
 
     def to_json(self) -> dict[str, Any]:
         return {"start": iso_ms(self.start), "end": iso_ms(self.end), "version": self.version,
-                "predictions": self.predictions, "signals": {s: r.to_json() for s, r in self.rates.items()}}
+                "predictions": self.predictions, "signals": {s: r.to_json() for s, r in self.rates.items()},
+                "late": self.late_by_signal()}
 
 
 @dataclass(slots=True)
@@ -71,9 +85,12 @@ class ModelOverview:
                 "active_alerts": [orjson.loads(a.model_dump_json()) for a in self.active]}
 
 
-def window_rows(history: Mapping[int, Summary], baseline_windows: int) -> list[WindowRow]:
+def window_rows(history: Mapping[int, Summary], baseline_windows: int,
+                late: Mapping[int, Mapping[str, int]] | None = None) -> list[WindowRow]:
     """Each window's whole-model rates next to the pooled rate of the `baseline_windows` windows before it
-    (windows the detector excluded from baselines stay out, as they do for the detector)."""
+    (windows the detector excluded from baselines stay out, as they do for the detector), and its late events
+    (`late`: window start -> stage kind -> count)."""
+    late = late or {}
     ordered = [history[k] for k in sorted(history)]
     rows = []
     for i, s in enumerate(ordered):
@@ -83,7 +100,8 @@ def window_rows(history: Mapping[int, Summary], baseline_windows: int) -> list[W
             k, n = detect.rate(s.scopes.get("", {}), signal)
             base = [detect.rate(b.scopes.get("", {}), signal) for b in before if f"{signal}|" not in b.excluded]
             rates[signal] = Rate(k, n, sum(b[0] for b in base), sum(b[1] for b in base))
-        rows.append(WindowRow(s.start, s.end, s.version, s.scopes.get("", {}).get("n", 0), rates))
+        came_late = {kind: n for kind, n in late.get(s.start, {}).items() if n}
+        rows.append(WindowRow(s.start, s.end, s.version, s.scopes.get("", {}).get("n", 0), rates, came_late))
     return rows
 
 
@@ -124,23 +142,52 @@ def parse_alerts(values: Iterable[bytes]) -> tuple[list[AlignmentAlert], int]:
 
 # --- reads ----------------------------------------------------------------------------------------------------
 
-def read_history(settings: Settings) -> dict[str, dict[int, Summary]]:
-    """Every model's closed-window summaries kept in Redis."""
+def read_history(settings: Settings) -> tuple[dict[str, dict[int, Summary]], dict[str, dict[int, Late]]]:
+    """Every model's closed-window summaries kept in Redis, and each of those windows' late events.
+
+    Three round trips whatever the number of models, windows and buckets: the models, their histories, the late
+    counts."""
     import redis
 
     from .state import keys
 
+    r = redis.Redis.from_url(settings.redis_url.get_secret_value(), socket_connect_timeout=5, socket_timeout=10)
     try:
-        r = redis.Redis.from_url(settings.redis_url.get_secret_value(), socket_connect_timeout=5, socket_timeout=10)
-        out: dict[str, dict[int, Summary]] = {}
-        for model in sorted(m.decode() for m in r.smembers(keys.MODELS)):  # type: ignore[union-attr]
-            hist = r.hgetall(keys.model_history(model))
-            out[model] = {int(k): Summary.from_json(orjson.loads(v)) for k, v in hist.items()}
-        r.close()
-        return out
+        models = sorted(m.decode() for m in r.smembers(keys.MODELS))  # type: ignore[union-attr]
+        pipe = r.pipeline(transaction=False)
+        for model in models:
+            pipe.hgetall(keys.model_history(model))
+        history = {model: {int(k): Summary.from_json(orjson.loads(v)) for k, v in hist.items()}
+                   for model, hist in zip(models, pipe.execute(), strict=True)}
+        return history, read_late(r, history, settings.state_buckets)
     except redis.RedisError as err:
         raise RedisUnreachable(f"redis unreachable ({type(err).__name__}); check redis_url / TRUSTGAP_REDIS_URL"
                                ) from None
+    finally:
+        r.close()
+
+
+def read_late(r: redis.Redis, history: Mapping[str, Mapping[int, Summary]], buckets: int) -> dict[str, dict[int, Late]]:
+    """Per model and window of `history`, its late events by stage kind: the `~late|<kind>` fields summed over the
+    window's counter hash in every bucket, all read in one pipeline. A window whose keys expired reads as none."""
+    from .state import keys
+
+    kinds = list(STAGE_SIGNAL)
+    fields = [keys.LATE_FIELD + kind for kind in kinds]
+    asked = [(model, start) for model in sorted(history) for start in sorted(history[model])]
+    pipe = r.pipeline(transaction=False)
+    for model, start in asked:
+        for b in range(buckets):
+            pipe.hmget(keys.window_counts(b, model, start), fields)
+    replies = iter(pipe.execute())
+    out: dict[str, dict[int, Late]] = {}
+    for model, start in asked:
+        sums = dict.fromkeys(kinds, 0)
+        for _ in range(buckets):
+            for kind, v in zip(kinds, next(replies), strict=True):
+                sums[kind] += int(v or 0)
+        out.setdefault(model, {})[start] = {kind: n for kind, n in sums.items() if n}
+    return out
 
 
 def read_alert_values(settings: Settings, timeout: float = 10.0) -> list[bytes]:
@@ -187,13 +234,14 @@ def read_alert_values(settings: Settings, timeout: float = 10.0) -> list[bytes]:
         consumer.close()
 
 
-def build(history: Mapping[str, Mapping[int, Summary]], alerts: Sequence[AlignmentAlert], settings: Settings
-          ) -> list[ModelOverview]:
-    """Per model: windows with baselines, every alert, and the active ones."""
+def build(history: Mapping[str, Mapping[int, Summary]], alerts: Sequence[AlignmentAlert], settings: Settings,
+          late: Mapping[str, Mapping[int, Mapping[str, int]]] | None = None) -> list[ModelOverview]:
+    """Per model: windows with baselines and late events, every alert, and the active ones."""
     models = sorted(set(history) | {a.model for a in alerts})
+    late = late or {}
     out = []
     for model in models:
-        rows = window_rows(history.get(model, {}), settings.for_model(model).baseline_windows)
+        rows = window_rows(history.get(model, {}), settings.for_model(model).baseline_windows, late.get(model))
         mine = sorted((a for a in alerts if a.model == model), key=lambda a: (a.window.start, a.ts))
         last = rows[-1].start if rows else None
         out.append(ModelOverview(model, rows, mine, active_alerts(mine, last)))
@@ -202,6 +250,6 @@ def build(history: Mapping[str, Mapping[int, Summary]], alerts: Sequence[Alignme
 
 def load(settings: Settings, with_alerts: bool = True) -> tuple[list[ModelOverview], int]:
     """Read Redis (and the alerts topic) and build every model's overview; returns (overviews, unreadable)."""
-    history = read_history(settings)
+    history, late = read_history(settings)
     alerts, bad = parse_alerts(read_alert_values(settings)) if with_alerts else ([], 0)
-    return build(history, alerts, settings), bad
+    return build(history, alerts, settings, late), bad

@@ -1,7 +1,7 @@
 """`trustgap report`: one self-contained HTML page per model (inline SVG plots, inline CSS, no script, no network).
 
 One plot per rate signal: the window's rate, the trailing baseline, and the alerts as shaded windows (colour by
-severity). Below, the alerts table and the feature-health section.
+severity). Below, the alerts table, the windows with late events, and the feature-health section.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from datetime import datetime
 from .detect import RATE_SIGNALS
 from .overview import ModelOverview
 from .times import from_ms, minute
+from .windows import STAGE_SIGNAL
 
 SEVERITY_COLOUR = {"page": "#d62728", "ticket": "#ff7f0e", "info": "#1f77b4"}
 CSS = """
@@ -76,6 +77,24 @@ def signal_svg(ov: ModelOverview, signal: str) -> str:
     return text[text.index("<svg"):]
 
 
+def late_section(ov: ModelOverview) -> list[str]:
+    """The windows some of whose events came after the window was judged for their signal, newest first."""
+    parts = ["<h2 id='late-events'>Late events</h2>"]
+    late = [w for w in reversed(ov.windows) if any(w.late.values())]
+    if not late:
+        parts.append("<p class='empty' id='no-late-events'>No event came after its window was judged (in the "
+                     "windows whose counters Redis still keeps).</p>")
+        return parts
+    parts.append("<p>Counted, but not in the rates above: their window had already been judged for their "
+                 "signal.</p><table id='late-table'><tr><th>window (UTC)</th>"
+                 + "".join(f"<th>{html.escape(s)}</th>" for s in STAGE_SIGNAL.values()) + "</tr>")
+    for w in late:
+        parts.append(f"<tr class='late'><td>{minute(w.start)}</td>"
+                     + "".join(f"<td>{n}</td>" for n in w.late_by_signal().values()) + "</tr>")
+    parts.append("</table>")
+    return parts
+
+
 def render(ov: ModelOverview, generated: datetime, has_feature_data: bool = False) -> str:
     """The whole page as a string."""
     e = html.escape
@@ -108,6 +127,7 @@ def render(ov: ModelOverview, generated: datetime, has_feature_data: bool = Fals
         parts.append("</table>")
     else:
         parts.append("<p class='empty'>No alerts were published for this model.</p>")
+    parts += late_section(ov)
     parts.append("<h2 id='feature-health'>Feature health</h2>")
     if not has_feature_data:
         parts.append(f"<p class='empty' id='no-feature-data'>No feature-health data exists for {e(ov.model)}: "

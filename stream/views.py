@@ -10,9 +10,10 @@ from rich.table import Table
 from rich.text import Text
 
 from .detect import RATE_SIGNALS
-from .overview import ModelOverview, Rate
+from .overview import ModelOverview, Rate, WindowRow
 from .settings import Settings
 from .times import minute
+from .windows import STAGE_SIGNAL
 
 SEVERITY_STYLE = {"page": "bold red", "ticket": "bold yellow", "info": "cyan"}
 
@@ -26,6 +27,14 @@ def rate_cell(r: Rate, min_gap: float) -> Text:
     return Text(f"{r.rate:.1%} vs {base} (n={r.n})", style=style)
 
 
+def late_cell(w: WindowRow) -> Text:
+    """Late events of a window by signal as 'p/a/o' ('0/2/1'), blank when none came."""
+    counts = w.late_by_signal()
+    if not any(counts.values()):
+        return Text("")
+    return Text("/".join(str(n) for n in counts.values()), style="yellow")
+
+
 def model_panel(ov: ModelOverview, settings: Settings, last: int) -> Panel:
     ms = settings.for_model(ov.model)
     windows = Table(box=None, pad_edge=False, header_style="bold")
@@ -34,9 +43,11 @@ def model_panel(ov: ModelOverview, settings: Settings, last: int) -> Panel:
     windows.add_column("predictions", justify="right")
     for signal in RATE_SIGNALS:
         windows.add_column(f"{signal} vs baseline")
+    # events that came after the window was judged for their signal: counted, but not in the rates shown
+    windows.add_column("late " + "/".join(s[0] for s in STAGE_SIGNAL.values()), justify="right")
     for w in ov.windows[-last:]:
         windows.add_row(minute(w.start), w.version, str(w.predictions),
-                        *(rate_cell(w.rates[s], ms.min_gap) for s in RATE_SIGNALS))
+                        *(rate_cell(w.rates[s], ms.min_gap) for s in RATE_SIGNALS), late_cell(w))
     parts: list[RenderableType] = [windows if ov.windows else Text("no closed windows yet", style="dim")]
     if ov.active:
         alerts = Table(box=None, pad_edge=False, header_style="bold", title="active alerts", title_justify="left")

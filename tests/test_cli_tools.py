@@ -167,11 +167,16 @@ ALERTS = [
 
 @pytest.fixture
 def history(deployment: Deployment, redis_client: Any) -> Deployment:
-    """Four closed windows of model `claims` (overrides 10, 10, 20 (excluded from baselines), 30) and 5 alerts."""
+    """Four closed windows of model `claims` (overrides 10, 10, 20 (excluded from baselines), 30) and 5 alerts; 5
+    actions and 2 outcomes of the last window came late (over two buckets' counters)."""
     windows = [summary(0, 10), summary(1, 10), summary(2, 20, excluded=True), summary(3, 30)]
     redis_client.sadd(keys.MODELS, "claims")
     redis_client.hset(keys.model_history("claims"),
                       mapping={str(s.start): orjson.dumps(s.to_json()) for s in windows})
+    last = windows[-1].start
+    redis_client.hset(keys.window_counts(0, "claims", last), mapping={keys.LATE_FIELD + "a": 4})
+    redis_client.hset(keys.window_counts(1, "claims", last), mapping={keys.LATE_FIELD + "a": 1,
+                                                                         keys.LATE_FIELD + "o": 2})
     deployment.send("alerts", [a.model_dump_json().encode() for a in ALERTS], key=b"alert")
     return deployment
 
@@ -189,6 +194,8 @@ def test_status_json_shows_latest_windows_rates_against_baseline_and_active_aler
     # baseline of window 3: windows 0 and 1 (10+10 of 200); window 2 was excluded by the detector
     assert last["signals"]["override_rate"] == {"rate": 0.3, "n": 100, "baseline": 0.1, "baseline_n": 200}
     assert last["signals"]["outcome_mismatch"] == {"rate": 0.1, "n": 50, "baseline": 0.1, "baseline_n": 150}
+    assert [w["late"] for w in model["windows"]] == [{"predictions": 0, "actions": 0, "outcomes": 0},
+                                                     {"predictions": 0, "actions": 5, "outcomes": 2}]
     active = [(a["signal"], a["scope"], a["recommendation"]) for a in model["active_alerts"]]
     assert active == [("override_rate", {"region": "eu"}, "investigate_segment"),
                       ("outcome_mismatch", {}, "exclude_window_from_training")]
@@ -200,6 +207,7 @@ def test_status_table_is_readable(history: Deployment) -> None:
     out = run.stdout
     assert "claims" in out and "version v1" in out
     assert "30.0% vs 10.0% (n=100)" in out
+    assert "late p/a/o" in out and out.count("0/5/2") == 1
     assert "page sustained" in out and "investigate_segment" in out and "region=eu" in out
     assert "investigate_trust" not in out  # the resolved alert is not shown
 
@@ -215,6 +223,8 @@ def test_report_is_one_self_contained_page_with_a_plot_per_signal(history: Deplo
     assert page.count("<svg") == len(RATE_SIGNALS)
     assert "id='no-feature-data'" in page
     assert page.count("<tr><td>2026-11-20") == len(ALERTS)
+    assert re.findall(r"<tr class='late'>(.*?)</tr>", page) == [
+        "<td>2026-11-20 03:00</td><td>0</td><td>5</td><td>2</td>"]
     assert not re.search(r"<(script|link|img|iframe)\b|\bsrc=|url\(\s*['\"]?http", page)  # nothing to fetch
 
 

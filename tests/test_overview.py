@@ -1,12 +1,23 @@
-"""What status and report compute from history and alerts (pure)."""
+"""What status and report compute from history, late counts and alerts (pure), and how they read Redis."""
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import orjson
+import pytest
+import redis
+from rich.console import Console
 
 from stream.detect import Summary
 from stream.events import AlertWindow, AlignmentAlert
-from stream.overview import active_alerts, window_rows
+from stream.overview import ModelOverview, active_alerts, build, read_history, window_rows
+from stream.report import late_section
+from stream.settings import Settings
+from stream.state import keys
+from stream.views import late_cell, model_panel
 
 H = 3600 * 1000
 T0 = datetime(2026, 11, 20, tzinfo=timezone.utc)
@@ -44,3 +55,77 @@ def test_active_alerts_are_the_newest_firing_per_fingerprint_sustained_or_about_
               a(4, "firing", "transient", "old-transient"),
               a(5, "firing", "expected", "current-expected")]
     assert sorted(x.fingerprint for x in active_alerts(alerts, latest)) == ["current-expected", "still-firing"]
+
+
+# --- late events per window -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("late", "expected"), [
+    ({}, {"predictions": 0, "actions": 0, "outcomes": 0}),                 # none came late
+    ({"a": 2, "o": 0}, {"predictions": 0, "actions": 2, "outcomes": 0}),   # a zero count is no late event
+    ({"n": 1, "a": 2, "o": 3}, {"predictions": 1, "actions": 2, "outcomes": 3}),
+])
+def test_window_rows_carry_each_windows_late_events_by_signal(late: dict[str, int], expected: dict[str, int]) -> None:
+    rows = window_rows({0: s(0, 10), H: s(1, 10)}, baseline_windows=3, late={H: late})
+    assert rows[0].late_by_signal() == {"predictions": 0, "actions": 0, "outcomes": 0}  # no entry for window 0
+    assert rows[1].late_by_signal() == expected
+    assert rows[1].to_json()["late"] == expected
+    assert rows[1].late == {k: n for k, n in late.items() if n}
+
+
+def test_status_shows_late_events_as_p_a_o_and_leaves_the_cell_blank_without_any() -> None:
+    rows = window_rows({0: s(0, 10), H: s(1, 10)}, baseline_windows=3, late={H: {"a": 12, "o": 3}})
+    assert [late_cell(r).plain for r in rows] == ["", "0/12/3"]
+    console = Console(width=200, record=True)
+    console.print(model_panel(ModelOverview("m", rows), Settings(), last=2))
+    text = console.export_text()
+    assert "late p/a/o" in text
+    # the late column is the last: blank for window 0, "0/12/3" after window 1's empty mismatch rate
+    cells = [re.sub(r"\s+", " ", line).split(" v1 ")[1] for line in text.splitlines() if "1970-" in line]
+    assert [c.endswith(end) for c, end in zip(cells, ["— │", "— 0/12/3 │"], strict=True)] == [True, True]
+
+
+def test_report_lists_only_the_windows_with_late_events_newest_first() -> None:
+    rows = window_rows({i * H: s(i, 10) for i in range(4)}, baseline_windows=3,
+                       late={H: {"n": 1}, 3 * H: {"a": 4, "o": 2}})
+    page = "".join(late_section(ModelOverview("m", rows)))
+    assert re.findall(r"<tr class='late'>(.*?)</tr>", page) == [
+        "<td>1970-01-01 03:00</td><td>0</td><td>4</td><td>2</td>",
+        "<td>1970-01-01 01:00</td><td>1</td><td>0</td><td>0</td>"]
+    quiet = "".join(late_section(ModelOverview("m", rows[:1])))
+    assert "id='no-late-events'" in quiet and "<table" not in quiet
+
+
+@pytest.mark.integration
+def test_read_history_sums_each_windows_late_fields_over_buckets_in_one_pipeline(
+        stack: Any, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = Settings(redis_url=stack.redis_url, state_buckets=8)  # type: ignore[arg-type]
+    redis_client.sadd(keys.MODELS, "claims", "fraud")
+    for model, windows in (("claims", [s(0, 10), s(1, 10), s(2, 10)]), ("fraud", [s(0, 10)])):
+        redis_client.hset(keys.model_history(model), mapping={str(w.start): orjson.dumps(w.to_json()) for w in windows})
+    truth: dict[tuple[str, int], dict[str, int]] = {}
+    writes = [  # (model, window, bucket, kind, n)
+        ("claims", H, 0, "a", 2), ("claims", H, 5, "a", 3), ("claims", H, 5, "o", 1), ("claims", H, 7, "n", 4),
+        ("claims", 2 * H, 3, "o", 6),
+        ("fraud", 0, 1, "n", 1),
+        ("claims", 3 * H, 2, "a", 9),  # a window not closed yet (not in the history): not read
+    ]
+    for model, start, b, kind, n in writes:
+        redis_client.hset(keys.window_counts(b, model, start), mapping={keys.LATE_FIELD + kind: n, "v1||n": 50})
+        if start < 3 * H:
+            got = truth.setdefault((model, start), {})
+            got[kind] = got.get(kind, 0) + n
+    executes: list[int] = []  # commands per pipeline round trip
+    original = redis.client.Pipeline.execute
+
+    def execute(self: redis.client.Pipeline, *args: Any, **kwargs: Any) -> Any:
+        executes.append(len(self.command_stack))
+        return original(self, *args, **kwargs)
+    monkeypatch.setattr(redis.client.Pipeline, "execute", execute)
+    history, late = read_history(settings)
+    assert sorted(history) == ["claims", "fraud"] and sorted(history["claims"]) == [0, H, 2 * H]
+    assert {(m, start): kinds for m, by in late.items() for start, kinds in by.items() if kinds} == truth
+    assert late["claims"][0] == {}  # a closed window nothing came late for
+    assert executes == [2, 4 * 8]  # the histories, then every (window, bucket) at once
+    models = build(history, [], settings, late)
+    assert [(o.model, [w.late_by_signal()["actions"] for w in o.windows]) for o in models] == [
+        ("claims", [0, 5, 0]), ("fraud", [0])]
