@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from stream.embedded import free_port
 from stream.settings import ModelSettings, Settings
@@ -203,14 +203,13 @@ def judged_until(settings: Settings, model: str) -> int | None:
     due time and a test waiting for a window's predictions to be judged reads the same on either."""
     store = Store.from_settings(settings)
 
-    async def go() -> bytes | None:
-        raw: bytes | None = await store.redis.hget(keys.model_state(model), "closed")
-        return raw
+    async def go() -> Any:
+        return await store.redis.hget(keys.model_state(model), "closed")
 
     raw = run(go(), store)
     if not raw:
         return None
-    return int(raw.decode().partition(":")[0])
+    return int(bytes(raw).decode().partition(":")[0])
 
 
 def applied_per_topic(settings: Settings) -> Counter[str]:
@@ -218,15 +217,29 @@ def applied_per_topic(settings: Settings) -> Counter[str]:
     store = Store.from_settings(settings)
     names = {getattr(settings.topics, t): t for t in ("predictions", "actions", "outcomes", "annotations")}
 
-    async def go() -> dict[bytes, bytes]:
-        reply: dict[bytes, bytes] = await store.redis.hgetall(keys.OFFSETS)
-        return reply
+    async def go() -> Any:
+        return await store.redis.hgetall(keys.OFFSETS)
 
     out: Counter[str] = Counter()
     for field_, value in run(go(), store).items():
         topic = field_.decode().rpartition(":")[0]
         if topic in names:
             out[names[topic]] += int(value)
+    return out
+
+
+def end_offsets(dep: Deployment, topics: Iterable[str] = ("predictions", "actions", "outcomes")) -> Counter[str]:
+    """The broker's end offsets summed per topic (short name): the messages on it, from a fresh topic."""
+    consumer = Consumer({"bootstrap.servers": dep.stack.bootstrap_servers, "group.id": "end-offsets",
+                         "enable.auto.commit": False})
+    out: Counter[str] = Counter()
+    try:
+        for topic in topics:
+            name = dep.topic(topic)
+            for p in consumer.list_topics(name, timeout=10).topics[name].partitions:
+                out[topic] += consumer.get_watermark_offsets(TopicPartition(name, p), timeout=10)[1]
+    finally:
+        consumer.close()
     return out
 
 
@@ -242,32 +255,37 @@ def late_events(dep: Deployment, ports: Iterable[int]) -> Counter[str]:
     return +out
 
 
-def describe(truth: Truth, got: Truth, late: dict[tuple[str, int], dict[str, int]] | None = None) -> str:
-    """Per window that differs: predictions, actions and outcomes counted (model scope, every checkpoint) of the
-    truth's, e.g. `fraud 2026-11-20 18:00: 2102 of 6433 predictions, 33 of 6300 actions, 27 of 6000 outcomes`."""
+def describe(truth: Truth, got: Truth, late: dict[tuple[str, int], dict[str, int]] | None = None,
+             show: int = 6) -> str:
+    """How the stored counts differ from the truth: predictions, actions and outcomes counted of the truth's, in
+    all and in the first `show` windows that differ (model scope, every checkpoint), e.g.
+    `fraud 2026-11-20 18:00: 2102 of 6433 predictions, 33 of 6300 actions, 27 of 6000 outcomes`."""
     def totals(c: Truth) -> Counter[tuple[str, int, str]]:
         out: Counter[tuple[str, int, str]] = Counter()
         for (model, start, _, scope, counter), n in c.items():
-            if scope:
-                continue
-            kind = counter.split(":", 1)[0] if ":" in counter else counter
-            signal = {"n": "predictions", "a": "actions", "o": "outcomes"}.get(kind)
-            if signal:
+            signal = {"n": "predictions", "a": "actions", "o": "outcomes"}.get(counter.split(":", 1)[0])
+            if signal and not scope:
                 out[(model, start, signal)] += n
         return out
 
+    def line(want: int, have: int, what: str) -> str:
+        return f"{have} of {want} {what}"
+
     want, have = totals(truth), totals(got)
-    windows = sorted({(m, s) for m, s, _, _, _ in truth} | {(m, s) for m, s, _, _, _ in got})
+    signals = ("predictions", "actions", "outcomes")
+    whole = ", ".join(line(sum(n for k, n in want.items() if k[2] == s), sum(n for k, n in have.items()
+                                                                             if k[2] == s and k in want), s)
+                      for s in signals)
+    differ = sorted({k[:2] for k in set(truth) | set(got) if truth.get(k) != got.get(k)})
     lines = []
-    for model, start in windows:
-        if all(truth.get(k) == got.get(k) for k in set(truth) | set(got) if k[:2] == (model, start)):
-            continue
-        parts = [f"{have[(model, start, s)]} of {want[(model, start, s)]} {s}"
-                 for s in ("predictions", "actions", "outcomes")]
+    for model, start in differ[:show]:
+        parts = ", ".join(line(want[(model, start, s)], have[(model, start, s)], s) for s in signals)
         extra = f" (late {late[(model, start)]})" if late and (model, start) in late else ""
-        lines.append(f"{model} {minute(start)}: {', '.join(parts)}{extra}")
+        lines.append(f"{model} {minute(start)}: {parts}{extra}")
+    more = f"; and {len(differ) - show} more windows" if len(differ) > show else ""
     missing, double = sum((truth - got).values()), sum((got - truth).values())
-    return f"{missing} counts missing, {double} extra or misnamed; " + "; ".join(lines)
+    return (f"{len(differ)} windows differ ({missing} counts missing, {double} extra or misnamed); in all windows "
+            f"{whole}; " + "; ".join(lines) + more)
 
 
 # --- sending ------------------------------------------------------------------------------------------------
