@@ -25,7 +25,7 @@ from stream.times import epoch_ms, utcnow
 from tests.support.eventtime import (DAY_MS, HOUR_MS, MODELS, Expected, Traffic, applied_per_topic, describe,
                                      end_offsets, expected, judged_until, late_events, live, produce,
                                      read_windows, start_together, write_jsonl)
-from tests.support.faultstack import FaultStack, applied_offsets, fault_stack, kill_worker
+from tests.support.faultstack import FaultStack, fault_stack, kill_worker
 from tests.support.harness import Deployment, wait_for
 
 pytestmark = pytest.mark.integration  # each runs in under a minute: none is `slow`
@@ -47,6 +47,11 @@ def caught_up(dep: Deployment, timeout: float) -> None:
     ends = end_offsets(dep)
     wait_for(lambda: all(applied_per_topic(dep.settings)[t] >= n for t, n in ends.items()), timeout, 0.5,
              what=f"the offsets of {dict(ends)} messages applied")
+
+
+def applied(dep: Deployment) -> int:
+    """Messages of the event topics applied so far (the offsets Redis holds)."""
+    return sum(n for t, n in applied_per_topic(dep.settings).items() if t != "annotations")
 
 
 def judged(dep: Deployment, models: tuple[str, ...], until: int, timeout: float = 60) -> None:
@@ -112,22 +117,25 @@ def test_a_month_sent_at_full_speed_as_single_event_messages_is_counted_exactly(
     assert_exact(dep, truth, [worker.web_port])  # type: ignore[attr-defined]
 
 
-def test_a_month_sent_with_trustgap_replay_is_counted_exactly(deploy: Callable[..., Deployment],
-                                                              tmp_path: Path) -> None:
+@pytest.mark.parametrize("worker_first", [True, False], ids=["worker-running", "worker-started-after"])
+def test_a_month_sent_with_trustgap_replay_is_counted_exactly(deploy: Callable[..., Deployment], tmp_path: Path,
+                                                              worker_first: bool) -> None:
+    # running: the worker reads the replay's batch messages as they come; started after: it catches up on a topic
+    # the replay filled, as a deployment moved to a fresh Redis does
     dep = deploy(**REPLAY_SETTINGS)
     traffic, last_day, ms = month(52)
     truth = expected(traffic, ms)
     path = write_jsonl(tmp_path / "month.jsonl", traffic.in_time_order())
-    worker = dep.start_worker()
+    workers = [dep.start_worker()] if worker_first else []
     done = subprocess.run([sys.executable, "-m", "stream.cli", "replay", "--quiet", str(path)],
                           env={**os.environ, **dep.env, "TRUSTGAP_STATE_DIR": str(tmp_path / "state")},
                           capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"sent {traffic.size} events" in done.stdout
+    workers = workers or [dep.start_worker()]
     caught_up(dep, 120)
     judged(dep, MODELS, last_day)
-    assert_exact(dep, truth, [worker.web_port])  # type: ignore[attr-defined]
-
+    assert_exact(dep, truth, [w.web_port for w in workers])  # type: ignore[attr-defined]
 
 
 # --- a lagging topic ------------------------------------------------------------------------------------------
@@ -138,9 +146,12 @@ def test_outcomes_sent_after_their_hour_was_consumed_are_not_late_and_the_window
     # the watermark however slowly a loaded machine gets there (an idle partition is another test's subject)
     dep = deploy(idle_timeout_seconds="300")
     now = epoch_ms(utcnow())
-    boundary = (now - 40 * 60 * 1000) - (now - 40 * 60 * 1000) % HOUR_MS
-    traffic = live(random.Random(61), boundary - 40 * 60 * 1000, 70 * 60, 3.0)  # ends 30 min past the boundary
+    boundary = (now - 150 * 60 * 1000) - (now - 150 * 60 * 1000) % HOUR_MS
+    # 70 min of traffic ending 30 min past the boundary; outcomes 1 min to 2 h after their prediction, so about
+    # half count at the second checkpoint (one window of age), the rest at the first; none is in the future
+    traffic = live(random.Random(61), boundary - 40 * 60 * 1000, 70 * 60, 3.0, outcome_delay=(60, 7200))
     truth = expected(traffic)
+    assert {k[4] for k in truth.counts} >= {"o:truth#0", "o:truth#1", "m:truth#1"}
     worker = dep.start_worker()
     events = traffic.in_time_order()
     produce(dep, [(t, e) for t, e in events if t != "outcomes"])
@@ -188,8 +199,8 @@ def test_a_worker_sigkilled_mid_catch_up_leaves_exact_counts_to_the_worker_that_
         doomed, heir = start_together(dep, 2)
         # a moment after 40% of the backlog is applied (event time ~15 min before the boundary): both workers hold
         # partitions mid-way, before the first window's end
-        wait_for(lambda: applied_offsets(fs) > total * 2 // 5, 60, 0.1, what="40% of the backlog applied")
-        assert applied_offsets(fs) < total * 3 // 5, "the catch-up went too far before the kill: a larger backlog"
+        wait_for(lambda: applied(dep) > total * 2 // 5, 60, 0.1, what="40% of the backlog applied")
+        assert applied(dep) < total * 3 // 5, "the catch-up went too far before the kill: a larger backlog"
         late_before = late_events(dep, [doomed.web_port])  # type: ignore[attr-defined]
         kill_worker(doomed)
         caught_up(dep, 120)  # the heir has taken every partition over
