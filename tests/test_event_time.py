@@ -95,13 +95,24 @@ REPLAY_SETTINGS = {"defaults__window_seconds": str(DAY_MS // 1000),  # what a us
 def month(seed: int) -> tuple[Traffic, int, ModelSettings]:
     """A month of traffic (~24k predictions over the three models) ending 7 h after a day boundary at least an
     hour before now: once it is read the watermark (newest - 6 h) has passed that boundary, so every day but the
-    last is due for its predictions. Returns it, the boundary, and the model settings it is counted with."""
+    last is due for its predictions. Returns it, the boundary, and the model settings it is counted with.
+
+    5% of the follow-ups come 1 to 10 days after their prediction: such actions are past their 1-day horizon,
+    such outcomes count at the second checkpoint (a day of age; the stage of the first is judged before they
+    come) or are past the 7-day horizon."""
     now = epoch_ms(utcnow())
     last_day = (now - 8 * HOUR_MS) - (now - 8 * HOUR_MS) % DAY_MS
     seconds = REPLAY_DAYS * 86400 + 7 * 3600
-    traffic = live(random.Random(seed), last_day - REPLAY_DAYS * DAY_MS, seconds, 24_000 / seconds)
+    traffic = live(random.Random(seed), last_day - REPLAY_DAYS * DAY_MS, seconds, 24_000 / seconds, slow=0.05)
     ms = ModelSettings(window_seconds=86400, allowed_lateness_seconds=6 * 3600)
     return traffic, last_day, ms
+
+
+def assert_month_shape(truth: Expected) -> None:
+    """The month holds what its tests are about: 31 windows, outcomes at both checkpoints, some beyond."""
+    assert len(truth.starts) == REPLAY_DAYS + 1
+    assert {k[4] for k in truth.counts} >= {"o:truth#0", "o:truth#1", "a:accept#0"}
+    assert truth.beyond[("claims", "actions")] > 0 and truth.beyond[("claims", "outcomes")] > 0
 
 
 def test_a_month_sent_at_full_speed_as_single_event_messages_is_counted_exactly(
@@ -109,7 +120,7 @@ def test_a_month_sent_at_full_speed_as_single_event_messages_is_counted_exactly(
     dep = deploy(**REPLAY_SETTINGS)
     traffic, last_day, ms = month(51)
     truth = expected(traffic, ms)
-    assert len(truth.starts) == REPLAY_DAYS + 1
+    assert_month_shape(truth)
     worker = dep.start_worker()
     produce(dep, traffic.in_time_order())  # a plain producer, as fast as it goes, the worker reading
     caught_up(dep, 120)
@@ -125,6 +136,7 @@ def test_a_month_sent_with_trustgap_replay_is_counted_exactly(deploy: Callable[.
     dep = deploy(**REPLAY_SETTINGS)
     traffic, last_day, ms = month(52)
     truth = expected(traffic, ms)
+    assert_month_shape(truth)
     path = write_jsonl(tmp_path / "month.jsonl", traffic.in_time_order())
     workers = [dep.start_worker()] if worker_first else []
     done = subprocess.run([sys.executable, "-m", "stream.cli", "replay", "--quiet", str(path)],

@@ -68,13 +68,23 @@ class Traffic:
 
 def live(rng: random.Random, start_ms: int, seconds: float, rate: float, prefix: str = "",
          action_delay: tuple[float, float] = (1, 60), outcome_delay: tuple[float, float] = (60, 300),
-         acted: float = 0.98, outcome: float = 0.93) -> Traffic:
+         acted: float = 0.98, outcome: float = 0.93, slow: float = 0.0,
+         slow_delay: tuple[float, float] = (86400, 10 * 86400)) -> Traffic:
     """`rate` predictions per second (Poisson arrivals) over MODELS for `seconds` from `start_ms`; a prediction is
     followed by an action `action_delay` seconds later (with probability `acted`) and by a truth outcome
-    `outcome_delay` seconds later (probability `outcome`). Times are whole milliseconds."""
+    `outcome_delay` seconds later (probability `outcome`). With probability `slow` a follow-up comes
+    `slow_delay` seconds later instead (days: past a checkpoint or the horizon), and is not sent if that is after
+    the traffic's end (it has not happened yet). Times are whole milliseconds."""
     out = Traffic()
     t = float(start_ms)
     end = start_ms + seconds * 1000
+
+    def after(ms: int, delay: tuple[float, float]) -> int | None:
+        if slow and rng.random() < slow:
+            at = ms + int(rng.uniform(*slow_delay) * 1000)
+            return at if at < end else None
+        return ms + int(rng.uniform(*delay) * 1000)
+
     i = 0
     while True:
         t += rng.expovariate(rate) * 1000
@@ -87,12 +97,10 @@ def live(rng: random.Random, start_ms: int, seconds: float, rate: float, prefix:
             "schema_version": 1, "event_id": f"{prefix}ep{i}", "prediction_id": pid, "model": rng.choice(MODELS),
             "model_version": rng.choice(["v1", "v2"]), "ts": iso_ms(ms), "label": label,
             "band": rng.choice(["low", "high"]), "segment": {"region": rng.choice(["eu", "us", "apac"])}})
-        if rng.random() < acted:
-            at = ms + int(rng.uniform(*action_delay) * 1000)
+        if rng.random() < acted and (at := after(ms, action_delay)) is not None:
             out.actions.append({"schema_version": 1, "event_id": f"{prefix}ea{i}", "prediction_id": pid,
                                 "ts": iso_ms(at), "action": rng.choice(ACTIONS)})
-        if rng.random() < outcome:
-            at = ms + int(rng.uniform(*outcome_delay) * 1000)
+        if rng.random() < outcome and (at := after(ms, outcome_delay)) is not None:
             other = LABELS[1] if label == LABELS[0] else LABELS[0]
             out.outcomes.append({"schema_version": 1, "event_id": f"{prefix}eo{i}", "prediction_id": pid,
                                  "ts": iso_ms(at), "kind": "truth",
