@@ -188,6 +188,21 @@ def judged_within(dep: Deployment, models: tuple[str, ...], until: int, seconds:
     return False
 
 
+# --- an idle partition -----------------------------------------------------------------------------------------
+
+def test_a_partition_that_receives_nothing_does_not_keep_the_window_open(deploy: Callable[..., Deployment]) -> None:
+    # idle after 5 s instead of 60, so the test does not wait a minute for the rule it checks
+    dep = deploy(idle_timeout_seconds="5")
+    assert dep.settings.topic_partitions == 4
+    traffic, boundary = outage_traffic(81, rate=2.0)
+    truth = expected(traffic)
+    produce(dep, traffic.in_time_order(), partitions=3)  # partition 3 of every event topic stays empty
+    worker = dep.start_worker()
+    caught_up(dep, 60)
+    judged(dep, MODELS, boundary, timeout=30)  # within the idle timeout and a few evaluator rounds
+    assert_exact(dep, truth, [worker.web_port])  # type: ignore[attr-defined]
+
+
 # --- a worker killed in the middle of a catch-up --------------------------------------------------------------
 
 @pytest.fixture

@@ -14,6 +14,7 @@ import random
 import subprocess
 import sys
 import urllib.request
+import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -298,16 +299,18 @@ def describe(truth: Truth, got: Truth, late: dict[tuple[str, int], dict[str, int
 
 # --- sending ------------------------------------------------------------------------------------------------
 
-def produce(dep: Deployment, events: Iterable[tuple[str, Event]]) -> Counter[str]:
+def produce(dep: Deployment, events: Iterable[tuple[str, Event]], partitions: int | None = None) -> Counter[str]:
     """Single-event messages keyed by prediction_id, in the order given, from one plain producer; returns the
-    messages sent per topic."""
+    messages sent per topic. `partitions`: only the first that many partitions of each topic get any (by a hash
+    of the key), so the others stay empty."""
     producer = Producer({"bootstrap.servers": dep.stack.bootstrap_servers, "linger.ms": 5})
     sent: Counter[str] = Counter()
     for topic, event in events:
         value, key = orjson.dumps(event), event["prediction_id"].encode()
+        where = {} if partitions is None else {"partition": zlib.crc32(key) % partitions}
         while True:
             try:
-                producer.produce(dep.topic(topic), value=value, key=key)
+                producer.produce(dep.topic(topic), value=value, key=key, **where)
                 break
             except BufferError:
                 producer.poll(0.1)
