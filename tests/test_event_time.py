@@ -1,0 +1,237 @@
+"""Event time end to end: an outage's backlog, history replayed at full speed and a lagging topic are counted
+exactly, each follow-up in its prediction's window, and nothing comes late.
+
+A worker catching up reads its partitions at different speeds (the consumer fetches one partition far ahead of
+another, and a topic can lag the others), so windows must close on the slowest partition's event time; these
+tests produce the traffic a user would (single-event messages keyed by prediction_id, or `trustgap replay`) and
+compare every window's counts in Redis with the truth computed in tests/support/eventtime.py.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from stream.settings import ModelSettings
+from stream.times import epoch_ms, utcnow
+from tests.support.eventtime import (DAY_MS, HOUR_MS, MODELS, Expected, Traffic, applied_per_topic, describe,
+                                     end_offsets, expected, judged_until, late_events, live, produce,
+                                     read_windows, start_together, write_jsonl)
+from tests.support.faultstack import FaultStack, fault_stack, kill_worker
+from tests.support.harness import Deployment, wait_for
+
+pytestmark = pytest.mark.integration  # each runs in under a minute: none is `slow`
+
+OUTAGE_RATE = 10.0  # predictions/s: ~36k predictions and ~105k messages in the hour, several fetches per partition
+
+
+def outage_traffic(seed: int, rate: float = OUTAGE_RATE) -> tuple[Traffic, int]:
+    """An hour of live-stamped traffic from 40 min before an hour boundary to 20 min after it, ending at least
+    five minutes before now; returns it and the boundary. Once it is all read, the watermark (its newest time
+    minus the 10 min lateness) is past the boundary: the first window's predictions are due, nothing else is."""
+    now = epoch_ms(utcnow())
+    boundary = (now - 30 * 60 * 1000) - (now - 30 * 60 * 1000) % HOUR_MS
+    return live(random.Random(seed), boundary - 40 * 60 * 1000, 3600, rate), boundary
+
+
+def caught_up(dep: Deployment, timeout: float) -> None:
+    """Wait until Redis holds, for every event topic, the offsets past every message on it."""
+    ends = end_offsets(dep)
+    wait_for(lambda: all(applied_per_topic(dep.settings)[t] >= n for t, n in ends.items()), timeout, 0.5,
+             what=f"the offsets of {dict(ends)} messages applied")
+
+
+def applied(dep: Deployment) -> int:
+    """Messages of the event topics applied so far (the offsets Redis holds)."""
+    return sum(n for t, n in applied_per_topic(dep.settings).items() if t != "annotations")
+
+
+def judged(dep: Deployment, models: tuple[str, ...], until: int, timeout: float = 60) -> None:
+    """Wait until every model's predictions stage of the windows ending by `until` is judged."""
+    wait_for(lambda: all((judged_until(dep.settings, m) or 0) >= until for m in models), timeout, 0.3,
+             what=f"the windows ending by {until} judged for their predictions")
+
+
+def assert_exact(dep: Deployment, truth: Expected, ports: list[int], late_before: Counter[str] | None = None
+                 ) -> None:
+    """Every window of the truth holds exactly its counts, no window counted a late event, and no worker did
+    (`late_before`: what workers that are gone counted)."""
+    stored = read_windows(dep.settings, truth.models, truth.starts)
+    late = late_events(dep, ports) + (late_before or Counter())
+    assert stored.counts == truth.counts, f"{describe(truth.counts, stored.counts, stored.late)}; late {dict(late)}"
+    assert stored.late == {}
+    assert not late
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_an_hours_outage_backlog_is_counted_exactly_once_the_workers_catch_up(
+        deploy: Callable[..., Deployment], workers: int) -> None:
+    dep = deploy()
+    traffic, boundary = outage_traffic(41 + workers)
+    truth = expected(traffic)
+    assert len(truth.starts) == 2 and truth.predictions_in(boundary - HOUR_MS) > 15_000
+    produce(dep, traffic.in_time_order())  # the outage: nobody consumes
+    procs = start_together(dep, workers)
+    caught_up(dep, 120)
+    judged(dep, MODELS, boundary)
+    assert_exact(dep, truth, [p.web_port for p in procs])  # type: ignore[attr-defined]
+
+
+# --- history replayed at full speed ---------------------------------------------------------------------------
+
+REPLAY_DAYS = 30
+REPLAY_SETTINGS = {"defaults__window_seconds": str(DAY_MS // 1000),  # what a user replaying history sets
+                   "defaults__allowed_lateness_seconds": str(6 * 3600)}
+
+
+def month(seed: int) -> tuple[Traffic, int, ModelSettings]:
+    """A month of traffic (~24k predictions over the three models) ending 7 h after a day boundary at least an
+    hour before now: once it is read the watermark (newest - 6 h) has passed that boundary, so every day but the
+    last is due for its predictions. Returns it, the boundary, and the model settings it is counted with.
+
+    5% of the follow-ups come 1 to 10 days after their prediction: such actions are past their 1-day horizon,
+    such outcomes count at the second checkpoint (a day of age; the stage of the first is judged before they
+    come) or are past the 7-day horizon."""
+    now = epoch_ms(utcnow())
+    last_day = (now - 8 * HOUR_MS) - (now - 8 * HOUR_MS) % DAY_MS
+    seconds = REPLAY_DAYS * 86400 + 7 * 3600
+    traffic = live(random.Random(seed), last_day - REPLAY_DAYS * DAY_MS, seconds, 24_000 / seconds, slow=0.05)
+    ms = ModelSettings(window_seconds=86400, allowed_lateness_seconds=6 * 3600)
+    return traffic, last_day, ms
+
+
+def assert_month_shape(truth: Expected) -> None:
+    """The month holds what its tests are about: 31 windows, outcomes at both checkpoints, some beyond."""
+    assert len(truth.starts) == REPLAY_DAYS + 1
+    assert {k[4] for k in truth.counts} >= {"o:truth#0", "o:truth#1", "a:accept#0"}
+    assert truth.beyond[("claims", "actions")] > 0 and truth.beyond[("claims", "outcomes")] > 0
+
+
+def test_a_month_sent_at_full_speed_as_single_event_messages_is_counted_exactly(
+        deploy: Callable[..., Deployment]) -> None:
+    dep = deploy(**REPLAY_SETTINGS)
+    traffic, last_day, ms = month(51)
+    truth = expected(traffic, ms)
+    assert_month_shape(truth)
+    worker = dep.start_worker()
+    produce(dep, traffic.in_time_order())  # a plain producer, as fast as it goes, the worker reading
+    caught_up(dep, 120)
+    judged(dep, MODELS, last_day)
+    assert_exact(dep, truth, [worker.web_port])  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("worker_first", [True, False], ids=["worker-running", "worker-started-after"])
+def test_a_month_sent_with_trustgap_replay_is_counted_exactly(deploy: Callable[..., Deployment], tmp_path: Path,
+                                                              worker_first: bool) -> None:
+    # running: the worker reads the replay's batch messages as they come; started after: it catches up on a topic
+    # the replay filled, as a deployment moved to a fresh Redis does
+    dep = deploy(**REPLAY_SETTINGS)
+    traffic, last_day, ms = month(52)
+    truth = expected(traffic, ms)
+    assert_month_shape(truth)
+    path = write_jsonl(tmp_path / "month.jsonl", traffic.in_time_order())
+    workers = [dep.start_worker()] if worker_first else []
+    done = subprocess.run([sys.executable, "-m", "stream.cli", "replay", "--quiet", str(path)],
+                          env={**os.environ, **dep.env, "TRUSTGAP_STATE_DIR": str(tmp_path / "state")},
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"sent {traffic.size} events" in done.stdout
+    workers = workers or [dep.start_worker()]
+    caught_up(dep, 120)
+    judged(dep, MODELS, last_day)
+    assert_exact(dep, truth, [w.web_port for w in workers])  # type: ignore[attr-defined]
+
+
+# --- a lagging topic ------------------------------------------------------------------------------------------
+
+def test_outcomes_sent_after_their_hour_was_consumed_are_not_late_and_the_window_waits_for_them(
+        deploy: Callable[..., Deployment]) -> None:
+    # idle after 5 min, not 1: the outcomes partitions, empty until the predictions and actions are read, must hold
+    # the watermark however slowly a loaded machine gets there (an idle partition is another test's subject)
+    dep = deploy(idle_timeout_seconds="300")
+    now = epoch_ms(utcnow())
+    boundary = (now - 150 * 60 * 1000) - (now - 150 * 60 * 1000) % HOUR_MS
+    # 70 min of traffic ending 30 min past the boundary; outcomes 1 min to 2 h after their prediction, so about
+    # half count at the second checkpoint (one window of age), the rest at the first; none is in the future
+    traffic = live(random.Random(61), boundary - 40 * 60 * 1000, 70 * 60, 3.0, outcome_delay=(60, 7200))
+    truth = expected(traffic)
+    assert {k[4] for k in truth.counts} >= {"o:truth#0", "o:truth#1", "m:truth#1"}
+    worker = dep.start_worker()
+    events = traffic.in_time_order()
+    produce(dep, [(t, e) for t, e in events if t != "outcomes"])
+    caught_up(dep, 60)
+    # the predictions and actions are 20 min of event time past the boundary's lateness, but no outcome has come:
+    # the window must wait (a few evaluator rounds, which judge whatever is due)
+    waited = not judged_within(dep, MODELS, boundary, seconds=3)
+    produce(dep, [(t, e) for t, e in events if t == "outcomes"])  # the lagging topic catches up
+    caught_up(dep, 60)
+    judged(dep, MODELS, boundary)
+    assert_exact(dep, truth, [worker.web_port])  # type: ignore[attr-defined]
+    assert waited, "the window was judged before any of its outcomes had arrived"
+
+
+def judged_within(dep: Deployment, models: tuple[str, ...], until: int, seconds: float) -> bool:
+    """Whether any model's windows ending by `until` get judged for their predictions within `seconds`."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if any((judged_until(dep.settings, m) or 0) >= until for m in models):
+            return True
+        time.sleep(0.3)
+    return False
+
+
+# --- an idle partition -----------------------------------------------------------------------------------------
+
+def test_a_partition_that_receives_nothing_does_not_keep_the_window_open(deploy: Callable[..., Deployment]) -> None:
+    # idle after 5 s instead of 60, so the test does not wait a minute for the rule it checks
+    dep = deploy(idle_timeout_seconds="5")
+    assert dep.settings.topic_partitions == 4
+    traffic, boundary = outage_traffic(81, rate=2.0)
+    truth = expected(traffic)
+    produce(dep, traffic.in_time_order(), partitions=3)  # partition 3 of every event topic stays empty
+    worker = dep.start_worker()
+    caught_up(dep, 60)
+    judged(dep, MODELS, boundary, timeout=30)  # within the idle timeout and a few evaluator rounds
+    assert_exact(dep, truth, [worker.web_port])  # type: ignore[attr-defined]
+
+
+# --- a worker killed in the middle of a catch-up --------------------------------------------------------------
+
+@pytest.fixture
+def fs(tmp_path: Path) -> Iterator[FaultStack]:
+    with fault_stack(tmp_path / "stack") as stack:
+        yield stack
+
+
+@pytest.mark.faults
+def test_a_worker_sigkilled_mid_catch_up_leaves_exact_counts_to_the_worker_that_takes_its_partitions_over(
+        fs: FaultStack, tmp_path: Path) -> None:
+    # The group notices the death after the session timeout: 10 s in which the heir's own partitions run ahead of
+    # the dead worker's by far more than the lateness, which is what a real takeover does to event time.
+    dep = Deployment(fs, tmp_path, overrides={"TRUSTGAP_BROKER_SESSION_TIMEOUT": "10"})  # type: ignore[arg-type]
+    dep.create_topics()
+    try:
+        traffic, boundary = outage_traffic(71)
+        truth = expected(traffic)
+        produce(dep, traffic.in_time_order())  # the outage's backlog
+        total = sum(end_offsets(dep).values())
+        doomed, heir = start_together(dep, 2)
+        # a moment after 40% of the backlog is applied (event time ~15 min before the boundary): both workers hold
+        # partitions mid-way, before the first window's end
+        wait_for(lambda: applied(dep) > total * 2 // 5, 60, 0.1, what="40% of the backlog applied")
+        assert applied(dep) < total * 3 // 5, "the catch-up went too far before the kill: a larger backlog"
+        late_before = late_events(dep, [doomed.web_port])  # type: ignore[attr-defined]
+        kill_worker(doomed)
+        caught_up(dep, 120)  # the heir has taken every partition over
+        judged(dep, MODELS, boundary)
+        assert_exact(dep, truth, [heir.web_port], late_before)  # type: ignore[attr-defined]
+    finally:
+        dep.stop_all()
