@@ -72,7 +72,7 @@ async def trips(stack: StackInfo, windows: int) -> dict[str, float]:
     from stream.evaluator import evaluate
     from stream.metrics import Metrics
     from stream.runtime import Runtime
-    from stream.state import Store
+    from stream.state import Progress, Store
 
     import redis as sync_redis
     sync_redis.Redis.from_url(stack.redis_url).flushall()
@@ -93,7 +93,7 @@ async def trips(stack: StackInfo, windows: int) -> dict[str, float]:
     try:
         for w in range(windows + 6):
             # each window's events push the watermark past the previous window's end + lateness
-            await direct.apply(_window_events(rng, start + w * 60_000, 400, spike=w % 3 == 2), {}, 0)
+            await direct.apply(_window_events(rng, start + w * 60_000, 400, spike=w % 3 == 2), Progress(), 0)
             before = proxy.trips
             closed = await evaluate(rt)
             after = proxy.trips

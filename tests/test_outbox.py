@@ -31,7 +31,7 @@ from stream.embedded import StackInfo
 from stream.events import AlignmentAlert, HumanActionEvent, PredictionEvent
 from stream.metrics import Metrics
 from stream.settings import Settings
-from stream.state import Store
+from stream.state import Progress, Store
 from tests.support.faultstack import FaultStack, fault_stack
 
 pytestmark = pytest.mark.integration
@@ -145,7 +145,7 @@ def test_a_burst_of_alerts_in_one_window_arrives_exactly_once_and_empties_the_ou
         rng = random.Random(7)
         try:
             for w in range(8):  # six quiet windows of baseline, the spike, then one that pushes the watermark on
-                await store.apply(window_events(rng, START + w * WINDOW, spike=w == 6), {}, 0)
+                await store.apply(window_events(rng, START + w * WINDOW, spike=w == 6), Progress(), 0)
                 await evaluate(rt)
         finally:
             await producer.stop()
@@ -173,9 +173,9 @@ def test_an_alert_whose_send_fails_stays_in_the_outbox_and_is_published_on_a_lat
         rng = random.Random(7)
         try:
             for w in range(7):  # each window's events close the one before: quiet baseline up to the spike
-                await store.apply(window_events(rng, START + w * WINDOW, spike=w == 6), {}, 0)
+                await store.apply(window_events(rng, START + w * WINDOW, spike=w == 6), Progress(), 0)
                 await evaluate(rt)
-            await store.apply(window_events(rng, spike + WINDOW, spike=False), {}, 0)  # the spike can close
+            await store.apply(window_events(rng, spike + WINDOW, spike=False), Progress(), 0)  # the spike can close
             fs.kill_broker()
             closed_while_down = await evaluate(rt)         # decides the burst; its sends fail
             waiting = await store.redis.hlen(outbox)
