@@ -10,16 +10,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from itertools import islice
 from typing import Any
 
 from . import detect, features
 from .events import AlignmentAlert, Annotation
 from .judge import Closed, Memory, Verdict, decode, judge
+from .partitions import event_partitions
 from .reconcile import with_redis
-from .runtime import Runtime
-from .state import ModelState, ModelTick, keys
+from .runtime import Partition, Runtime
+from .state import ModelState, ModelTick, Tick, keys
 from .times import epoch_ms
 from .windows import Window, closable, watermark
 
@@ -34,7 +35,10 @@ async def evaluate(rt: Runtime) -> int:
     At steady state a tick is one Redis round trip (Store.tick); a window that closes costs one more to close
     it and read what judging it needs, one to commit, and one to forget its acknowledged alerts."""
     started = time.monotonic()
-    tick = await with_redis(rt, "tick", lambda: rt.store.tick(rt.models, rt.worker_id, epoch_ms(rt.clock())))
+    partitions = event_partitions(rt) or []  # unknown yet: no partition, so no event time (windows wait)
+    tick = await with_redis(rt, "tick", lambda: rt.store.tick(rt.models, rt.worker_id, epoch_ms(rt.clock()),
+                                                              partitions))
+    export_partitions(rt, tick, partitions)
     new = [m for m in tick.models if m not in tick.seen]
     if new:  # models this worker has not seen yet: read them now rather than a tick later
         more = await with_redis(rt, "tick", lambda: rt.store.tick(new, rt.worker_id, None))
@@ -45,15 +49,16 @@ async def evaluate(rt: Runtime) -> int:
             rt.metrics.orphans.labels(kind).inc(n)
     closed = 0
     for model in tick.models:
-        closed += await evaluate_model(rt, model, tick.seen[model], started)
+        closed += await evaluate_model(rt, model, tick.seen[model], started, tick.event_time)
     return closed
 
 
-async def evaluate_model(rt: Runtime, model: str, seen: ModelTick, tick_started: float) -> int:
+async def evaluate_model(rt: Runtime, model: str, seen: ModelTick, tick_started: float, event_time: int | None
+                         ) -> int:
     """Judge the model's windows the watermark has passed, oldest first; returns how many were committed."""
     if not await _ready(rt, model, seen, tick_started):
         return 0
-    windows = due_windows(rt, model, seen)
+    windows = due_windows(rt, model, seen, event_time)
     closed_mark = seen.closed
     memory: Memory | None = None
     annotations: list[Annotation] = []
@@ -91,18 +96,29 @@ async def _ready(rt: Runtime, model: str, seen: ModelTick, tick_started: float) 
     return not seen.outbox or await publish(rt, model, seen.outbox)
 
 
-def due_windows(rt: Runtime, model: str, seen: ModelTick) -> list[Window]:
-    """The model's windows the watermark has passed and no evaluator closed yet (at most MAX_WINDOWS_PER_TICK),
-    exporting the watermark on the way."""
-    if seen.newest is None or seen.first is None:
+def due_windows(rt: Runtime, model: str, seen: ModelTick, event_time: int | None) -> list[Window]:
+    """The model's windows the watermark (`event_time`, the tick's, minus the model's lateness) has passed and no
+    evaluator closed yet (at most MAX_WINDOWS_PER_TICK), exporting the watermark on the way."""
+    if event_time is None or seen.first is None:
         return []
     ms = rt.settings.for_model(model)
-    wm = watermark(seen.newest, ms.allowed_lateness_seconds * 1000)
+    wm = watermark(event_time, ms.allowed_lateness_seconds * 1000)
     rt.metrics.watermark.labels(model).set(wm / 1000)
     rt.metrics.watermark_lag.labels(model).set(rt.clock().timestamp() - wm / 1000)
     # the common tick ends here with no window: the state, history and annotations are not even read
     return list(islice(closable(seen.first, int(seen.closed) if seen.closed else None, wm,
                                 ms.window_seconds * 1000), MAX_WINDOWS_PER_TICK))
+
+
+def export_partitions(rt: Runtime, tick: Tick, partitions: Sequence[Partition]) -> None:
+    """Each partition's newest event time and idleness, as the tick read them (the watermark's inputs)."""
+    m = rt.metrics
+    for tp in partitions:
+        topic, partition = tp[0], str(tp[1])
+        ms = tick.partition_time.get(tp)
+        if ms is not None:
+            m.partition_event_time.labels(topic, partition).set(ms / 1000)
+        m.partition_idle.labels(topic, partition).set(1 if tp in tick.idle else 0)
 
 
 async def read(rt: Runtime, model: str, window: Window, with_state: bool) -> tuple[Closed, ModelState | None]:

@@ -9,12 +9,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
 
-from .events import Annotation, EventKind, Reject, parse
+from .events import Annotation, Event, EventKind, Reject, parse
 from .reconcile import apply_guarded, progress, with_redis
 from .runtime import Chunk, Runtime
 from .state import Prepared
@@ -38,22 +38,41 @@ async def handle(rt: Runtime, kind: EventKind, batch: Sequence[Any]) -> None:
         events, rejects = parse(kind, msg.value, limits)
         for r in rejects:
             await dead_letter(rt, msg.topic, msg.partition, msg.offset, r)
+        kept, ahead, newest = admit(events, horizon)
         chunk = rt.chunks.get(kind)
         if chunk is None:
             chunk = rt.chunks[kind] = Chunk(time.monotonic())
-        # the chunk claims this message's offset even when none of its events is valid (see reconcile.progress)
-        chunk.seen.append(((msg.topic, msg.partition), msg.offset))
-        for e in events:
-            if (e.start if isinstance(e, Annotation) else e.ts) > horizon:
-                await dead_letter(rt, msg.topic, msg.partition, msg.offset, Reject(
-                    "future", f"timestamp more than {rt.settings.max_future_seconds}s ahead of the clock",
-                    e.model_dump_json().encode()))
-                continue
-            chunk.events.append(e)
+        # the chunk claims this message's offset even when none of its events is valid (see reconcile.progress);
+        # claim and events go in together, with no await between them for the flush timer to submit the chunk in
+        chunk.seen.append(((msg.topic, msg.partition), msg.offset, newest))
+        chunk.events += kept
+        for e in ahead:
+            await dead_letter(rt, msg.topic, msg.partition, msg.offset, Reject(
+                "future", f"timestamp more than {rt.settings.max_future_seconds}s ahead of the clock",
+                e.model_dump_json().encode()))
         # whole messages only: a chunk's offsets must cover exactly the events it applies
         if len(chunk.events) >= rt.settings.take_max:
             await submit(rt, kind)
     await flush(rt, kind)
+
+
+def admit(events: Sequence[Event], horizon: datetime) -> tuple[list[Event], list[Event], datetime | None]:
+    """A message's valid events split into those kept and those stamped past `horizon` (the future), with the
+    newest `ts` of the kept predictions, actions and outcomes (its partition's event-time progress; annotations
+    are not part of it)."""
+    kept: list[Event] = []
+    ahead: list[Event] = []
+    newest: datetime | None = None
+    for e in events:
+        if isinstance(e, Annotation):
+            (ahead if e.start > horizon else kept).append(e)
+        elif e.ts > horizon:
+            ahead.append(e)
+        else:
+            kept.append(e)
+            if newest is None or e.ts > newest:
+                newest = e.ts
+    return kept, ahead, newest
 
 
 async def dead_letter(rt: Runtime, topic: str, partition: int, offset: int, reject: Reject) -> None:
