@@ -114,4 +114,4 @@ def test_worker_dead_letters_every_invalid_message_counts_valid_ones_and_keeps_r
     with redis.Redis.from_url(dep.stack.redis_url) as r:
         marks = list(r.hgetall(keys.EVENT_TIME).values())  # the event time the watermark is made of
     horizon = epoch_ms(datetime.now(timezone.utc)) + 3600 * 1000
-    assert marks and all(int(m) <= horizon for m in marks)
+    assert all(int(m) <= horizon for m in marks)  # (none when no fuzzed element was valid)
