@@ -38,14 +38,25 @@ async def handle(rt: Runtime, kind: EventKind, batch: Sequence[Any]) -> None:
         events, rejects = parse(kind, msg.value, limits)
         for r in rejects:
             await dead_letter(rt, msg.topic, msg.partition, msg.offset, r)
-        kept, ahead, newest = admit(events, horizon)
         chunk = rt.chunks.get(kind)
         if chunk is None:
             chunk = rt.chunks[kind] = Chunk(time.monotonic())
+        newest: datetime | None = None  # of its valid predictions/actions/outcomes: the partition's event time
+        ahead: list[Event] = []
+        for e in events:
+            if isinstance(e, Annotation):
+                if e.start > horizon:
+                    ahead.append(e)
+                    continue
+            elif e.ts > horizon:
+                ahead.append(e)
+                continue
+            elif newest is None or e.ts > newest:
+                newest = e.ts
+            chunk.events.append(e)
         # the chunk claims this message's offset even when none of its events is valid (see reconcile.progress);
         # claim and events go in together, with no await between them for the flush timer to submit the chunk in
         chunk.seen.append(((msg.topic, msg.partition), msg.offset, newest))
-        chunk.events += kept
         for e in ahead:
             await dead_letter(rt, msg.topic, msg.partition, msg.offset, Reject(
                 "future", f"timestamp more than {rt.settings.max_future_seconds}s ahead of the clock",
@@ -54,25 +65,6 @@ async def handle(rt: Runtime, kind: EventKind, batch: Sequence[Any]) -> None:
         if len(chunk.events) >= rt.settings.take_max:
             await submit(rt, kind)
     await flush(rt, kind)
-
-
-def admit(events: Sequence[Event], horizon: datetime) -> tuple[list[Event], list[Event], datetime | None]:
-    """A message's valid events split into those kept and those stamped past `horizon` (the future), with the
-    newest `ts` of the kept predictions, actions and outcomes (its partition's event-time progress; annotations
-    are not part of it)."""
-    kept: list[Event] = []
-    ahead: list[Event] = []
-    newest: datetime | None = None
-    for e in events:
-        if isinstance(e, Annotation):
-            (ahead if e.start > horizon else kept).append(e)
-        elif e.ts > horizon:
-            ahead.append(e)
-        else:
-            kept.append(e)
-            if newest is None or e.ts > newest:
-                newest = e.ts
-    return kept, ahead, newest
 
 
 async def dead_letter(rt: Runtime, topic: str, partition: int, offset: int, reject: Reject) -> None:
