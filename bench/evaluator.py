@@ -17,6 +17,7 @@ import tempfile
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from bench.data import prediction
@@ -72,7 +73,7 @@ async def trips(stack: StackInfo, windows: int) -> dict[str, float]:
     from stream.evaluator import evaluate
     from stream.metrics import Metrics
     from stream.runtime import Runtime
-    from stream.state import Store
+    from stream.state import Progress, Store
 
     import redis as sync_redis
     sync_redis.Redis.from_url(stack.redis_url).flushall()
@@ -83,7 +84,11 @@ async def trips(stack: StackInfo, windows: int) -> dict[str, float]:
     create_topic(stack, alerts_t)
     producer = AIOKafkaProducer(bootstrap_servers=stack.bootstrap_servers, acks="all")
     await producer.start()
-    rt = Runtime(store.settings, store, Metrics(CollectorRegistry()), topics={"alerts": _Alerts(producer, alerts_t)})
+    # the evaluator asks the consumer how many partitions the event topics have: one each here
+    consumer = SimpleNamespace(topic_partitions=lambda topic: 1)
+    rt = Runtime(store.settings, store, Metrics(CollectorRegistry()), topics={"alerts": _Alerts(producer, alerts_t)},
+                 app=SimpleNamespace(consumer=consumer))
+    parts = [(getattr(store.settings.topics, t), 0) for t in ("predictions", "actions", "outcomes")]
     rng = random.Random(3)
     start = int((datetime.now(timezone.utc) - timedelta(days=1)).timestamp() * 1000)
     start -= start % 60_000
@@ -93,7 +98,9 @@ async def trips(stack: StackInfo, windows: int) -> dict[str, float]:
     try:
         for w in range(windows + 6):
             # each window's events push the watermark past the previous window's end + lateness
-            await direct.apply(_window_events(rng, start + w * 60_000, 400, spike=w % 3 == 2), {}, 0)
+            events = _window_events(rng, start + w * 60_000, 400, spike=w % 3 == 2)
+            newest = max(int(e.ts.timestamp() * 1000) for e in events)  # as if every partition had brought it
+            await direct.apply(events, Progress({tp: 1 for tp in parts}, {tp: newest for tp in parts}), 0)
             before = proxy.trips
             closed = await evaluate(rt)
             after = proxy.trips

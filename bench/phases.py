@@ -27,7 +27,7 @@ from bench.run import BATCH, _redis_cpu_seconds
 from stream.embedded import free_port, start_redis, stop
 from stream.events import Event, parse
 from stream.settings import Settings
-from stream.state import Store
+from stream.state import Progress, Store
 
 
 async def one_round(port: int, messages: Sequence[bytes], chunk: int) -> dict[str, float]:
@@ -40,7 +40,7 @@ async def one_round(port: int, messages: Sequence[bytes], chunk: int) -> dict[st
         events.extend(parse("prediction", m)[0])
     parsed = time.process_time() - started
     store = Store(aioredis.Redis(port=port), Settings(redis_url=f"redis://127.0.0.1:{port}/0"))
-    await store.apply(events[:chunk], {}, 0)  # the first chunk admits labels and features: not steady state
+    await store.apply(events[:chunk], Progress(), 0)  # the first chunk admits labels and features: not steady state
     rest = events[chunk:]
     prepare = send = 0.0
     redis_before = _redis_cpu_seconds(sync)
@@ -49,7 +49,7 @@ async def one_round(port: int, messages: Sequence[bytes], chunk: int) -> dict[st
         prepared = await store.prepare(rest[i:i + chunk])
         prepare += time.process_time() - t
         t = time.process_time()
-        await store.send(prepared, {("bench", 0): i}, 0)
+        await store.send(prepared, Progress({("bench", 0): i}), 0)
         send += time.process_time() - t
     redis_cpu = _redis_cpu_seconds(sync) - redis_before
     await store.close()

@@ -314,7 +314,7 @@ async def redis_bytes_per_prediction(stack: StackInfo, n: int) -> tuple[float, f
     """(used_memory delta / n, MEMORY USAGE of the context slot hashes / n, Redis main-thread CPU µs / n) after
     applying n predictions through Store.apply in chunks of the default `take_max`, as the worker does."""
     from stream.events import PredictionEvent
-    from stream.state import Store
+    from stream.state import Progress, Store
 
     sync = redis.Redis.from_url(stack.redis_url)
     sync.flushall()
@@ -322,17 +322,17 @@ async def redis_bytes_per_prediction(stack: StackInfo, n: int) -> tuple[float, f
     store = Store.from_settings(settings)
     now = int(time.time() * 1000)
     # Warm the script cache and the per-bucket meta keys first, so the delta is what predictions add.
-    await store.apply([PredictionEvent.model_validate(prediction(random.Random(0), T0, "warm"))], {}, now)
+    await store.apply([PredictionEvent.model_validate(prediction(random.Random(0), T0, "warm"))], Progress(), now)
     before = int(sync.info("memory")["used_memory"])
     cpu_before = _redis_cpu_seconds(sync)
     batch: list[Any] = []
     for e in predictions(n, seed=11, step_ms=1):
         batch.append(PredictionEvent.model_validate(e))
         if len(batch) == settings.take_max:
-            await store.apply(batch, {}, now)
+            await store.apply(batch, Progress(), now)
             batch = []
     if batch:
-        await store.apply(batch, {}, now)
+        await store.apply(batch, Progress(), now)
     cpu = _redis_cpu_seconds(sync) - cpu_before
     after = int(sync.info("memory")["used_memory"])
     # contexts are fields of a few slot hashes per bucket (keys.context_slot): measure them whole (SAMPLES 0)

@@ -20,7 +20,7 @@ from stream.times import epoch_ms
 from stream.features import STATE_KEY, WindowFeatures
 from stream.settings import Settings
 from stream.simulate import generate
-from stream.state import Store
+from stream.state import Progress, Store
 from stream.windows import window_start
 
 
@@ -36,7 +36,7 @@ async def main(url: str, per_window: int) -> None:
     preds = [p for p in preds if window_start(epoch_ms(p.ts), 3_600_000) == start]
     store = Store.from_settings(settings)
     for i in range(0, len(preds), 500):
-        await store.apply(preds[i:i + 500], {}, 0)
+        await store.apply(preds[i:i + 500], Progress(), 0)
     n, stats = await store.features.read("memtest", start)
     await store.close()
     names = sorted(stats)

@@ -18,7 +18,7 @@ from typing import Any
 import faust
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from . import evaluator, ingest, reconcile
+from . import evaluator, ingest, partitions, reconcile
 from .events import TOPIC_OF, EventKind
 from .faust_patches import App, Wiring
 from .metrics import Metrics
@@ -104,6 +104,10 @@ def _declare(app: faust.App, runtime: Runtime) -> None:
     @app.timer(settings.evaluate_interval)  # type: ignore[untyped-decorator]  # faust ships no types here
     async def evaluate_windows() -> None:
         await evaluator.evaluate(runtime)
+
+    @app.timer(settings.evaluate_interval)  # type: ignore[untyped-decorator]
+    async def watch_idle() -> None:
+        await partitions.watch_idle(runtime)  # re-asserted within an assertion's lifetime (keys.idle_ttl_ms)
 
     @app.timer(settings.take_within / 4)  # type: ignore[untyped-decorator]  # a chunk waits <= 1.25 take_within
     async def flush_chunks() -> None:

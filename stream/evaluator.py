@@ -12,15 +12,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from . import detect, features
 from .events import AlignmentAlert, Annotation
 from .judge import Closed, Memory, Verdict, decode, judge
+from .partitions import event_partitions
 from .reconcile import with_redis
-from .runtime import Runtime
-from .state import ModelState, ModelTick, keys
+from .runtime import Partition, Runtime
+from .state import ModelState, ModelTick, Tick, keys
 from .times import epoch_ms
 from .windows import Due, due_stages, format_cursor, parse_cursor, watermark
 
@@ -35,7 +36,10 @@ async def evaluate(rt: Runtime) -> int:
     At steady state a tick is one Redis round trip (Store.tick); a window that closes costs one more to close
     it and read what judging it needs, one to commit, and one to forget its acknowledged alerts."""
     started = time.monotonic()
-    tick = await with_redis(rt, "tick", lambda: rt.store.tick(rt.models, rt.worker_id, epoch_ms(rt.clock())))
+    partitions = event_partitions(rt) or []  # unknown yet: no partition, so no event time (windows wait)
+    tick = await with_redis(rt, "tick", lambda: rt.store.tick(rt.models, rt.worker_id, epoch_ms(rt.clock()),
+                                                              partitions))
+    export_partitions(rt, tick, partitions)
     new = [m for m in tick.models if m not in tick.seen]
     if new:  # models this worker has not seen yet: read them now rather than a tick later
         more = await with_redis(rt, "tick", lambda: rt.store.tick(new, rt.worker_id, None))
@@ -113,6 +117,17 @@ async def read(rt: Runtime, model: str, due: Due, with_state: bool) -> tuple[Clo
     """Close the stage and read the window's counts, at stage 'n' its feature statistics (and with `with_state`
     the model's state)."""
     window = due.window
+def export_partitions(rt: Runtime, tick: Tick, partitions: Sequence[Partition]) -> None:
+    """Each partition's newest event time and idleness, as the tick read them (the watermark's inputs)."""
+    m = rt.metrics
+    for tp in partitions:
+        topic, partition = tp[0], str(tp[1])
+        ms = tick.partition_time.get(tp)
+        if ms is not None:
+            m.partition_event_time.labels(topic, partition).set(ms / 1000)
+        m.partition_idle.labels(topic, partition).set(1 if tp in tick.idle else 0)
+
+
     got = await with_redis(rt, "close", lambda: rt.store.close_and_read(model, window.start, window.end,
                                                                         due.stage.name, with_state=with_state))
     n, stats = 0, dict[str, features.FeatureStats]()

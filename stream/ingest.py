@@ -9,12 +9,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
 
-from .events import Annotation, EventKind, Reject, parse
+from .events import Annotation, Event, EventKind, Reject, parse
 from .metrics import Metrics
 from .reconcile import apply_guarded, progress, with_redis
 from .runtime import Chunk, Runtime
@@ -42,15 +42,26 @@ async def handle(rt: Runtime, kind: EventKind, batch: Sequence[Any]) -> None:
         chunk = rt.chunks.get(kind)
         if chunk is None:
             chunk = rt.chunks[kind] = Chunk(time.monotonic())
-        # the chunk claims this message's offset even when none of its events is valid (see reconcile.progress)
-        chunk.seen.append(((msg.topic, msg.partition), msg.offset))
+        newest: datetime | None = None  # of its valid predictions/actions/outcomes: the partition's event time
+        ahead: list[Event] = []
         for e in events:
-            if (e.start if isinstance(e, Annotation) else e.ts) > horizon:
-                await dead_letter(rt, msg.topic, msg.partition, msg.offset, Reject(
-                    "future", f"timestamp more than {rt.settings.max_future_seconds}s ahead of the clock",
-                    e.model_dump_json().encode()))
+            if isinstance(e, Annotation):
+                if e.start > horizon:
+                    ahead.append(e)
+                    continue
+            elif e.ts > horizon:
+                ahead.append(e)
                 continue
+            elif newest is None or e.ts > newest:
+                newest = e.ts
             chunk.events.append(e)
+        # the chunk claims this message's offset even when none of its events is valid (see reconcile.progress);
+        # claim and events go in together, with no await between them for the flush timer to submit the chunk in
+        chunk.seen.append(((msg.topic, msg.partition), msg.offset, newest))
+        for e in ahead:
+            await dead_letter(rt, msg.topic, msg.partition, msg.offset, Reject(
+                "future", f"timestamp more than {rt.settings.max_future_seconds}s ahead of the clock",
+                e.model_dump_json().encode()))
         # whole messages only: a chunk's offsets must cover exactly the events it applies
         if len(chunk.events) >= rt.settings.take_max:
             await submit(rt, kind)

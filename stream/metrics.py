@@ -44,6 +44,13 @@ class Metrics:
                                   registry=r)
         self.watermark = Gauge("trustgap_watermark_timestamp_seconds", "Event-time watermark per model",
                                ["model"], registry=r)
+        # per input partition: labels bounded by the event topics' partitions
+        self.partition_event_time = Gauge("trustgap_partition_event_time_seconds", "Newest event time applied from "
+                                          "a partition of the event topics (the watermark is their minimum over "
+                                          "the partitions that are not idle)", ["topic", "partition"], registry=r)
+        self.partition_idle = Gauge("trustgap_partition_idle", "1 while a partition of the event topics is idle "
+                                    "(read to its end, nothing new for idle_timeout): it does not hold the "
+                                    "watermark back", ["topic", "partition"], registry=r)
         self.watermark_lag = Gauge("trustgap_watermark_lag_seconds", "Wall clock minus the watermark per model",
                                    ["model"], registry=r)
         self.closed = Gauge("trustgap_last_closed_window_end_seconds", "End of the last evaluated window",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Any, TypeVar
 
 from redis.exceptions import RedisError
@@ -18,6 +19,8 @@ from . import faust_patches
 from .errors import RedisRestarted
 from .recovery import plan_seeks
 from .runtime import Partition, Runtime
+from .state import Progress
+from .times import epoch_ms
 
 log = logging.getLogger("trustgap")
 
@@ -102,23 +105,29 @@ async def watch_broker(rt: Runtime) -> None:
         rt.metrics.topics_recreated.inc(len(created))
 
 
-def progress(rt: Runtime, seen: Sequence[tuple[Partition, int]]) -> dict[Partition, int]:
-    """Next offset per partition covered by a batch, leaving out a rewinding partition until its target.
+def progress(rt: Runtime, seen: Sequence[tuple[Partition, int, datetime | None]]) -> Progress:
+    """What a chunk claims per partition: the next offset, and the newest event time of exactly the messages
+    claimed, leaving out a rewinding partition until its target.
 
     Evaluated on every attempt, because a Redis restart found while applying the batch may have just sought
-    some of its partitions back: the batch is still applied, but must not claim the hole before it."""
-    out: dict[Partition, int] = {}
+    some of its partitions back: the batch is still applied, but must not claim the hole before it, neither its
+    offsets nor event time past it (a message fetched before the seek must not advance the watermark)."""
+    offsets: dict[Partition, int] = {}
+    newest: dict[Partition, datetime] = {}
     reached: set[Partition] = set()
-    for tp, offset in seen:
+    for tp, offset, ts in seen:
         target = rt.rewinding.get(tp)
         if target is not None and tp not in reached:
             if offset != target:
                 continue
             reached.add(tp)
-        out[tp] = max(out.get(tp, 0), offset + 1)
+        offsets[tp] = max(offsets.get(tp, 0), offset + 1)
+        if ts is not None and (tp not in newest or ts > newest[tp]):
+            newest[tp] = ts
     for tp in reached:  # cleared now, applied below; a crash before that leaves Redis's offset where it was
         rt.rewinding.pop(tp, None)
-    return out
+    # converted once per partition, not per event (compared as datetimes until here)
+    return Progress(offsets, {tp: epoch_ms(ts) for tp, ts in newest.items()})
 
 
 async def apply_guarded(rt: Runtime, what: str, call: Callable[[], Awaitable[T]]) -> T:

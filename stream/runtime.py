@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from .events import TOPIC_OF, EventKind, Limits
@@ -24,13 +25,14 @@ Partition = tuple[str, int]
 
 @dataclass
 class Chunk:
-    """Valid events collected for one Redis call, and the (partition, offset) of every message they came from: a
-    chunk claims only its own messages, so a retry after a Redis rollback cannot claim an earlier chunk's messages,
-    whose effects may be gone."""
+    """Valid events collected for one Redis call, and the (partition, offset, newest event time) of every message
+    they came from: a chunk claims only its own messages, so a retry after a Redis rollback cannot claim an earlier
+    chunk's messages, whose effects may be gone, nor their event time."""
 
     since: float  # monotonic time its first message was parsed
     events: list[Any] = field(default_factory=list)
-    seen: list[tuple[Partition, int]] = field(default_factory=list)
+    # the newest `ts` of the message's valid predictions/actions/outcomes (None: none, or an annotation)
+    seen: list[tuple[Partition, int, datetime | None]] = field(default_factory=list)
 
 
 @dataclass
@@ -55,6 +57,9 @@ class Runtime:
     inflight: dict[EventKind, asyncio.Task[None]] = field(default_factory=dict)
     submitting: dict[EventKind, asyncio.Lock] = field(default_factory=dict)
     models: list[str] = field(default_factory=list)  # the models the evaluator's last tick found
+    # per owned partition: the end offset its owner last saw on the broker, and since when (monotonic) it stands
+    # there; idleness needs it unchanged for idle_timeout (stream.partitions)
+    ends: dict[Partition, tuple[int, float]] = field(default_factory=dict)
     limits: Limits = field(init=False)  # the parse limits, built once rather than per batch
 
     def __post_init__(self) -> None:

@@ -1,14 +1,17 @@
 """Event-time window arithmetic: epoch-aligned tumbling windows and the watermark that closes them.
 
 All times are integer milliseconds since the epoch. A window [start, start + size) closes when the watermark
-(newest event time seen minus the allowed lateness) reaches its end; an event whose window has closed is late.
+(the event time every input partition has reached, `partition_watermark`, minus the allowed lateness) reaches its
+end; an event whose window has closed is late.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
+
+P = TypeVar("P")
 
 
 def window_start(ts_ms: int, size_ms: int) -> int:
@@ -19,6 +22,32 @@ def window_start(ts_ms: int, size_ms: int) -> int:
 def watermark(max_ts_ms: int, lateness_ms: int) -> int:
     """Event time up to which every window is complete."""
     return max_ts_ms - lateness_ms
+
+
+def partition_watermark(partitions: Iterable[P], event_time: Mapping[P, int], idle: Collection[P]) -> int | None:
+    """The event time every input partition has reached: the minimum, over the partitions that are not idle, of
+    each one's newest event time applied; None while one of them has no record yet (it may still bring anything).
+
+    A partition is read in order, so once its newest event time is t nothing older than t is still to come from
+    it, unless its own events are out of order, which the lateness allows for: the minimum is the event time below
+    which no partition can still bring an event, however far one partition runs ahead of another (a maximum would
+    close windows for every partition on the fastest one's word). Idle partitions (read to their end, nothing new
+    for a while) are skipped, so one that gets nothing does not hold windows open forever; when every partition is
+    idle, everything was applied and the newest event time of all stands (None when there is none)."""
+    base: int | None = None
+    newest: int | None = None
+    active = False
+    for p in partitions:
+        t = event_time.get(p)
+        if t is not None:
+            newest = t if newest is None else max(newest, t)
+        if p in idle:
+            continue
+        if t is None:
+            return None
+        active = True
+        base = t if base is None else min(base, t)
+    return base if active else newest
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ import redis
 from stream.state import keys
 from stream.events import PredictionEvent
 from stream.settings import Settings
-from stream.state import OTHER, Store
+from stream.state import OTHER, Progress, Store
 
 pytestmark = pytest.mark.integration
 
@@ -27,7 +27,7 @@ def apply(url: str, events: list[PredictionEvent], **caps: int) -> Any:
     async def go() -> Any:
         store = Store.from_settings(Settings(redis_url=url, **caps))  # type: ignore[arg-type]
         try:
-            return await store.apply(events, {}, 0)
+            return await store.apply(events, Progress(), 0)
         finally:
             await store.close()
     return asyncio.run(go())
@@ -93,7 +93,7 @@ def test_a_worker_asks_redis_only_about_label_values_it_has_not_seen_admitted(
         store = Store.from_settings(Settings(redis_url=stack.redis_url, max_label_values=3))
         try:
             first = [prediction(i, "m", {"region": f"r{i % 4}"}) for i in range(8)]
-            r1 = await store.apply(first, {}, 0)
+            r1 = await store.apply(first, Progress(), 0)
             before = admission_calls()
             await store.admit([prediction(100 + i, "m", {"region": f"r{i}"}) for i in range(3)])
             known_only = admission_calls() - before

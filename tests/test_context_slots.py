@@ -13,7 +13,7 @@ import redis
 from stream.embedded import StackInfo
 from stream.events import Event, HumanActionEvent, OutcomeEvent, PredictionEvent
 from stream.settings import load
-from stream.state import Store, keys
+from stream.state import Progress, Store, keys
 from tests.support.aio import run, window_counts
 
 pytestmark = pytest.mark.integration
@@ -53,7 +53,7 @@ def store(stack: StackInfo, redis_client: redis.Redis) -> Store:
 
 
 async def apply(store: Store, events: list[Event]) -> tuple[int, int, int, int, int]:
-    r = await store.apply(events, {}, T0)
+    r = await store.apply(events, Progress(), T0)
     return r.applied, r.duplicates, r.pending, r.late, r.drained
 
 

@@ -14,7 +14,7 @@ import pytest
 from stream.embedded import StackInfo
 from stream.events import PredictionEvent
 from stream.settings import Settings
-from stream.state import Store
+from stream.state import Progress, Store
 
 pytestmark = pytest.mark.integration
 
@@ -59,9 +59,9 @@ def test_window_statistics_are_exact_despite_duplicates_and_replayed_batches(sta
 
     async def steps(store: Store) -> Any:
         first = events[:250]
-        await store.apply(first, {}, 0)
-        await store.apply(first, {}, 0)                      # the whole batch replayed after a "crash"
-        await store.apply(events[250:] + copies, {}, 0)      # and duplicates mixed into the next one
+        await store.apply(first, Progress(), 0)
+        await store.apply(first, Progress(), 0)                      # the whole batch replayed after a "crash"
+        await store.apply(events[250:] + copies, Progress(), 0)      # and duplicates mixed into the next one
         return await store.features.read("claims", START)
 
     n, stats = run(stack, steps)
@@ -91,7 +91,7 @@ def test_space_saving_keeps_the_top_value_among_many_distinct_strings(stack: Sta
     truth = sum(1 for e in events if e.features and e.features["merchant"] == "acme")
 
     async def steps(store: Store) -> Any:
-        await store.apply(events, {}, 0)
+        await store.apply(events, Progress(), 0)
         return await store.features.read("claims", START)
 
     _, stats = run(stack, steps)
@@ -107,7 +107,7 @@ def test_features_beyond_the_cap_are_counted_not_tracked(stack: StackInfo, redis
               prediction(2, {"c": 3.0, "e": None, "secret": "s"})]
 
     async def steps(store: Store) -> Any:
-        results = [await store.apply([e], {}, 0) for e in events]
+        results = [await store.apply([e], Progress(), 0) for e in events]
         return [r.untracked_features for r in results], await store.features.read("claims", START)
 
     untracked, (n, stats) = run(stack, steps, defaults={"max_features": 2, "features_deny": ["secret"]})
@@ -120,7 +120,7 @@ def test_features_beyond_the_cap_are_counted_not_tracked(stack: StackInfo, redis
 
 def test_a_model_without_features_keeps_no_feature_keys(stack: StackInfo, redis_client: Any) -> None:
     async def steps(store: Store) -> Any:
-        await store.apply([prediction(i, None) for i in range(20)], {}, 0)
+        await store.apply([prediction(i, None) for i in range(20)], Progress(), 0)
         return await store.features.read("claims", START)
 
     assert run(stack, steps) == (0, {})
@@ -133,8 +133,8 @@ def test_a_prediction_without_features_counts_as_missing_every_tracked_feature(s
     # without): every one of the 6 is a prediction recorded, so income is missing in 3 of 6.
     async def steps(store: Store) -> Any:
         await store.apply([prediction(0, {"income": 1.0}), prediction(1, {"income": 2.0}),
-                           prediction(2, {"income": 3.0}), prediction(3, None)], {}, 0)
-        await store.apply([prediction(4, None), prediction(5, {})], {}, 0)
+                           prediction(2, {"income": 3.0}), prediction(3, None)], Progress(), 0)
+        await store.apply([prediction(4, None), prediction(5, {})], Progress(), 0)
         return await store.features.read("claims", START)
 
     n, stats = run(stack, steps)
@@ -152,7 +152,7 @@ def test_long_string_values_are_counted_by_their_first_256_bytes_cut_at_a_charac
               prediction(2, {"note": "a" * 255 + "é"})]  # 257 bytes: the cut drops the whole 'é', not half of it
 
     async def steps(store: Store) -> Any:
-        await store.apply(events, {}, 0)
+        await store.apply(events, Progress(), 0)
         return await store.features.read("claims", START)
 
     _, stats = run(stack, steps)
@@ -180,9 +180,9 @@ def test_only_tracked_feature_values_travel_to_redis(stack: StackInfo, redis_cli
     wide = {"a": 1.0, "b": "x", "c": 3.0, "d": 4.0, "e": None}
 
     async def steps(store: Store) -> Any:
-        await store.apply([prediction(0, {"a": 1.0, "b": "x"})], {}, 0)  # a and b come first: tracked
+        await store.apply([prediction(0, {"a": 1.0, "b": "x"})], Progress(), 0)  # a and b come first: tracked
         prepared = await store.prepare([prediction(1, wide), prediction(2, {"a": 2.0})])
-        await store.send(prepared, {}, 0)
+        await store.send(prepared, Progress(), 0)
         return prepared, await store.features.read("claims", START)
 
     prepared, (n, stats) = run(stack, steps, defaults={"max_features": 2})

@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -31,7 +32,7 @@ from stream.embedded import StackInfo
 from stream.events import AlignmentAlert, HumanActionEvent, PredictionEvent
 from stream.metrics import Metrics
 from stream.settings import Settings
-from stream.state import Store
+from stream.state import Progress, Store
 from tests.support.faultstack import FaultStack, fault_stack
 
 pytestmark = pytest.mark.integration
@@ -116,6 +117,21 @@ def read_ids(bootstrap: str, topic: str, at_least: int, timeout: float = 60.0) -
     raise AssertionError(f"{topic}: {sum(ids.values())} alerts after {timeout}s, expected at least {at_least}")
 
 
+class OnePartitionEach:
+    """The worker's consumer as the evaluator asks it about the event topics: one partition each."""
+
+    def topic_partitions(self, topic: str) -> int:
+        return 1
+
+
+def claim(settings: Settings, events: list[Any]) -> Progress:
+    """The progress a worker reading one partition per event topic claims with `events`: as if each partition had
+    just brought the batch's newest event (so the watermark, their minimum, is that event's time)."""
+    newest = max(int(e.ts.timestamp() * 1000) for e in events)
+    parts = [(getattr(settings.topics, t), 0) for t in ("predictions", "actions", "outcomes")]
+    return Progress({tp: 1 for tp in parts}, {tp: newest for tp in parts})
+
+
 async def runtime(settings: Settings, topic: str, request_timeout_ms: int = 30_000
                   ) -> tuple[Runtime, Recorder, AIOKafkaProducer]:
     producer = AIOKafkaProducer(bootstrap_servers=settings.broker_url.removeprefix("kafka://"), acks="all",
@@ -124,8 +140,9 @@ async def runtime(settings: Settings, topic: str, request_timeout_ms: int = 30_0
     await producer.partitions_for(topic)  # metadata known: a later send fails on delivery, not on lookup
     store = Recorder.from_settings(settings)
     store.decided = {}
-    return Runtime(settings, store, Metrics(CollectorRegistry()), topics={"alerts": AlertsTopic(producer, topic)}), \
-        store, producer
+    rt = Runtime(settings, store, Metrics(CollectorRegistry()), topics={"alerts": AlertsTopic(producer, topic)},
+                 app=SimpleNamespace(consumer=OnePartitionEach()))
+    return rt, store, producer
 
 
 @pytest.fixture
@@ -145,7 +162,8 @@ def test_a_burst_of_alerts_in_one_window_arrives_exactly_once_and_empties_the_ou
         rng = random.Random(7)
         try:
             for w in range(8):  # six quiet windows of baseline, the spike, then one that pushes the watermark on
-                await store.apply(window_events(rng, START + w * WINDOW, spike=w == 6), {}, 0)
+                events = window_events(rng, START + w * WINDOW, spike=w == 6)
+                await store.apply(events, claim(settings, events), 0)
                 await evaluate(rt)
         finally:
             await producer.stop()
@@ -173,9 +191,11 @@ def test_an_alert_whose_send_fails_stays_in_the_outbox_and_is_published_on_a_lat
         rng = random.Random(7)
         try:
             for w in range(7):  # each window's events close the one before: quiet baseline up to the spike
-                await store.apply(window_events(rng, START + w * WINDOW, spike=w == 6), {}, 0)
+                events = window_events(rng, START + w * WINDOW, spike=w == 6)
+                await store.apply(events, claim(settings, events), 0)
                 await evaluate(rt)
-            await store.apply(window_events(rng, spike + WINDOW, spike=False), {}, 0)  # the spike can close
+            events = window_events(rng, spike + WINDOW, spike=False)
+            await store.apply(events, claim(settings, events), 0)  # the spike can close
             fs.kill_broker()
             closed_while_down = await evaluate(rt)         # decides the burst; its sends fail
             waiting = await store.redis.hlen(outbox)

@@ -11,7 +11,7 @@ import redis
 from stream.embedded import StackInfo
 from stream.events import Annotation, Event, HumanActionEvent, OutcomeEvent, PredictionEvent
 from stream.settings import ModelSettings, load
-from stream.state import Store, keys
+from stream.state import PartitionEnd, Progress, Store, keys
 from stream.windows import window_start
 
 H = 3600 * 1000
@@ -83,14 +83,16 @@ def test_the_keys_the_scripts_create_are_exactly_the_names_keys_py_gives(stack: 
     async def go() -> None:
         try:
             store.run_id = await store.server_run_id()
-            await store.apply(preds, {("predictions", 0): 8}, T0)
-            await store.apply(joined + orphans, {("actions", 0): 8}, T0)
+            await store.apply(preds, Progress({("predictions", 0): 8}, {("predictions", 0): T0 + 7000}), T0)
+            await store.apply(joined + orphans, Progress({("actions", 0): 8}, {("actions", 0): T0 + H // 2}), T0)
+            # an empty partition found idle by its owner
+            assert await store.assert_idle({("outcomes", 0): PartitionEnd(0, 0)}, T0, 60_000) == {("outcomes", 0)}
             read = await store.close_and_read("m", T0, T0 + H, "n", with_state=True)
             assert read.counts.counts[("v1", "", "n")] == 8  # the window was really written
             tick = await store.tick(["m"], "w1", T0)  # leases, and sweeps nothing yet (the deadline is ahead)
             assert tick.seen["m"].leased and tick.orphans == (0, 0)
             assert await store.commit_evaluation("m", "", f"{T0 + H}:0", T0, b"{}", b"{}", [("alert1", b"{}")], T0 - H)
-            assert await store.add_annotations([annotation()], {("annotations", 0): 1}) == 1
+            assert await store.add_annotations([annotation()], Progress({("annotations", 0): 1})) == 1
         finally:
             await store.close()
 
@@ -98,7 +100,7 @@ def test_the_keys_the_scripts_create_are_exactly_the_names_keys_py_gives(stack: 
     bucket = {pid: keys.bucket_of(pid, BUCKETS) for pid in [f"id{i}" for i in range(8)] + ["q0", "q1", "q2"]}
     with_preds = {bucket[f"id{i}"] for i in range(8)}
     slot = window_start(T0, keys.slot_span_ms(settings.context_ttl_seconds))
-    expected = {keys.MODELS, keys.OFFSETS,
+    expected = {keys.MODELS, keys.OFFSETS, keys.EVENT_TIME, keys.idle("outcomes", 0),
                 *(keys.bucket_meta(b) for b in range(BUCKETS)),  # closing a window marks every bucket
                 *(keys.bucket_pending(bucket[q]) for q in ("q0", "q1", "q2")),
                 *(keys.parked(bucket[q], q) for q in ("q0", "q1", "q2")),
@@ -113,6 +115,6 @@ def test_the_keys_the_scripts_create_are_exactly_the_names_keys_py_gives(stack: 
                 keys.model_annotations("m")}
     found = {k.decode() for k in redis_client.scan_iter(count=1000)}
     assert found == expected
-    # and every key expires (the lease by its PX)
-    assert all(redis_client.ttl(k) > 0 or k == keys.OFFSETS for k in found), \
+    # and every key expires (the lease by its PX), but the partitions' progress: few fields, and their only record
+    assert all(redis_client.ttl(k) > 0 or k in (keys.OFFSETS, keys.EVENT_TIME) for k in found), \
         {k: redis_client.ttl(k) for k in found if redis_client.ttl(k) <= 0}

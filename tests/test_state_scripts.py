@@ -15,7 +15,7 @@ from stream.embedded import StackInfo
 from stream.errors import RedisRestarted
 from stream.events import PredictionEvent
 from stream.settings import load
-from stream.state import Store, scripts
+from stream.state import Progress, Store, scripts
 from stream.state.labels import admit_names
 
 LUA = files("stream.state") / "lua"
@@ -78,8 +78,8 @@ def test_the_guarded_scripts_refuse_another_redis_process(stack: StackInfo, redi
         out: list[Any] = []
         try:
             store.run_id = "0" * 40  # not this server's run id
-            for call in (lambda: store.apply([_pred(1)], {("t", 0): 5}, 0),
-                         lambda: store.add_annotations([], {("t", 0): 5})):
+            for call in (lambda: store.apply([_pred(1)], Progress({("t", 0): 5}), 0),
+                         lambda: store.add_annotations([], Progress({("t", 0): 5}))):
                 try:
                     await call()
                     out.append("applied")
@@ -87,7 +87,7 @@ def test_the_guarded_scripts_refuse_another_redis_process(stack: StackInfo, redi
                     out.append("refused")
             out.append(await store.offsets())
             store.run_id = await store.server_run_id()
-            await store.apply([_pred(1)], {("t", 0): 5}, 0)
+            await store.apply([_pred(1)], Progress({("t", 0): 5}), 0)
             out.append(await store.offsets())
         finally:
             await store.close()

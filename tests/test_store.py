@@ -13,7 +13,7 @@ import pytest
 from stream.embedded import StackInfo
 from stream.events import HumanActionEvent, OutcomeEvent, PredictionEvent
 from stream.settings import load
-from stream.state import Store
+from stream.state import Progress, Store
 from tests.support.aio import run, window_counts
 
 pytestmark = pytest.mark.integration
@@ -49,7 +49,7 @@ def store(stack: StackInfo, redis_client: Any) -> Store:
 
 
 async def _apply(store: Store, events: list[Any], now: int = T0) -> tuple[int, int, int, int, int]:
-    r = await store.apply(events, {}, now)
+    r = await store.apply(events, Progress(), now)
     return r.applied, r.duplicates, r.pending, r.late, r.drained
 
 

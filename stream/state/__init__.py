@@ -6,6 +6,7 @@
     labels      capped admission of producer-chosen names (models, labels, features)
     features    feature statistics: what a batch writes besides the apply script, and the read of a window
     evaluation  the evaluator's calls: tick, close and read, commit, lease, outbox acks
+    progress    partition progress: a chunk's offsets and event time, idleness assertions, the watermark's read
     store       Store: prepare / send / apply a batch, offsets, annotations; the evaluator's calls delegated
 
 The names below are exported lazily, so that importing `stream.state.keys` imports no redis client.
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
     from .features import FeatureStore as FeatureStore
     from .labels import OTHER as OTHER
     from .labels import Labels as Labels
+    from .progress import PartitionEnd as PartitionEnd
+    from .progress import Progress as Progress
     from .store import ApplyResult as ApplyResult
     from .store import Flow as Flow
     from .store import Prepared as Prepared
@@ -35,8 +38,8 @@ if TYPE_CHECKING:
 _HOME = {
     "ClosedWindow": "evaluation", "Evaluation": "evaluation", "ModelState": "evaluation", "ModelTick": "evaluation",
     "Tick": "evaluation", "WindowCounts": "evaluation", "FeaturePlan": "features", "FeatureStore": "features",
-    "OTHER": "labels", "Labels": "labels", "ApplyResult": "store", "Flow": "store", "Prepared": "store",
-    "Store": "store",
+    "OTHER": "labels", "Labels": "labels", "PartitionEnd": "progress", "Progress": "progress",
+    "ApplyResult": "store", "Flow": "store", "Prepared": "store", "Store": "store",
 }
 
 __all__ = sorted(_HOME)

@@ -17,7 +17,9 @@ import redis.asyncio as aioredis
 
 from ..events import Annotation
 from ..settings import Settings
-from . import keys, scripts
+from ..windows import partition_watermark
+from . import keys, progress, scripts
+from .progress import Partition
 from .redis_io import as_bytes, as_text
 
 
@@ -47,17 +49,21 @@ class ModelTick:
     leased: bool                # this worker holds (or just renewed) the model's evaluation lease
     outbox: dict[str, bytes]    # alert_id -> alert JSON decided but not yet acknowledged by the broker
     closed: str                 # the model's closed mark as stored ('' before the first evaluation)
-    newest: int | None = None   # newest event ms over all buckets
     first: int | None = None    # earliest window start over all buckets
 
 
 @dataclass(slots=True)
 class Tick:
-    """What `Store.tick` read: every admitted model, the ones asked about, and the orphans swept."""
+    """What `Store.tick` read: every admitted model, the ones asked about, the orphans swept, and the event time."""
 
     models: list[str]
     seen: dict[str, ModelTick] = field(default_factory=dict)
     orphans: tuple[int, int] = (0, 0)  # (actions, outcomes) whose prediction never came
+    # The event time every partition asked about has reached (windows.partition_watermark), before any model's
+    # lateness; None while one that is not idle has no record yet, or when no partitions were asked about.
+    event_time: int | None = None
+    partition_time: dict[Partition, int] = field(default_factory=dict)  # newest event ms of every partition
+    idle: set[Partition] = field(default_factory=set)  # the partitions asked about that are asserted idle
 
 
 @dataclass(slots=True)
@@ -111,15 +117,17 @@ class Evaluation:
         if alert_ids:
             await self.redis.hdel(keys.model_outbox(model), *alert_ids)
 
-    async def tick(self, models: Sequence[str], owner: str, sweep_now_ms: int | None) -> Tick:
+    async def tick(self, models: Sequence[str], owner: str, sweep_now_ms: int | None,
+                   partitions: Sequence[Partition] | None = None) -> Tick:
         """Everything an evaluator tick needs to know, in one round trip: the model set, and for each of `models`
-        its lease (taken or renewed for `owner`), unpublished alerts, closed mark and event time; with
-        `sweep_now_ms`, the expired pending actions/outcomes are swept in the same trip.
+        its lease (taken or renewed for `owner`), unpublished alerts, closed mark and first window; with
+        `sweep_now_ms`, the expired pending actions/outcomes are swept in the same trip; with `partitions` (every
+        partition of the event topics), the event time over them (`Tick.event_time`).
 
         `models` is what the caller knew from its last tick (the keys to read must be named before the reply
         says which models exist); models new to it are in `Tick.models` but not in `Tick.seen`."""
         n = self.settings.state_buckets
-        fields = [f for m in models for f in (f"wm:{m}", f"first:{m}")]
+        fields = [f"first:{m}" for m in models]
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.smembers(keys.MODELS)
             for m in models:
@@ -134,6 +142,8 @@ class Evaluation:
                 for b in range(n):
                     pipe.eval(scripts.SWEEP.source, 1, keys.bucket_pending(b), str(sweep_now_ms),
                               keys.parked_prefix(b))
+            if partitions is not None:
+                progress.queue_read(pipe, partitions)
             replies = await pipe.execute()
         it = iter(replies)
         tick = Tick(sorted(as_text(m) for m in next(it)))
@@ -143,10 +153,13 @@ class Evaluation:
                                      as_text(closed) if closed else "")
         if fields:
             for _ in range(n):
-                _merge_event_time(tick, models, next(it))
+                _merge_first(tick, models, next(it))
         if sweep_now_ms is not None:
             swept = [next(it) for _ in range(n)]
             tick.orphans = (sum(int(r[0]) for r in swept), sum(int(r[1]) for r in swept))
+        if partitions is not None:
+            tick.partition_time, tick.idle = progress.parse_read(partitions, list(it))
+            tick.event_time = partition_watermark(partitions, tick.partition_time, tick.idle)
         return tick
 
     async def close_and_read(self, model: str, start_ms: int, end_ms: int, stage: str, with_state: bool
@@ -180,12 +193,9 @@ class Evaluation:
         return out
 
 
-def _merge_event_time(tick: Tick, models: Sequence[str], values: Sequence[bytes | None]) -> None:
-    """Fold one bucket's `wm:`/`first:` fields into the tick: newest event is a max, first window a min."""
-    for i, m in enumerate(models):
-        wm, first = values[2 * i], values[2 * i + 1]
+def _merge_first(tick: Tick, models: Sequence[str], values: Sequence[bytes | None]) -> None:
+    """Fold one bucket's `first:` fields into the tick: the first window is a min over buckets."""
+    for m, first in zip(models, values, strict=True):
         t = tick.seen[m]
-        if wm is not None:
-            t.newest = max(int(wm), t.newest if t.newest is not None else int(wm))
         if first is not None:
             t.first = min(int(first), t.first if t.first is not None else int(first))

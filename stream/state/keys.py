@@ -174,6 +174,28 @@ LAYOUT = f"{PREFIX}:layout"
 """String: the layout version of every key here (LAYOUT_VERSION), written by the first worker on an empty Redis; a
 worker that finds trustgap state without it, or with another version, refuses to start (cli._check_redis)."""
 LAYOUT_VERSION = "2"  # 2: windows belong to predictions (follow-ups counted by checkpoint), per-partition event time
+EVENT_TIME = f"{OFFSETS}:et"
+"""Hash: `<topic>:<partition>` -> newest event ms (of a prediction, action or outcome) applied from the partition,
+a monotonic max written by the same offsets.lua call as the offsets whose messages carried it (same slot as
+OFFSETS), so a Redis that rolls its offsets back rolls the event time back with them. The watermark is the
+minimum over the event topics' partitions (windows.partition_watermark)."""
+
+
+IDLE_PREFIX = f"{OFFSETS}:idle:"
+"""Prefix of the idleness keys (slot of OFFSETS); the idle and offsets scripts append `<topic>:<partition>`."""
+
+
+def idle(topic: str, partition: int) -> str:
+    """String: wall-clock ms at which the partition's owner last found it read to its end (by the offsets in
+    OFFSETS) with nothing new for idle_timeout; while it exists the partition does not hold the watermark back.
+    Refreshed every assertion with TTL `idle_ttl_ms`, so an owner that died stops vouching for it; deleted by the
+    offsets.lua call that claims a new event from the partition."""
+    return f"{IDLE_PREFIX}{topic}:{partition}"
+
+
+def idle_ttl_ms(assert_interval_seconds: float) -> int:
+    """Lifetime of an idleness assertion: three missed re-assertions (one per evaluate_interval) and 2 s more."""
+    return int(1000 * (3 * assert_interval_seconds + 2))
 
 # Lifetimes (seconds).
 WINDOW_MARGIN = 3600          # window keys outlive their close by this much, so a slow evaluator still finds them

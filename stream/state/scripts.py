@@ -18,7 +18,7 @@ from importlib.resources import files
 GUARDED = frozenset({"apply", "offsets"})
 """Scripts that record progress, so must refuse to run on a Redis process other than the one reconciled with."""
 
-NAMES = ("guard", "apply", "offsets", "admit", "close", "commit", "lease", "sweep")
+NAMES = ("guard", "apply", "offsets", "idle", "admit", "close", "commit", "lease", "sweep")
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,10 +46,11 @@ def _build(name: str) -> Script:
 
 APPLY = _build("apply")
 OFFSETS = _build("offsets")
+IDLE = _build("idle")
 ADMIT = _build("admit")
 CLOSE = _build("close")
 COMMIT = _build("commit")
 LEASE = _build("lease")
 SWEEP = _build("sweep")
 
-ALL = (APPLY, OFFSETS, ADMIT, CLOSE, COMMIT, LEASE, SWEEP)
+ALL = (APPLY, OFFSETS, IDLE, ADMIT, CLOSE, COMMIT, LEASE, SWEEP)

@@ -28,6 +28,7 @@ from . import keys, scripts
 from .evaluation import ClosedWindow, Evaluation, Tick
 from .features import STRING_MAX, FeaturePlan, FeatureStore
 from .labels import OTHER, Admission, Labels, admit_names
+from .progress import PartitionEnd, Progress, assert_idle, queue_progress
 from .redis_io import as_text, execute
 
 
@@ -182,16 +183,16 @@ class Store:
         """Cap producer-chosen names: the admitted labels of each prediction, and the overflows by kind."""
         return await self.labels.admit(predictions)
 
-    async def apply(self, events: Sequence[Event], offsets: Mapping[tuple[str, int], int], now_ms: int
-                    ) -> ApplyResult:
-        """Apply predictions, actions and outcomes idempotently, then record the offsets they cover.
+    async def apply(self, events: Sequence[Event], progress: Progress, now_ms: int) -> ApplyResult:
+        """Apply predictions, actions and outcomes idempotently, then record the progress (offsets, event time)
+        they cover.
 
         One pipeline for the effects: a script per bucket, then the offsets. Redis executes a connection's
         commands in order and its AOF keeps that order, so an offset that survived a crash implies that the
         effects before it survived too; effects past it are replayed and deduplicated. Every script refuses to
         run on a Redis process other than `run_id` (RedisRestarted), so a batch never lands on top of a hole.
         """
-        return await self.send(await self.prepare(events), offsets, now_ms)
+        return await self.send(await self.prepare(events), progress, now_ms)
 
     async def prepare(self, events: Sequence[Event]) -> Prepared:
         """The CPU half of `apply`: cap labels, plan features, encode the records of each bucket.
@@ -207,8 +208,8 @@ class Store:
         encoded = encode(events, labels, stamps, feature_plan.tracked, self.settings.state_buckets)
         return Prepared(encoded, feature_plan, {got.model for got in labels}, overflow)
 
-    async def send(self, prepared: Prepared, offsets: Mapping[tuple[str, int], int], now_ms: int) -> ApplyResult:
-        """The Redis half of `apply`: one pipeline with a script per bucket, the HLLs, then the offsets."""
+    async def send(self, prepared: Prepared, progress: Progress, now_ms: int) -> ApplyResult:
+        """The Redis half of `apply`: one pipeline with a script per bucket, the HLLs, then the progress."""
         cfg = orjson.dumps({**self._static_cfg(), "now": now_ms, "run_id": self.run_id or "",
                             "ft": {m: sorted(names) for m, names in prepared.features.tracked.items()}})
         result = ApplyResult(overflow=prepared.overflow)
@@ -223,19 +224,13 @@ class Store:
             self.features.queue(pipe, prepared.features)
             if prepared.models:
                 pipe.sadd(keys.MODELS, *prepared.models)
-            if offsets:
-                self._write_offsets(pipe, offsets)
+            if progress:
+                queue_progress(pipe, progress, self.run_id)
             replies = await execute(pipe)
         for reply in replies[: len(prepared.buckets)]:
             result.add(reply)
         result.untracked_features = prepared.features.untracked
         return result
-
-    def _write_offsets(self, pipe: Any, offsets: Mapping[tuple[str, int], int]) -> None:
-        args: list[Any] = [self.run_id or ""]
-        for (t, p), o in offsets.items():
-            args += [f"{t}:{p}", o]
-        pipe.eval(scripts.OFFSETS.source, 1, keys.OFFSETS, *args)  # EVAL: see send
 
     async def offsets(self) -> dict[tuple[str, int], int]:
         """Next offset to read per (topic, partition), as far as Redis's state goes."""
@@ -246,8 +241,7 @@ class Store:
             out[(topic, int(part))] = int(v)
         return out
 
-    async def add_annotations(self, annotations: Sequence[Annotation],
-                              offsets: Mapping[tuple[str, int], int] | None = None) -> int:
+    async def add_annotations(self, annotations: Sequence[Annotation], progress: Progress | None = None) -> int:
         """Store annotations by event_id (a redelivered one keeps the first), then their offsets; returns how many
         were new. Annotations of models over the model cap are dropped (they could explain nothing)."""
         admitted = set()
@@ -259,16 +253,22 @@ class Store:
             for a in kept:
                 pipe.hsetnx(keys.model_annotations(a.model), a.event_id, a.model_dump_json())
                 pipe.expire(keys.model_annotations(a.model), keys.MODEL_TTL)
-            if offsets:
-                self._write_offsets(pipe, offsets)
+            if progress:
+                queue_progress(pipe, progress, self.run_id)
             replies = await execute(pipe)
         return sum(int(r) for r in replies[0: 2 * len(kept): 2])
 
+    async def assert_idle(self, ends: Mapping[tuple[str, int], PartitionEnd], now_ms: int, ttl_ms: int
+                          ) -> set[tuple[str, int]]:
+        """See progress.assert_idle: mark idle the partitions whose Redis offset reached their end."""
+        return await assert_idle(self.redis, ends, now_ms, ttl_ms)
+
     # --- the evaluator's calls, kept on the Store so the worker holds one handle ---
 
-    async def tick(self, models: Sequence[str], owner: str, sweep_now_ms: int | None) -> Tick:
-        """See Evaluation.tick: the model set, leases, outboxes, closed marks, event time and the sweep."""
-        return await self.evaluation.tick(models, owner, sweep_now_ms)
+    async def tick(self, models: Sequence[str], owner: str, sweep_now_ms: int | None,
+                   partitions: Sequence[tuple[str, int]] | None = None) -> Tick:
+        """See Evaluation.tick: the model set, leases, outboxes, closed marks, the sweep and the event time."""
+        return await self.evaluation.tick(models, owner, sweep_now_ms, partitions)
 
     async def close_and_read(self, model: str, start_ms: int, end_ms: int, stage: str, with_state: bool
                              ) -> ClosedWindow:
