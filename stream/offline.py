@@ -124,13 +124,14 @@ class Twin:
 
 def run_events(events: Iterable[tuple[EventKind, dict[str, Any]]], model: str, ms: ModelSettings,
                watermark_ms: int | None = None, step: int | None = 500) -> Twin:
-    """Apply the events of one model, advancing the watermark every `step` events (None: only at the end), then
-    to `watermark_ms` (by default the events' own watermark). The judgements do not depend on `step`."""
+    """Apply the events of one model, advancing the watermark every `step` events (None: only at the end), never
+    past `watermark_ms`, then to `watermark_ms` (by default the events' own watermark). The judgements do not
+    depend on `step`."""
     twin = Twin(model, ms)
     for i, (kind, event) in enumerate(events, 1):
         twin.apply(kind, event)
         if step is not None and i % step == 0 and (wm := twin.watermark()) is not None:
-            twin.advance(wm)
+            twin.advance(wm if watermark_ms is None else min(wm, watermark_ms))
     final = watermark_ms if watermark_ms is not None else twin.watermark()
     if final is not None:
         twin.advance(final)

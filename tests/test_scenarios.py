@@ -15,9 +15,11 @@ import pytest
 
 from stream.admin import confluent_config
 from stream.client import BatchProducer
-from stream.offline import replay
+from stream import detect
+from stream.offline import replay, settings_for
 from stream.settings import ModelSettings
 from stream.simulate import PROFILES, SCENARIOS, generate
+from stream.times import parse_ms
 from tests.support.harness import Deployment, metric_value, metrics_text, wait_for
 
 DAYS, RATE, SEED = 3.0, 250.0, 1
@@ -92,6 +94,31 @@ def test_every_scenario_has_a_story_or_a_feature_test() -> None:
 @pytest.mark.parametrize("scenario", RATE_SCENARIOS)
 def test_scenario_story_in_memory(scenario: str) -> None:
     check_story(scenario, replayed(scenario, ModelSettings()))
+
+
+def test_a_two_day_campaign_with_outcomes_hours_later_names_exactly_its_two_prediction_days() -> None:
+    run = replay("flash_sale", seed=SEED, end=END, model="flash_sale")
+    assert run.change_ms is not None
+    day = 86_400_000
+    alerts = run.twin.published()
+    assert {int(a.window.start.timestamp() * 1000) for a in alerts} == {run.change_ms, run.change_ms + day}
+    assert {a.classification for a in alerts} == {"transient"}
+    # not trivially so: outcomes of the second day's predictions came during the third day, and count in the second
+    late_truths = sum(1 for kind, e in generate("flash_sale", 21, 100, SEED, "flash_sale", END)
+                      if kind == "outcome" and e["kind"] == "truth"
+                      and parse_ms(e["ts"]) >= run.change_ms + 2 * day)
+    assert late_truths > 0
+
+
+def test_a_slow_outcome_shift_is_seen_at_the_first_look_with_enough_outcomes() -> None:
+    run = replay("slow_claims", seed=SEED, end=END, model="slow_claims")
+    ms = settings_for("slow_claims")
+    due, alert = next((d, a) for d, a in run.alerts() if a.signal == "outcome_mismatch" and not a.scope)
+    assert (due.window.start, due.stage.name) == (run.change_ms, "o1")  # the change's window, at age 2 days
+    scoped = {k: v for (_, scope, k), v in run.twin.counts[due.window.start].items() if scope == ""}
+    assert detect.at_look(scoped, "o", 0).get("o:truth", 0) < ms.min_samples  # at 1 day: too few claims to test
+    assert detect.at_look(scoped, "o", 1)["o:truth"] >= ms.min_samples
+    assert alert.classification == "transient" and alert.diagnosis[0].startswith("at age 2d ")
 
 
 @pytest.fixture
