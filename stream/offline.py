@@ -59,10 +59,10 @@ class Twin:
         self.newest = ts if self.newest is None else max(self.newest, ts)
         if kind == "prediction":
             start = window_start(ts, self.size)
+            self._predictions[event["prediction_id"]] = event  # its follow-ups still count at open checkpoints
             if (start, "n") in self._closed:
                 self.late["n"] += 1
                 return
-            self._predictions[event["prediction_id"]] = event
             self.first = start if self.first is None else min(self.first, start)
             self._bump(event, start, "n")
             return

@@ -2,7 +2,9 @@
 
 A scenario lays out a run (`Plan`): a function of (hours since the start, segment, band) -> Behaviour, the
 probabilities that a person overrides, that the real outcome differs from the prediction, that the cheap proxy
-does; when the change starts; and the annotations teams would send. Event time runs as fast as the producer can
+does; when the change starts; the annotations teams would send; and how long after its prediction each kind of
+follow-up comes (`Delays`: minutes for actions, days for slow claims). A scenario with a `Profile` is meant to run
+with its own settings and length (one-day windows). Event time runs as fast as the producer can
 send, so a month of traffic replays in seconds. Each scenario's `expect` says what trustgap should publish.
 """
 
