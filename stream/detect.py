@@ -1,16 +1,21 @@
 """Alignment-gap detection: pure decisions from window counts, history and the detector's state.
 
-Input: the counts of the window that just closed, the summaries of the trailing closed windows, the detector
-state, the model's annotations and its active feature-health alerts. Output: a summary of this window (to become
-history), the new state and the alerts to publish. No I/O: the evaluator in app.py reads and writes Redis around
-`evaluate`.
+Windows belong to predictions: a window's follow-ups (actions, outcomes) count toward it by their age after their
+prediction, in checkpoint index k (stream.windows). A window is looked at in stages (stream.windows.Stage): at
+'n' (its predictions; no rate test), then at each follow-up checkpoint: 'a<k>' tests override_rate, 'o<k>'
+outcome_mismatch and proxy_divergence, each on the follow-ups that came within the checkpoint's age
+(`at_look`), against the trailing windows *at the same look*: vintage curves, cohorts compared at equal age.
 
-One window, in order:
-1. measure every (signal, scope) against its baseline: the trailing windows minus those excluded for that key
-   (annotated, or inside a sustained alert);
-2. Holm-correct the p-values of all tests of the window; a *candidate* is significant and at least `min_gap`;
-3. step each key's state machine (idle -> transient -> sustained -> resolved; annotated -> expected);
-4. diagnose (where the excess sits) and recommend one action per alert.
+One look, in order:
+1. measure every (signal, scope) of the look's kind against its baseline: the trailing windows at the same look
+   minus those excluded for that key (annotated, or inside a sustained alert);
+2. Holm-correct the p-values of the look's tests and multiply by the window's number of follow-up looks
+   (Bonferroni over looks, see stream.stats); a *candidate* is significant and at least `min_gap`;
+3. decide: each (signal, scope) steps its state machine (idle -> transient -> sustained -> resolved; annotated
+   -> expected) once per window, at the first look that decides it: a candidate at any look, clean at the first
+   look where it is measured and its gap is under `min_gap` / 2; what is still undecided at the final look is no
+   data (neither extends nor breaks a streak). The window's history entry remembers which keys it decided;
+4. diagnose (where the excess sits, at which age) and recommend one action per alert.
 
 Publication policy: an alert is published on a transition only, never once per window while nothing changes:
 `transient` for every candidate window of a short streak (each such window is one to keep out of training
@@ -31,15 +36,19 @@ from . import stats
 from .events import AlertWindow, AlignmentAlert, Annotation, Recommendation, Signal
 from .settings import ModelSettings
 from .times import epoch_ms, from_ms
-from .windows import Window
+from .windows import Stage, Window
 
-# signal -> (numerator counters, denominator counters) over a scope's window counts
+# signal -> (numerator counters, denominator counters) over a scope's counts at one look (counters unsuffixed)
 RATE_SIGNALS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "override_rate": (("a:override", "a:bypass"), ("a:accept", "a:override", "a:bypass", "a:escalate")),
     "outcome_mismatch": (("m:truth",), ("o:truth",)),
 }
 PROXY_RATE = (("m:proxy",), ("o:proxy",))
 SIGNALS: tuple[Signal, ...] = ("override_rate", "outcome_mismatch", "proxy_divergence")
+# the signals each follow-up kind's looks test, and the counter prefixes of that kind
+KIND_SIGNALS: dict[str, tuple[Signal, ...]] = {"a": ("override_rate",),
+                                               "o": ("outcome_mismatch", "proxy_divergence")}
+KIND_COUNTERS: dict[str, tuple[str, ...]] = {"a": ("a:",), "o": ("o:", "m:")}
 # rates exported as metrics (the proxy's own mismatch rate shows what proxy_divergence compares)
 EXPORTED_RATES = {**RATE_SIGNALS, "proxy_mismatch": PROXY_RATE}
 # what one unit of excess is, for the diagnosis ("region=eu carries 82% of the excess overrides")
@@ -49,38 +58,74 @@ _EXCESS_NOUN = {"override_rate": "overrides", "outcome_mismatch": "mismatched ou
 
 @dataclass(frozen=True, slots=True)
 class Summary:
-    """A closed window reduced to what detection needs: counts per scope (versions summed)."""
+    """A window as history keeps it: its raw counters per scope (versions summed; follow-up counters keep their
+    checkpoint index), the keys it keeps out of later baselines, and the keys already decided for it."""
 
     start: int
     end: int
     version: str
     scopes: dict[str, dict[str, int]]
     excluded: frozenset[str] = frozenset()  # "signal|scope" keys kept out of later baselines
+    decided: frozenset[str] = frozenset()   # "signal|scope" keys whose state machine this window already stepped
 
     def to_json(self) -> dict[str, Any]:
-        return {"start": self.start, "end": self.end, "version": self.version, "scopes": self.scopes,
-                "excluded": sorted(self.excluded)}
+        out = {"start": self.start, "end": self.end, "version": self.version, "scopes": self.scopes,
+               "excluded": sorted(self.excluded)}
+        if self.decided:  # written only once a follow-up look decided something: older entries read the same
+            out["decided"] = sorted(self.decided)
+        return out
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Summary:
-        return cls(d["start"], d["end"], d["version"], d["scopes"], frozenset(d.get("excluded", ())))
+        return cls(d["start"], d["end"], d["version"], d["scopes"], frozenset(d.get("excluded", ())),
+                   frozenset(d.get("decided", ())))
 
 
 def summarise(window: Window, counts: Mapping[tuple[str, str, str], int]) -> Summary:
-    """Sum version-level counters per scope; the window's version is the one with most events."""
+    """Sum version-level counters per scope; the window's version is the one with most predictions."""
     scopes: dict[str, dict[str, int]] = {}
     per_version: dict[str, int] = {}
     for (version, scope, counter), n in counts.items():
         c = scopes.setdefault(scope, {})
         c[counter] = c.get(counter, 0) + n
-        if scope == "":
+        if scope == "" and counter == "n":
             per_version[version] = per_version.get(version, 0) + n
     version = max(per_version, key=lambda v: (per_version[v], v)) if per_version else ""
     return Summary(window.start, window.end, version, scopes)
 
 
+def at_look(counts: Mapping[str, int], kind: str, k: int) -> dict[str, int]:
+    """A scope's counters as they stood at look k of a follow-up kind ('a' or 'o'): each of the kind's counters
+    summed over checkpoint indexes <= k, without its index (`a:override#0` + `a:override#1` -> `a:override`);
+    counters of no kind (`n`) as they are, the other kind's indexed counters left out.
+
+    The sums are exact once look k was judged: the store counts a later follow-up of index <= k into a later
+    checkpoint (and as late). A follow-up counter without an index counts from the first look on."""
+    out: dict[str, int] = {}
+    prefixes = KIND_COUNTERS[kind]
+    for name, n in counts.items():
+        cut = name.find("#")
+        if cut >= 0:
+            if not name.startswith(prefixes) or int(name[cut + 1:]) > k:
+                continue
+            name = name[:cut]
+        out[name] = out.get(name, 0) + n
+    return out
+
+
+def totals(counts: Mapping[str, int]) -> dict[str, int]:
+    """A scope's counters summed over every checkpoint index (the window's counts so far), for rates and
+    reports that show a window as a whole: `rate(totals(c), signal)`."""
+    out: dict[str, int] = {}
+    for name, n in counts.items():
+        base = name.partition("#")[0]
+        out[base] = out.get(base, 0) + n
+    return out
+
+
 def rate(counts: Mapping[str, int], signal: str) -> tuple[int, int]:
-    """(successes, trials) of a rate (a RATE_SIGNALS or EXPORTED_RATES name) in one scope's counts."""
+    """(successes, trials) of a rate (a RATE_SIGNALS or EXPORTED_RATES name) in one scope's unsuffixed counts
+    (`at_look` or `totals` of the raw ones)."""
     num, den = EXPORTED_RATES[signal]
     return sum(counts.get(c, 0) for c in num), sum(counts.get(c, 0) for c in den)
 
@@ -344,18 +389,58 @@ def _overlaps(a: Annotation, window: Window, scope: str) -> bool:
     return True
 
 
+@dataclass(frozen=True, slots=True)
+class Look:
+    """What one stage tests: the follow-up kinds, the checkpoint index (counts at indexes <= it), its age, whether
+    it is its kind's last look, and the window's number of follow-up looks (the Bonferroni factor)."""
+
+    kinds: tuple[str, ...]
+    index: int
+    age_ms: int
+    final: bool
+    looks: int
+
+
+WHOLE = Look(("a", "o"), 1 << 30, 0, True, 1)
+"""One look at every signal on all the window's counts: a window judged once, complete (`evaluate` without a
+stage; the tests of the decision rules and tools that judge finished windows use it)."""
+
+
+def look_of(stage: Stage | None, ms: ModelSettings) -> Look | None:
+    """The look a stage takes (None for 'n': predictions carry no rate test); WHOLE without a stage."""
+    if stage is None:
+        return WHOLE
+    if stage.kind == "n":
+        return None
+    return Look((stage.kind,), stage.index, stage.age_ms, stage.final,
+                len(ms.checkpoints_ms("a")) + len(ms.checkpoints_ms("o")))
+
+
 def evaluate(model: str, window: Window, counts: Mapping[tuple[str, str, str], int], history: Sequence[Summary],
              state: State, annotations: Sequence[Annotation], ms: ModelSettings, now: datetime,
-             feature_alerts: Collection[str] = ()) -> Evaluation:
-    """Decide one closed window of one model (see the module docstring); `feature_alerts` describes the
-    feature-health alerts active for the model."""
+             feature_alerts: Collection[str] = (), stage: Stage | None = None) -> Evaluation:
+    """Take one look at one window of one model (see the module docstring): `history` holds the trailing windows
+    (those starting before this one form the baseline) and this window's own entry from its earlier stages;
+    `feature_alerts` describes the feature-health alerts active for the model."""
     summary = summarise(window, counts)
-    measures, overlapping, excluded = _measure_all(summary, history, annotations, window, ms)
-    adjusted = dict(zip(measures, stats.holm([m.p for m in measures.values()]), strict=True))
+    own = next((h for h in history if h.start == window.start), None)
+    excluded = set(own.excluded) if own else set()
+    done = own.decided if own else frozenset()
+    look = look_of(stage, ms)
+    if look is None:
+        return Evaluation(Summary(summary.start, summary.end, summary.version, summary.scopes, frozenset(excluded),
+                                  done), state, [])
+    baseline = sorted((h for h in history if h.start < window.start), key=lambda s: s.start)[-ms.baseline_windows:]
+    measures, overlapping = _measure_all(summary, baseline, annotations, window, look, ms)
+    excluded |= {k for k, a in overlapping.items() if a}
+    # Bonferroni over the window's looks, Holm within this one (stream.stats): the family is every test at every
+    # look of the window
+    holm = stats.holm([m.p for m in measures.values()])
+    adjusted = {k: min(1.0, p * look.looks) for k, p in zip(measures, holm, strict=True)}
     candidates = {k for k, m in measures.items() if adjusted[k] <= ms.alpha and m.gap >= ms.min_gap
                   and m.direction_ok}
-    new, news = _advance(state, measures, candidates, overlapping, excluded, ms)
-    active = {k for k, t in new.tracks.items() if t.status == "sustained"} | candidates
+    new, news, decided = _advance(state, measures, candidates, overlapping, excluded, done, look.final, ms)
+    active = {k for k, t in new.tracks.items() if t.status in ("sustained", "transient")} | candidates
     ctx = Context(feature_alerts=frozenset(feature_alerts),
                   proxy_active=any(k.startswith("proxy_divergence|") for k in active),
                   concentrated=_concentrated(measures, candidates, active, new, ms),
@@ -374,50 +459,64 @@ def evaluate(model: str, window: Window, counts: Mapping[tuple[str, str, str], i
             rec, why = recommend(name, scope, classification, ctx, overlapping[key])
             if classification == "sustained":
                 track.recommendation = rec
-        alerts.append(_alert(model, window, summary.version, m, status, classification, rec,
-                             _diagnosis(m, adjusted[key], len(measures), track, classification, status, ms, measures,
-                                        why), track.streak, adjusted[key], overlapping[key], ms, now))
-    summary = Summary(summary.start, summary.end, summary.version, summary.scopes, frozenset(excluded))
+        lines = _diagnosis(m, adjusted[key], len(measures), look, track, classification, status, ms, measures, why)
+        alerts.append(_alert(model, window, summary.version, m, status, classification, rec, lines, track.streak,
+                             adjusted[key], overlapping[key], ms, now))
+    summary = Summary(summary.start, summary.end, summary.version, summary.scopes, frozenset(excluded),
+                      done | decided)
     return Evaluation(summary, new, alerts)
 
 
-def _measure_all(summary: Summary, history: Sequence[Summary], annotations: Sequence[Annotation], window: Window,
-                 ms: ModelSettings) -> tuple[dict[str, Measure], dict[str, list[Annotation]], set[str]]:
-    """Every (signal, scope) of the window measured against its baseline windows: the measures by key, the
-    annotations overlapping each key, and the keys excluded from future baselines (annotated ones so far)."""
-    baseline_windows = sorted(history, key=lambda s: s.start)[-ms.baseline_windows:]
+def _measure_all(summary: Summary, baseline_windows: Sequence[Summary], annotations: Sequence[Annotation],
+                 window: Window, look: Look, ms: ModelSettings
+                 ) -> tuple[dict[str, Measure], dict[str, list[Annotation]]]:
+    """Every (signal, scope) of the look's kinds measured against the baseline windows at the same look: the
+    measures by key, and the annotations overlapping each key (annotated keys leave later baselines)."""
     scopes = sorted(set(summary.scopes) | {s for h in baseline_windows for s in h.scopes})
     measures: dict[str, Measure] = {}
-    excluded: set[str] = set()
     overlapping: dict[str, list[Annotation]] = {}
-    for signal in SIGNALS:
+    for kind in look.kinds:
         for scope in scopes:
-            key = f"{signal}|{scope}"
-            overlapping[key] = [a for a in annotations if _overlaps(a, window, scope)]
-            if overlapping[key]:
-                excluded.add(key)
-            base = [h.scopes.get(scope, {}) for h in baseline_windows if key not in h.excluded]
-            m = measure(signal, scope, summary.scopes.get(scope, {}), base, ms)
-            if m is not None:
-                measures[key] = m
-    return measures, overlapping, excluded
+            current = at_look(summary.scopes.get(scope, {}), kind, look.index)
+            looked = [(h.excluded, at_look(h.scopes.get(scope, {}), kind, look.index)) for h in baseline_windows]
+            for signal in KIND_SIGNALS[kind]:
+                key = f"{signal}|{scope}"
+                overlapping[key] = [a for a in annotations if _overlaps(a, window, scope)]
+                m = measure(signal, scope, current, [c for excluded, c in looked if key not in excluded], ms)
+                if m is not None:
+                    measures[key] = m
+    order: dict[str, int] = {s: i for i, s in enumerate(SIGNALS)}  # signal-major, the order alerts always had
+    keys = sorted(measures, key=lambda k: (order[k.split("|", 1)[0]], scopes.index(k.split("|", 1)[1])))
+    return {k: measures[k] for k in keys}, overlapping
 
 
 def _advance(state: State, measures: Mapping[str, Measure], candidates: set[str],
-             overlapping: Mapping[str, list[Annotation]], excluded: set[str], ms: ModelSettings
-             ) -> tuple[State, list[tuple[str, str, str]]]:
-    """Step every measured key's track (an untested key holds: no data is no evidence); returns the new state and
-    the (key, status, classification) changes to publish. Shifted keys join `excluded`."""
+             overlapping: Mapping[str, list[Annotation]], excluded: set[str], done: Collection[str], final: bool,
+             ms: ModelSettings) -> tuple[State, list[tuple[str, str, str]], set[str]]:
+    """Step the track of every measured key this look decides and an earlier look of the window did not (`done`):
+    a candidate, or clean (gap under min_gap / 2). Returns the new state, the (key, status, classification)
+    changes to publish and the keys decided. An untested or undecided key holds (no data is no evidence); at the
+    final look a key still shifted by min_gap / 2 keeps a sustained alert from counting towards its resolution.
+    A window's key joins `excluded` when it is decided inside a sustained (or expected) alert, or stays undecided
+    to the end of one: exclusion is settled with the window's decision, never by a later window's."""
     new = State({k: Track(t.streak, t.clean, t.status, t.recommendation) for k, t in state.tracks.items()})
     news: list[tuple[str, str, str]] = []
-    for key in measures:
+    decided: set[str] = set()
+    for key, m in measures.items():
         track = new.tracks.setdefault(key, Track())
-        change = step(track, key in candidates, bool(overlapping[key]), ms, measures[key].gap)
-        if track.status in ("sustained", "expected"):
-            excluded.add(key)  # a shifted window must not become the baseline it is judged against
-        if change:
-            news.append((key, *change))
-    return new, news
+        if key in done:
+            continue
+        if key in candidates or m.gap < ms.min_gap / 2:
+            decided.add(key)
+            change = step(track, key in candidates, bool(overlapping[key]), ms, m.gap)
+            if change:
+                news.append((key, *change))
+            if track.status in ("sustained", "expected"):
+                excluded.add(key)  # a shifted window must not become the baseline it is judged against
+        elif final and track.status == "sustained":
+            track.clean = 0  # still shifted, if not significantly: not clean (the hysteresis of `step`)
+            excluded.add(key)
+    return new, news, decided
 
 
 def _concentrated(measures: Mapping[str, Measure], candidates: set[str], active: set[str], new: State,
@@ -449,7 +548,15 @@ def _severity(signal: str, classification: str) -> str:
     return "ticket" if signal == "proxy_divergence" else "page"
 
 
-def _diagnosis(m: Measure, p_adj: float, tests: int, track: Track, classification: str, status: str,
+def age_text(age_ms: int) -> str:
+    """An age as the diagnosis names it: '1d', '6h', '30m', '45s'."""
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000)):
+        if age_ms >= size and age_ms % size == 0:
+            return f"{age_ms // size}{unit}"
+    return f"{age_ms / 1000:g}s"
+
+
+def _diagnosis(m: Measure, p_adj: float, tests: int, look: Look, track: Track, classification: str, status: str,
                ms: ModelSettings, measures: Mapping[str, Measure], why: str) -> list[str]:
     lo, hi = m.interval(1 - ms.alpha)
     what: str = m.signal
@@ -457,9 +564,13 @@ def _diagnosis(m: Measure, p_adj: float, tests: int, track: Track, classificatio
         (tk, tn), (qk, qn), (tk0, tn0), (qk0, qn0) = m.raw
         what = (f"truth mismatch {tk / tn:.1%} vs proxy mismatch {qk / qn:.1%} (baseline {tk0 / tn0:.1%} vs "
                 f"{qk0 / qn0:.1%}); their difference")
-    lines = [f"{what} {m.observed:.1%} vs baseline {m.baseline:.1%} over {m.windows} windows "
+    # a staged look names the age its counts stand at: the baseline windows are taken at the same age
+    at = "" if look is WHOLE else f"at age {age_text(look.age_ms)} (follow-ups within {age_text(look.age_ms)} " \
+        "of their prediction): "
+    over = f"{tests} tests" if look.looks == 1 else f"{tests} tests at this look, x{look.looks} looks"
+    lines = [f"{at}{what} {m.observed:.1%} vs baseline {m.baseline:.1%} over {m.windows} windows "
              f"(n={m.n}, baseline n={m.baseline_n}): gap {m.gap:+.1%}, {1 - ms.alpha:.0%} interval "
-             f"[{lo:+.1%}, {hi:+.1%}], p={p_adj:.2g} Holm-adjusted over {tests} tests"]
+             f"[{lo:+.1%}, {hi:+.1%}], p={p_adj:.2g} Holm-adjusted over {over}"]
     if status == "firing" and classification == "sustained":
         lines.append(f"{track.streak} consecutive windows (persistence {ms.persistence})")
     elif classification == "transient":

@@ -1,5 +1,9 @@
-"""Judging one closed window of one model: the rate detector and the feature detector together, and the one
+"""Judging one stage of one window of one model: the rate detector and the feature detector together, and the one
 codec of their stored state.
+
+The evaluator calls `judge` for every (window, stage) in `windows.due_stages` order, stores
+`Verdict.summary_json()` as the window's history entry (rewritten at each of its stages) and `state_json()` as the
+model's state, and trims history older than `Verdict.keep_from`.
 
 Pure: it gets what the store read and the prior state, and `now`, and returns decisions and the next state; the
 evaluator (stream.evaluator) does the reading, committing and publishing around it.
@@ -21,7 +25,7 @@ import orjson
 from . import detect, features
 from .events import Annotation
 from .settings import ModelSettings
-from .windows import Window
+from .windows import Stage, Window
 
 Counts = Mapping[tuple[str, str, str], int]
 """A window's counters: (version, scope, counter) -> count."""
@@ -39,7 +43,8 @@ class Memory:
 
 @dataclass(frozen=True, slots=True)
 class Closed:
-    """What the store read of one closed window: its counters and its feature statistics."""
+    """What the store read of one window at one stage: its raw counters (follow-up counters carry their
+    checkpoint index, `a:override#0`) and, meaningful at stage 'n' only, its feature statistics."""
 
     window: Window
     counts: Counts
@@ -64,21 +69,36 @@ class Verdict:
         return encode_summary(self.rate.summary, self.feature.summary)
 
 
-def judge(model: str, closed: Closed, prior: Memory, annotations: Sequence[Annotation], ms: ModelSettings,
-          now: datetime) -> Verdict:
-    """Judge one closed window: feature health first, since the rate alerts' recommendations cite it."""
+def judge(model: str, closed: Closed, stage: Stage, prior: Memory, annotations: Sequence[Annotation],
+          ms: ModelSettings, now: datetime) -> Verdict:
+    """Judge one stage of one window (stream.windows.Stage): at 'n' feature health first (the rate alerts'
+    recommendations cite it) and the window's counts into history; at a follow-up stage that signal's look, the
+    feature part of the window's history entry passing through unchanged."""
     window = closed.window
-    fres = features.evaluate(model, dominant_version(closed.counts), window, closed.n, closed.feature_stats,
-                             prior.feature_history.values(), prior.feature, annotations, ms, now)
+    if stage.kind == "n":
+        fres = features.evaluate(model, dominant_version(closed.counts), window, closed.n, closed.feature_stats,
+                                 prior.feature_history.values(), prior.feature, annotations, ms, now)
+    else:  # the window's feature statistics were judged at 'n': its entry keeps them as they were
+        kept = prior.feature_history.get(window.start) or features.WindowFeatures(window.start, 0, {})
+        fres = features.Evaluation(kept, prior.feature, [])
     result = detect.evaluate(model, window, closed.counts, list(prior.rate_history.values()), prior.rate,
-                             annotations, ms, now, feature_alerts=fres.state.active())
-    keep_from = window.end - ms.baseline_windows * ms.window_seconds * 1000
+                             annotations, ms, now, feature_alerts=fres.state.active(), stage=stage)
+    keep_from = history_from(window, stage, ms)
     memory = Memory(result.state, fres.state,
                     {**{k: v for k, v in prior.rate_history.items() if k >= keep_from}, window.start: result.summary},
                     {**{k: v for k, v in prior.feature_history.items() if k >= keep_from},
                      window.start: fres.summary})
     outbox = {a.alert_id: a.model_dump_json().encode() for a in [*result.alerts, *fres.alerts]}
     return Verdict(result, fres, memory, keep_from, outbox)
+
+
+def history_from(window: Window, stage: Stage, ms: ModelSettings) -> int:
+    """The oldest window start any later look still needs: the oldest window with a look still to come (its last
+    one is due up to the slowest horizon after its end) and that window's baseline windows before it."""
+    size = ms.window_seconds * 1000
+    due = window.end + stage.age_ms
+    slowest = max(s.age_ms for s in ms.stages())
+    return due - slowest - size - ms.baseline_windows * size
 
 
 def dominant_version(counts: Counts) -> str:

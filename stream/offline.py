@@ -1,95 +1,190 @@
-"""Replay a simulated scenario through `detect.evaluate` in memory: the detector's own figures, no broker.
+"""The store and the evaluator in memory: events counted as the store counts them, every (window, stage) judged
+in `windows.due_stages` order as the watermark advances, and the alerts the worker publishes, in order.
 
-A memory twin of the store's window counters, for simulated (in-order, duplicate-free) events only: it is what
-the unit tests and the detection report use to measure false alarms and detection delay in seconds; the
-integration tests check the same scenarios through the real broker and Redis.
+A memory twin for simulated (duplicate-free) events: it is what the unit tests and the detection report use to
+measure false alarms and detection delay; the integration tests check that the worker publishes the same alerts
+for the same events. It counts as the store does: by prediction window; a follow-up in the checkpoint index of its
+age after its prediction (beyond the horizon: not counted, `beyond_horizon`), into the first checkpoint >= its
+index still open, and as late when its own checkpoint was already judged. It does not dedup or park: a follow-up
+whose prediction it has not seen is an orphan and dropped. Feature statistics need the store's feature planning
+and are not computed here, so the twin's feature detector sees no data and publishes nothing.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Literal
 
-from . import detect
-from .events import Annotation, EventKind
+from .events import AlignmentAlert, Annotation, EventKind
+from .judge import Closed, Memory, Verdict, decode, judge
 from .settings import ModelSettings
-from .simulate import generate, plan
+from .simulate import PROFILES, generate, plan
 from .times import epoch_ms, from_ms, parse_ms
-from .windows import Window, window_start
+from .windows import Cursor, Due, checkpoint_of, due_stages, window_start
+
+Counts = dict[tuple[str, str, str], int]
 
 
-def window_counts(events: Iterable[tuple[EventKind, dict[str, Any]]], size_ms: int
-                  ) -> tuple[dict[int, dict[tuple[str, str, str], int]], list[Annotation]]:
-    """Counters per window start as the store keeps them: (version, scope, counter) -> n, by each event's time."""
-    windows: dict[int, dict[tuple[str, str, str], int]] = defaultdict(lambda: defaultdict(int))
-    preds: dict[str, dict[str, Any]] = {}
-    annotations = []
+@dataclass(slots=True)
+class Twin:
+    """One model's window counters and judgements in memory: `apply` events, `advance` the watermark."""
 
-    def bump(p: dict[str, Any], ts: str, counter: str) -> None:
-        w = windows[window_start(parse_ms(ts), size_ms)]
-        scopes = ["", f"band={p['band']}"] + [f"{k}={v}" for k, v in sorted(p["segment"].items())]
-        for scope in scopes:
-            w[(p["model_version"], scope, counter)] += 1
+    model: str
+    ms: ModelSettings
+    counts: dict[int, Counts] = field(default_factory=dict)   # window start -> (version, scope, counter) -> n
+    late: Counter[str] = field(default_factory=Counter)        # stage kind (n/a/o) -> events after their stage
+    beyond_horizon: Counter[str] = field(default_factory=Counter)  # kind (a/o) -> follow-ups past the horizon
+    annotations: list[Annotation] = field(default_factory=list)
+    judged: list[tuple[Due, Verdict]] = field(default_factory=list)
+    newest: int | None = None  # newest event time applied (ms)
+    first: int | None = None   # earliest window start with data
+    cursor: Cursor | None = None
+    memory: Memory = field(default_factory=lambda: decode(None, {}))
+    _predictions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _closed: set[tuple[int, str]] = field(default_factory=set)  # (window start, stage name) judged
 
-    for kind, e in events:
+    @property
+    def size(self) -> int:
+        return self.ms.window_seconds * 1000
+
+    def apply(self, kind: EventKind, event: dict[str, Any]) -> None:
+        """Count one event as the store's apply script does."""
         if kind == "annotation":
-            annotations.append(Annotation.model_validate(e))
-        elif kind == "prediction":
-            preds[e["prediction_id"]] = e
-            bump(e, e["ts"], "n")
-        elif kind == "action":
-            bump(preds[e["prediction_id"]], e["ts"], f"a:{e['action']}")
+            self.annotations.append(Annotation.model_validate(event))
+            return
+        ts = parse_ms(event["ts"])
+        self.newest = ts if self.newest is None else max(self.newest, ts)
+        if kind == "prediction":
+            start = window_start(ts, self.size)
+            self._predictions[event["prediction_id"]] = event  # its follow-ups still count at open checkpoints
+            if (start, "n") in self._closed:
+                self.late["n"] += 1
+                return
+            self.first = start if self.first is None else min(self.first, start)
+            self._bump(event, start, "n")
+            return
+        p = self._predictions.get(event["prediction_id"])
+        if p is None:
+            return  # an orphan: the store parks it and sweeps it when its prediction never comes
+        short: Literal["a", "o"] = "a" if kind == "action" else "o"
+        index = checkpoint_of(ts - parse_ms(p["ts"]), self.ms.checkpoints_ms(short))
+        if index is None:
+            self.beyond_horizon[short] += 1
+            return
+        start = window_start(parse_ms(p["ts"]), self.size)
+        if (start, f"{short}{index}") in self._closed:
+            self.late[short] += 1
+        into = next((j for j in range(index, len(self.ms.checkpoints_ms(short)))
+                     if (start, f"{short}{j}") not in self._closed), None)
+        if into is None:
+            return
+        if kind == "action":
+            self._bump(p, start, f"a:{event['action']}#{into}")
         else:
-            p = preds[e["prediction_id"]]
-            bump(p, e["ts"], f"o:{e['kind']}")
-            if e["label"] != p["label"]:
-                bump(p, e["ts"], f"m:{e['kind']}")
-    return {k: dict(v) for k, v in windows.items()}, annotations
+            self._bump(p, start, f"o:{event['kind']}#{into}")
+            if event["label"] != p["label"]:
+                self._bump(p, start, f"m:{event['kind']}#{into}")
+
+    def _bump(self, p: dict[str, Any], start: int, counter: str) -> None:
+        w = self.counts.setdefault(start, {})
+        for scope in ["", f"band={p['band']}", *(f"{k}={v}" for k, v in sorted(p["segment"].items()))]:
+            key = (p["model_version"], scope, counter)
+            w[key] = w.get(key, 0) + 1
+
+    def advance(self, watermark_ms: int) -> list[tuple[Due, Verdict]]:
+        """Judge every (window, stage) the watermark has passed, in (due, order) order, as the evaluator does."""
+        if self.first is None:
+            return []
+        out = []
+        for d in due_stages(self.first, self.cursor, watermark_ms, self.size, self.ms.stages()):
+            self._closed.add((d.window.start, d.stage.name))
+            closed = Closed(d.window, dict(self.counts.get(d.window.start, {})), 0, {})
+            verdict = judge(self.model, closed, d.stage, self.memory, self.annotations, self.ms, from_ms(d.due))
+            self.memory, self.cursor = verdict.memory, d.cursor
+            out.append((d, verdict))
+        self.judged.extend(out)
+        return out
+
+    def watermark(self) -> int | None:
+        """The model's watermark: in-order events make every partition's newest event the newest of all."""
+        return None if self.newest is None else self.newest - self.ms.allowed_lateness_seconds * 1000
+
+    def published(self) -> list[AlignmentAlert]:
+        """Every alert decided so far in the order the evaluator publishes them: judgement by judgement, each
+        one's outbox burst by (window end, alert_id)."""
+        out: list[AlignmentAlert] = []
+        for _, verdict in self.judged:
+            alerts = [*verdict.rate.alerts, *verdict.feature.alerts]
+            out += sorted(alerts, key=lambda a: (a.window.end, a.alert_id))
+        return out
+
+
+def run_events(events: Iterable[tuple[EventKind, dict[str, Any]]], model: str, ms: ModelSettings,
+               watermark_ms: int | None = None, step: int | None = 500) -> Twin:
+    """Apply the events of one model, advancing the watermark every `step` events (None: only at the end), never
+    past `watermark_ms`, then to `watermark_ms` (by default the events' own watermark). The judgements do not
+    depend on `step`."""
+    twin = Twin(model, ms)
+    for i, (kind, event) in enumerate(events, 1):
+        twin.apply(kind, event)
+        if step is not None and i % step == 0 and (wm := twin.watermark()) is not None:
+            twin.advance(wm if watermark_ms is None else min(wm, watermark_ms))
+    final = watermark_ms if watermark_ms is not None else twin.watermark()
+    if final is not None:
+        twin.advance(final)
+    return twin
+
+
+def published(events: Iterable[tuple[EventKind, dict[str, Any]]], model: str, ms: ModelSettings,
+              watermark_ms: int | None = None) -> list[AlignmentAlert]:
+    """The alerts the worker publishes for these events once its watermark reaches `watermark_ms` (by default
+    the events' newest time minus the allowed lateness), in publication order."""
+    return run_events(events, model, ms, watermark_ms).published()
 
 
 @dataclass(frozen=True, slots=True)
 class Run:
-    """A scenario replayed: every closed window in order with its evaluation, and the scenario's change window."""
+    """A scenario replayed: every judgement in order, and when the scenario's change began."""
 
-    windows: list[Window]
-    evaluations: list[detect.Evaluation]
-    change_window: int | None  # index of the first window holding the change
+    twin: Twin
+    change_ms: int | None  # event time of the change (None: nothing changes)
 
-    def alerts(self) -> list[tuple[int, Any]]:
-        return [(i, a) for i, e in enumerate(self.evaluations) for a in e.alerts]
+    @property
+    def judged(self) -> list[tuple[Due, Verdict]]:
+        return self.twin.judged
 
-    def first_sustained(self) -> int | None:
-        return next((i for i, a in self.alerts() if a.classification == "sustained" and a.status == "firing"),
-                    None)
+    def alerts(self) -> list[tuple[Due, AlignmentAlert]]:
+        """Every alert with the judgement that decided it (its due time is when the worker can publish it)."""
+        return [(d, a) for d, v in self.twin.judged for a in sorted([*v.rate.alerts, *v.feature.alerts],
+                                                                    key=lambda a: (a.window.end, a.alert_id))]
+
+    def windows(self) -> list[int]:
+        """Start of every window judged at stage 'n'."""
+        return [d.window.start for d, _ in self.twin.judged if d.stage.kind == "n"]
 
 
-def replay(scenario: str, ms: ModelSettings, days: float = 4.0, rate: float = 300.0, seed: int = 1,
-           end: datetime = datetime(2026, 11, 20, tzinfo=timezone.utc), model: str = "claims",
-           close_until: datetime | None = None) -> Run:
-    """Generate a scenario and evaluate every window that would close (all that end by `close_until`, by default
-    those the run's own watermark passes), as the worker does."""
-    size = ms.window_seconds * 1000
-    counts, annotations = window_counts(generate(scenario, days, rate, seed, model, end), size)
-    starts = sorted(counts)
-    last_closed = (window_start(epoch_ms(end) - ms.allowed_lateness_seconds * 1000, size)
-                   if close_until is None else epoch_ms(close_until) - size + 1)
-    history: list[detect.Summary] = []
-    state = detect.State()
-    windows, evaluations = [], []
-    for start in range(starts[0], last_closed, size):
-        w = Window(start, size)
-        ev = detect.evaluate(model, w, counts.get(start, {}), history[-ms.baseline_windows:], state, annotations,
-                             ms, from_ms(w.end))
-        history.append(ev.summary)
-        state = ev.state
-        windows.append(w)
-        evaluations.append(ev)
+def settings_for(scenario: str) -> ModelSettings:
+    """The model settings a scenario is meant to run with (its profile's overrides on the defaults)."""
+    profile = PROFILES.get(scenario)
+    return ModelSettings(**profile.settings) if profile else ModelSettings()
+
+
+def replay(scenario: str, ms: ModelSettings | None = None, days: float | None = None, rate: float | None = None,
+           seed: int = 1, end: datetime = datetime(2026, 11, 20, tzinfo=timezone.utc), model: str = "claims",
+           watermark: datetime | None = None, step: int | None = 500) -> Run:
+    """Generate a scenario and judge everything the watermark passes (by default the run's own watermark), as
+    the worker does; settings, days and rate default to the scenario's profile."""
+    profile = PROFILES.get(scenario)
+    ms = ms or settings_for(scenario)
+    days = days if days is not None else (profile.days if profile else 4.0)
+    rate = rate if rate is not None else (profile.rate if profile else 300.0)
+    twin = run_events(generate(scenario, days, rate, seed, model, end), model, ms,
+                      epoch_ms(watermark) if watermark else None, step)
     layout = plan(scenario, days, end)
     change = None
     if layout.change_hours is not None:
-        at = epoch_ms(end) - int(days * 24 * 3600 * 1000) + int(layout.change_hours * 3600 * 1000)
-        change = next((i for i, w in enumerate(windows) if w.start <= at < w.end), None)
-    return Run(windows, evaluations, change)
+        change = epoch_ms(end) - int(days * 24 * 3600 * 1000) + int(layout.change_hours * 3600 * 1000)
+    return Run(twin, change)

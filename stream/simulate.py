@@ -2,7 +2,9 @@
 
 A scenario lays out a run (`Plan`): a function of (hours since the start, segment, band) -> Behaviour, the
 probabilities that a person overrides, that the real outcome differs from the prediction, that the cheap proxy
-does; when the change starts; and the annotations teams would send. Event time runs as fast as the producer can
+does; when the change starts; the annotations teams would send; and how long after its prediction each kind of
+follow-up comes (`Delays`: minutes for actions, days for slow claims). A scenario with a `Profile` is meant to run
+with its own settings and length (one-day windows). Event time runs as fast as the producer can
 send, so a month of traffic replays in seconds. Each scenario's `expect` says what trustgap should publish.
 """
 
@@ -44,6 +46,15 @@ Scenario = Callable[[float, dict[str, str], str], Behaviour]
 
 
 @dataclass(frozen=True, slots=True)
+class Delays:
+    """How long after its prediction each follow-up comes, uniform in (low, high) minutes."""
+
+    action: tuple[float, float] = (1, 20)     # a reviewer acts within minutes
+    truth: tuple[float, float] = (5, 30)      # a fast-settling truth (a click, a chargeback check)
+    proxy: tuple[float, float] = (1, 10)      # the cheap proxy comes first
+
+
+@dataclass(frozen=True, slots=True)
 class Plan:
     """A scenario laid out over one run: its behaviour, when the change starts, and the annotations it sends."""
 
@@ -51,6 +62,17 @@ class Plan:
     change_hours: float | None = None  # hours after the start when the change begins (None: nothing changes)
     annotations: tuple[dict[str, Any], ...] = ()  # Annotation bodies without schema_version/event_id/model
     expect: str = ""  # what trustgap should say, for the README, the tests and the detection report
+    delays: Delays = Delays()
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """How a scenario is meant to be run when it needs more than the defaults: its length, traffic and the model
+    settings (ModelSettings fields) it is judged with."""
+
+    days: float
+    rate: float
+    settings: dict[str, Any]
 
 
 def quiet(hours: float, segment: dict[str, str], band: str) -> Behaviour:
@@ -64,6 +86,15 @@ def _hour_after(start: datetime, hours: float) -> float:
     aligned = t.replace(minute=0, second=0, microsecond=0)
     if aligned < t:
         aligned += timedelta(hours=1)
+    return (aligned - start).total_seconds() / 3600
+
+
+def _day_after(start: datetime, hours: float) -> float:
+    """Hours from `start` to the first midnight (UTC) at or after `start + hours` (whole one-day windows)."""
+    t = start + timedelta(hours=hours)
+    aligned = t.replace(hour=0, minute=0, second=0, microsecond=0)
+    if aligned < t:
+        aligned += timedelta(days=1)
     return (aligned - start).total_seconds() / 3600
 
 
@@ -137,6 +168,29 @@ def blip(total_hours: float, start: datetime) -> Plan:
                        "sustained alert")
 
 
+DAY = 86400
+
+
+def flash_sale(total_hours: float, start: datetime) -> Plan:
+    """A two-day promotion from 2/3 of the run brings unusual customers (more overrides and mismatches), not
+    annotated; the truth comes 2-20 h after the prediction, so the second day's outcomes arrive on the third."""
+    begin = _day_after(start, 2 / 3 * total_hours)
+    return Plan(_from(begin, Behaviour(override=0.25, mismatch=0.20), until=begin + 48), begin,
+                expect="override_rate and outcome_mismatch transient (info) naming exactly the two promotion days "
+                       "-> exclude_window_from_training; no sustained alert",
+                delays=Delays(truth=(120, 1200)))
+
+
+def slow_claims(total_hours: float, start: datetime) -> Plan:
+    """Claims settle 1-6 days after the decision; from 60% of the run the world moves (truth and proxy mismatch
+    rise everywhere, as in outcome_drift)."""
+    change = _day_after(start, 0.6 * total_hours)
+    return Plan(_from(change, Behaviour(mismatch=0.24, proxy_mismatch=0.44)), change,
+                expect="outcome_mismatch transient at the first look with enough claims (age 2d), then sustained "
+                       "(page) for the model -> retrain_candidate",
+                delays=Delays(truth=(DAY / 60, 6 * DAY / 60)))
+
+
 SCENARIOS: dict[str, Callable[[float, datetime], Plan]] = {
     "quiet": lambda total, start: Plan(quiet, expect="no sustained alert"),
     "trust_decay": trust_decay,
@@ -147,7 +201,17 @@ SCENARIOS: dict[str, Callable[[float, datetime], Plan]] = {
     "blip": blip,
     "feature_breakage": feature_breakage,
     "feature_rescale": feature_rescale,
+    "flash_sale": flash_sale,
+    "slow_claims": slow_claims,
 }
+
+PROFILES: dict[str, Profile] = {
+    # one-day windows, the follow-ups' default checkpoints: actions at 1d, outcomes at 1d and 7d
+    "flash_sale": Profile(21, 100, {"window_seconds": DAY}),
+    # claims take days: outcome looks at 1, 2 and 4 days and the 7-day horizon
+    "slow_claims": Profile(28, 60, {"window_seconds": DAY, "checkpoints_seconds": [DAY, 2 * DAY, 4 * DAY]}),
+}
+"""Scenarios judged with their own settings and run length (the others run with the defaults)."""
 
 COUNTRIES = (("DE", 0.3), ("US", 0.25), ("FR", 0.15), ("GB", 0.12), ("IN", 0.1), ("BR", 0.08))
 
@@ -202,7 +266,7 @@ def generate(scenario: str, days: float = 30.0, rate: float = 120.0, seed: int =
     end = end or utcnow().replace(microsecond=0)
     start = end - timedelta(hours=total_hours)
     layout = plan(scenario, days, end)
-    behave = layout.behaviour
+    behave, delays = layout.behaviour, layout.delays
     pending: list[tuple[datetime, int, EventKind, dict[str, Any]]] = []
     seq = 0
     t = start
@@ -233,15 +297,15 @@ def generate(scenario: str, days: float = 30.0, rate: float = 120.0, seed: int =
                                "label": label, "score": round(score, 4), "band": band, "segment": segment,
                                "features": features_of(frng, segment, b, last)})
         if rng.random() < b.acted:
-            at = t + timedelta(minutes=rng.uniform(1, 20))
+            at = t + timedelta(minutes=rng.uniform(*delays.action))
             action = ("override" if rng.random() < 0.8 else "bypass") if rng.random() < b.override else "accept"
             emit(at, "action", {"prediction_id": pid, "ts": _ts(at), "action": action})
         if rng.random() < b.truth:
-            at = t + timedelta(minutes=rng.uniform(5, 30))
+            at = t + timedelta(minutes=rng.uniform(*delays.truth))
             emit(at, "outcome", {"prediction_id": pid, "ts": _ts(at), "kind": "truth",
                                  "label": other if rng.random() < b.mismatch else label})
         if rng.random() < b.proxy:
-            at = t + timedelta(minutes=rng.uniform(1, 10))
+            at = t + timedelta(minutes=rng.uniform(*delays.proxy))
             emit(at, "outcome", {"prediction_id": pid, "ts": _ts(at), "kind": "proxy",
                                  "label": other if rng.random() < b.proxy_mismatch else label})
         while pending and pending[0][0] <= t:

@@ -11,7 +11,7 @@ from stream import detect, stats
 from stream.detect import Concentration, Context, State, Track, evaluate, recommend, step
 from stream.events import Annotation
 from stream.settings import ModelSettings
-from stream.windows import Window
+from stream.windows import Due, Window
 
 MS = ModelSettings(persistence=3, resolve_after=2, min_gap=0.05, min_samples=50, alpha=0.01)
 HOUR = 3600 * 1000
@@ -169,44 +169,151 @@ def test_proxy_getting_worse_with_the_truth_is_not_divergence() -> None:
     assert sustained == {"proxy_divergence": "review_objective", "outcome_mismatch": "review_objective"}
 
 
+# --- looks: counts at an age, one decision per window and key -------------------------------------------------
+
+@pytest.mark.parametrize("kind,k,counts,expected", [
+    # an action look sums its kind's counters over the indexes up to k and drops the index
+    ("a", 0, {"n": 9, "a:override#0": 2, "a:override#1": 3, "a:accept#0": 4}, {"n": 9, "a:override": 2,
+                                                                               "a:accept": 4}),
+    ("a", 1, {"n": 9, "a:override#0": 2, "a:override#1": 3, "a:accept#0": 4}, {"n": 9, "a:override": 5,
+                                                                               "a:accept": 4}),
+    # an outcome look takes outcomes and mismatches, and leaves the actions out
+    ("o", 1, {"o:truth#0": 5, "m:truth#0": 1, "o:truth#2": 7, "m:truth#1": 2, "a:accept#0": 4},
+     {"o:truth": 5, "m:truth": 3}),
+    # a counter without an index counts from the first look on
+    ("o", 0, {"o:truth": 5, "m:truth": 1}, {"o:truth": 5, "m:truth": 1}),
+])
+def test_counts_at_a_look_are_cumulative_over_checkpoints(kind: str, k: int, counts: dict[str, int],
+                                                           expected: dict[str, int]) -> None:
+    assert detect.at_look(counts, kind, k) == expected
+
+
+def test_totals_sum_every_checkpoint() -> None:
+    assert detect.totals({"n": 3, "a:accept#0": 1, "a:accept#1": 2}) == {"n": 3, "a:accept": 3}
+
+
+LOOKS = ModelSettings(persistence=3, resolve_after=2, min_gap=0.05, min_samples=50, alpha=0.01,
+                      checkpoints_seconds=[3600, 7200], action_horizon_seconds=4 * 3600)
+A0, A1, A2 = (s for s in LOOKS.stages() if s.kind == "a")  # actions judged 1 h, 2 h and 4 h after the window
+
+
+def _staged(windows: list[dict[str, dict[str, int]]], ms: ModelSettings = LOOKS
+            ) -> list[tuple[int, str, detect.Evaluation]]:
+    """Judge every stage of the windows (raw counters per scope, indexed) in (due, order) order, as the
+    evaluator does: (window index, stage name, evaluation) for every look."""
+    dues = sorted((Due(Window(i * HOUR, HOUR), s) for i in range(len(windows)) for s in ms.stages()),
+                  key=lambda d: d.cursor)
+    history: dict[int, detect.Summary] = {}
+    state = State()
+    out = []
+    for d in dues:
+        i = d.window.start // HOUR
+        ev = evaluate("m", d.window, _counts(windows[i]), list(history.values()), state, [], ms, NOW, stage=d.stage)
+        history[d.window.start], state = ev.summary, ev.state
+        out.append((i, d.stage.name, ev))
+    return out
+
+
+def _actions(overrides: list[int], accepts: list[int]) -> dict[str, dict[str, int]]:
+    """One window: overrides and accepts per checkpoint index (whole model only)."""
+    c = {f"a:override#{k}": v for k, v in enumerate(overrides)} | {f"a:accept#{k}": v for k, v in enumerate(accepts)}
+    return {"": {"n": sum(overrides) + sum(accepts), **c}}
+
+
+QUIET_LOOKS = _actions([10, 5, 5], [90, 45, 45])  # 10% at every age
+
+
+def test_a_key_is_decided_once_per_window_at_its_first_deciding_look() -> None:
+    # a spike visible from the first look: one transient, at a0; the later looks of the window stay silent
+    evs = _staged([QUIET_LOOKS] * 8 + [_actions([60, 30, 30], [40, 20, 20])])
+    alerts = [(i, name, a.classification) for i, name, e in evs for a in e.alerts]
+    assert alerts == [(8, "a0", "transient")]
+    assert evs[-1][2].summary.decided == {"override_rate|"}
+    first = next(a for _, _, e in evs for a in e.alerts)
+    assert first.diagnosis[0].startswith("at age 1h ")
+    assert "x6 looks" in first.diagnosis[0]  # three action looks and three outcome looks
+
+
+def test_a_key_too_thin_at_the_first_look_is_decided_at_a_later_one() -> None:
+    # 20 actions by 1 h (< min_samples), the rest later: the spike is decided at the 2 h look
+    evs = _staged([QUIET_LOOKS] * 8 + [_actions([12, 60, 20], [8, 40, 60])])
+    alerts = [(i, name, a.classification) for i, name, e in evs for a in e.alerts]
+    assert alerts == [(8, "a1", "transient")]
+
+
+def test_an_undecided_window_neither_extends_nor_breaks_a_streak() -> None:
+    spike = _actions([60, 30, 30], [40, 20, 20])
+    # a window 4 points above its baseline (20% once the two spikes are in it) at every look: above min_gap / 2,
+    # under min_gap, so neither candidate nor clean: no data for the streak
+    ambiguous = _actions([24, 12, 12], [76, 38, 38])
+    evs = _staged([QUIET_LOOKS] * 8 + [spike, spike, ambiguous, spike])
+    news = [(i, a.classification) for i, _, e in evs for a in e.alerts if not a.scope]
+    assert news == [(8, "transient"), (9, "transient"), (11, "sustained")]
+    assert "override_rate|" not in next(e for i, _, e in reversed(evs) if i == 10).summary.decided
+
+
+def test_the_p_value_is_corrected_over_the_windows_looks() -> None:
+    evs = _staged([QUIET_LOOKS] * 8 + [_actions([60, 30, 30], [40, 20, 20])])
+    [alert] = [a for _, _, e in evs for a in e.alerts]
+    m = detect.measure("override_rate", "", {"a:override": 60, "a:accept": 40},
+                       [{"a:override": 10, "a:accept": 90}] * 8, LOOKS)
+    assert m is not None
+    looks = len(LOOKS.checkpoints_ms("a")) + len(LOOKS.checkpoints_ms("o"))
+    assert alert.p_value == pytest.approx(min(1.0, m.p * looks))
+
+
+def test_the_predictions_stage_tests_no_rate() -> None:
+    stage_n = LOOKS.stages()[0]
+    ev = evaluate("m", Window(9 * HOUR, HOUR), _counts(_actions([60, 30, 30], [40, 20, 20])),
+                  [detect.summarise(Window(i * HOUR, HOUR), _counts(QUIET_LOOKS)) for i in range(9)], State(), [],
+                  LOOKS, NOW, stage=stage_n)
+    assert ev.alerts == [] and ev.state == State() and ev.summary.decided == frozenset()
+
+
 # --- false alarms on stationary data ------------------------------------------------------------------------
 #
-# Bound: Holm controls the family-wise error per model and window at alpha whatever the dependence between the
-# overlapping scopes, so on stationary data at most alpha = 1% of windows may hold any candidate (transient) at
-# all; a sustained alert needs `persistence` = 3 consecutive candidates of one key, which for independent windows
-# is ~alpha^3 per key-window: far below one in the 100 x 40 = 4,000 model-windows simulated. So the test demands
+# Bound: a model-window's family is every test at every one of its looks (stream.stats): Bonferroni over its five
+# follow-up looks, Holm within each, controls the family-wise error at alpha whatever the dependence between the
+# looks and the overlapping scopes, so on stationary data at most alpha = 1% of windows may hold any candidate
+# (transient) at any look; a sustained alert needs `persistence` = 3 consecutive candidates of one key, which for
+# independent windows is ~alpha^3 per key-window: far below one in the 50 x 40 = 2,000 model-windows simulated
+# (at 100 seeds, 17 of 4,000 windows held a candidate: 0.43%). So the test demands
 # (a) windows with any candidate <= 1% + 3 binomial standard deviations, and (b) no sustained alert at all.
 # min_gap is 0 here so that the statistics alone are tested (a practical minimum only removes candidates).
 
-SCOPES, WINDOWS, SEEDS = 24, 40, 100
-STATIONARY = ModelSettings(min_gap=0.0, alpha=0.01, min_samples=50)
+SCOPES, WINDOWS, SEEDS = 24, 40, 50  # 2,000 model-windows, each judged at its six stages (about a minute)
+STATIONARY = ModelSettings(min_gap=0.0, alpha=0.01, min_samples=50)  # 1 h windows, 5 looks
 
 
 def _stationary_run(seed: int, ms: ModelSettings) -> tuple[int, int]:
-    """(windows holding any alert, sustained alerts) for one model of SCOPES shops over WINDOWS windows."""
+    """(windows holding any alert at any of their looks, sustained alerts) for one model of SCOPES shops over
+    WINDOWS windows, each judged at every stage in (due, order) order; follow-ups spread over the checkpoints."""
     rng = np.random.default_rng(seed)
-    history: list[detect.Summary] = []
-    state = State()
-    noisy = sustained = 0
-    for i in range(WINDOWS):
+    windows = []
+    for _ in range(WINDOWS):
         n = rng.integers(80, 160, size=SCOPES)
-        scopes = {}
-        for p, counters in ((0.1, ("a:override", "a:accept")), (0.1, ("m:truth", "o:truth")),
-                                           (0.3, ("m:proxy", "o:proxy"))):
-            k = rng.binomial(n, p)
+        scopes: dict[str, dict[str, int]] = {f"shop={s}": {} for s in range(SCOPES)}
+        for p, num, den, kind in ((0.1, "a:override", "a:accept", "a"), (0.1, "m:truth", "o:truth", "o"),
+                                  (0.3, "m:proxy", "o:proxy", "o")):
+            looks = len(ms.checkpoints_ms(kind))  # type: ignore[arg-type]
+            share = [0.6] + [0.4 / (looks - 1)] * (looks - 1) if looks > 1 else [1.0]
             for s in range(SCOPES):
-                c = scopes.setdefault(f"shop={s}", {})
-                if counters[0] == "a:override":
-                    c.update({"a:override": int(k[s]), "a:accept": int(n[s] - k[s])})
-                else:
-                    c.update({counters[0]: int(k[s]), counters[1]: int(n[s])})
+                trials = rng.multinomial(n[s], share)
+                hits = rng.binomial(trials, p)
+                for k in range(looks):
+                    if num == "a:override":
+                        scopes[f"shop={s}"] |= {f"{num}#{k}": int(hits[k]), f"{den}#{k}": int(trials[k] - hits[k])}
+                    else:
+                        scopes[f"shop={s}"] |= {f"{num}#{k}": int(hits[k]), f"{den}#{k}": int(trials[k])}
         scopes[""] = {key: sum(c[key] for c in scopes.values()) for key in scopes["shop=0"]}
-        ev = evaluate("m", Window(i * HOUR, HOUR), _counts(scopes), history, state, [], ms, NOW)
-        history.append(ev.summary)
-        state = ev.state
-        noisy += bool(ev.alerts)
+        windows.append(scopes)
+    noisy: set[int] = set()
+    sustained = 0
+    for i, _, ev in _staged(windows, ms):
+        if ev.alerts:
+            noisy.add(i)
         sustained += sum(a.classification == "sustained" for a in ev.alerts)
-    return noisy, sustained
+    return len(noisy), sustained
 
 
 def test_stationary_data_stays_under_the_false_alarm_bound() -> None:

@@ -1,8 +1,8 @@
 """The judge (stream.judge): both detectors on one closed window, and the one codec of their stored state.
 
 The stored samples below were written by the evaluator before the judge existed (the flow of stream/app.py at
-f6cb7e7, run on `scenario()`): the codec must read them to the same states and write them back byte for byte, or
-a worker upgraded in place would misread the state its predecessor left in Redis.
+f6cb7e7, run on `scenario()`): the codec must read them to the same states and write them back byte for byte;
+judging in stages writes the same layout, each window's entry adding the keys its looks decided.
 """
 
 from __future__ import annotations
@@ -10,19 +10,22 @@ from __future__ import annotations
 import random
 from datetime import datetime, timezone
 
+import orjson
 import pytest
 
 from stream import detect, features
 from stream.features import FeatureStats, WindowFeatures
-from stream.judge import Closed, Memory, decode, dominant_version, encode, encode_state, encode_summary, judge
+from stream.judge import (Closed, Memory, decode, dominant_version, encode, encode_state, encode_summary,
+                          history_from, judge)
 from stream.settings import ModelSettings
-from stream.windows import Window
+from stream.windows import Window, due_stages
 
 HOUR = 3_600_000
 T0 = int(datetime(2026, 11, 20, tzinfo=timezone.utc).timestamp() * 1000)
 NOW = datetime(2026, 12, 1, tzinfo=timezone.utc)
 MS = ModelSettings(window_seconds=3600, persistence=1, resolve_after=1, min_samples=50, baseline_windows=4,
-                   alpha=0.01, min_gap=0.05)
+                   alpha=0.01, min_gap=0.05, action_horizon_seconds=3600, outcome_horizon_seconds=3600)
+STAGES = MS.stages()  # n, then one look at actions and one at outcomes, each an hour after the window's end
 
 # What the evaluator stored after the seventh window of `scenario()` (its spike): the state, and the last two of
 # the history's entries (window start -> summary).
@@ -77,40 +80,72 @@ def scenario() -> list[Closed]:
 
 
 def run(windows: list[Closed]) -> list[tuple[Memory, bytes, bytes, list[str]]]:
-    """Judge the windows in turn as the evaluator does: each starts from the memory the previous one left."""
+    """Judge every stage of the windows in (due, order) order as the evaluator does, each judgement starting from
+    the memory the previous one left; per window, the memory, state and entry after its last stage, and every
+    alert its stages published."""
     memory = decode(None, {})
-    out = []
-    for closed in windows:
-        verdict = judge("claims", closed, memory, [], MS, NOW)
+    by_start = {c.window.start: c for c in windows}
+    last = windows[-1].window.end + max(s.age_ms for s in STAGES)
+    out: dict[int, tuple[Memory, bytes, bytes, list[str]]] = {}
+    for due in due_stages(windows[0].window.start, None, last, HOUR, STAGES):
+        if due.window.start not in by_start:
+            continue  # a window after the last: its predictions' stage comes before the last one's looks
+        closed = by_start[due.window.start]
+        verdict = judge("claims", closed, due.stage, memory, [], MS, NOW)
         memory = verdict.memory
         alerts = [f"{a.signal}:{a.status}:{a.classification}" for a in [*verdict.rate.alerts,
                                                                          *verdict.feature.alerts]]
         assert sorted(verdict.outbox) == sorted(a.alert_id for a in [*verdict.rate.alerts, *verdict.feature.alerts])
-        out.append((memory, verdict.state_json(), verdict.summary_json(), alerts))
-    return out
+        before = out.get(closed.window.start, (memory, b"", b"", []))[3]
+        out[closed.window.start] = (memory, verdict.state_json(), verdict.summary_json(), before + alerts)
+    return [out[c.window.start] for c in windows]
 
 
 def test_a_window_with_a_rate_spike_and_a_frozen_feature_returns_both_alerts() -> None:
     runs = run(scenario())
     assert [alerts for *_, alerts in runs[:6]] == [[]] * 6
-    assert runs[6][3] == ["override_rate:firing:sustained", "feature_frozen:firing:sustained"]
+    # feature health at the window's end ('n'), the override rate an hour later (its first action look)
+    assert runs[6][3] == ["feature_frozen:firing:sustained", "override_rate:firing:sustained"]
     memory = runs[6][0]
     # the rate alert's recommendation cites the frozen feature: the feature detector ran first, in the same judge
     assert memory.rate.tracks["override_rate|"].recommendation == "fix_upstream_feature"
     assert memory.feature.tracks["feature_frozen|country"].status == "sustained"
 
 
-def test_the_judge_writes_what_the_evaluator_wrote_before_it() -> None:
+def test_the_judge_writes_the_stored_layout_and_the_keys_it_decided() -> None:
+    # the state JSON is as the evaluator stored it before stages existed; a window's entry adds the keys its
+    # looks decided (each (signal, scope) steps its state machine once per window)
     memory, state_json, summary_json, _ = run(scenario())[6]
+    decided = b',"decided":["override_rate|"],"_features"'
     assert state_json == STORED_STATE
-    assert summary_json == STORED_HISTORY[T0 + 6 * HOUR]
-    assert encode(memory)[1][T0 + 5 * HOUR] == STORED_HISTORY[T0 + 5 * HOUR]
+    assert summary_json == STORED_HISTORY[T0 + 6 * HOUR].replace(b',"_features"', decided)
+    assert encode(memory)[1][T0 + 5 * HOUR] == STORED_HISTORY[T0 + 5 * HOUR].replace(b',"_features"', decided)
 
 
 def test_history_older_than_the_baseline_is_forgotten() -> None:
     memory = run(scenario())[6][0]
-    # window 6 ends at T0 + 7h; four baseline windows back from there start at T0 + 3h
-    assert sorted(memory.rate_history) == sorted(memory.feature_history) == [T0 + i * HOUR for i in range(3, 7)]
+    # window 6's last look is due at T0 + 8h; the oldest window with a look still to come then starts at T0 + 6h
+    # (its last look an hour after its end), and its four baseline windows start from T0 + 2h
+    assert sorted(memory.rate_history) == sorted(memory.feature_history) == [T0 + i * HOUR for i in range(2, 7)]
+
+
+def test_history_covers_the_baseline_of_the_slowest_look() -> None:
+    ms = ModelSettings(window_seconds=3600, baseline_windows=4)  # outcomes judged up to 7 days after a window
+    stage = ms.stages()[0]
+    assert history_from(Window(T0, HOUR), stage, ms) == T0 + HOUR - 7 * 24 * HOUR - HOUR - 4 * HOUR
+
+
+def test_a_follow_up_stage_keeps_the_feature_part_of_the_entry() -> None:
+    windows = scenario()
+    memory = decode(None, {})
+    n_stage, a_stage = STAGES[0], STAGES[1]
+    memory = judge("claims", windows[0], n_stage, memory, [], MS, NOW).memory
+    entry = memory.feature_history[T0]
+    verdict = judge("claims", Closed(windows[0].window, windows[0].counts, 0, {}), a_stage, memory, [], MS, NOW)
+    assert verdict.feature.summary == entry and verdict.feature.alerts == []
+    assert verdict.memory.feature == memory.feature
+    assert orjson.loads(verdict.summary_json())["_features"] == orjson.loads(encode_summary(
+        verdict.rate.summary, entry))["_features"]
 
 
 def test_stored_state_decodes_to_the_states_the_detectors_had() -> None:
