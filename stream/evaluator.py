@@ -27,6 +27,9 @@ from .windows import Due, due_stages, format_cursor, parse_cursor, watermark
 
 log = logging.getLogger("trustgap")
 
+# the rates a follow-up stage exports: overrides from actions; the outcome rates (the proxy's own mismatch shows
+# what proxy_divergence compares) from outcomes
+EXPORTED = {"a": ("override_rate",), "o": ("outcome_mismatch", "proxy_mismatch")}
 MAX_WINDOWS_PER_TICK = 200  # (window, stage) pairs judged per model and tick after a long outage; the next goes on
 
 
@@ -113,10 +116,6 @@ def due_windows(rt: Runtime, model: str, seen: ModelTick, event_time: int | None
                       MAX_WINDOWS_PER_TICK)
 
 
-async def read(rt: Runtime, model: str, due: Due, with_state: bool) -> tuple[Closed, ModelState | None]:
-    """Close the stage and read the window's counts, at stage 'n' its feature statistics (and with `with_state`
-    the model's state)."""
-    window = due.window
 def export_partitions(rt: Runtime, tick: Tick, partitions: Sequence[Partition]) -> None:
     """Each partition's newest event time and idleness, as the tick read them (the watermark's inputs)."""
     m = rt.metrics
@@ -128,6 +127,10 @@ def export_partitions(rt: Runtime, tick: Tick, partitions: Sequence[Partition]) 
         m.partition_idle.labels(topic, partition).set(1 if tp in tick.idle else 0)
 
 
+async def read(rt: Runtime, model: str, due: Due, with_state: bool) -> tuple[Closed, ModelState | None]:
+    """Close the stage and read the window's counts, at stage 'n' its feature statistics (and with `with_state`
+    the model's state)."""
+    window = due.window
     got = await with_redis(rt, "close", lambda: rt.store.close_and_read(model, window.start, window.end,
                                                                         due.stage.name, with_state=with_state))
     n, stats = 0, dict[str, features.FeatureStats]()
@@ -173,10 +176,8 @@ def export_rates(rt: Runtime, model: str, due: Due, result: detect.Evaluation) -
     alerts."""
     m = rt.metrics
     for scope, raw in result.summary.scopes.items():
-        counts = detect.look_counts(raw, due.stage)
-        for signal in detect.EXPORTED_RATES:
-            if detect.SIGNAL_KIND[signal] != due.stage.kind:
-                continue
+        counts = detect.at_look(raw, due.stage.kind, due.stage.index)
+        for signal in EXPORTED[due.stage.kind]:
             k, n = detect.rate(counts, signal)
             if n:
                 m.rate.labels(model, signal, scope or "all").set(k / n)

@@ -97,8 +97,10 @@ def window_rows(history: Mapping[int, Summary], baseline_windows: int,
         before = ordered[max(0, i - baseline_windows):i]
         rates = {}
         for signal in RATE_SIGNALS:
-            k, n = detect.rate(s.scopes.get("", {}), signal)
-            base = [detect.rate(b.scopes.get("", {}), signal) for b in before if f"{signal}|" not in b.excluded]
+            # every follow-up counted so far, whatever its checkpoint: a young window's outcomes are still coming
+            k, n = detect.rate(detect.totals(s.scopes.get("", {})), signal)
+            base = [detect.rate(detect.totals(b.scopes.get("", {})), signal) for b in before
+                    if f"{signal}|" not in b.excluded]
             rates[signal] = Rate(k, n, sum(b[0] for b in base), sum(b[1] for b in base))
         came_late = {kind: n for kind, n in late.get(s.start, {}).items() if n}
         rows.append(WindowRow(s.start, s.end, s.version, s.scopes.get("", {}).get("n", 0), rates, came_late))
