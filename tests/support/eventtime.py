@@ -13,6 +13,7 @@ import os
 import random
 import subprocess
 import sys
+import time
 import urllib.request
 import zlib
 from collections import Counter
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from stream.embedded import free_port
 from stream.settings import ModelSettings, Settings
@@ -238,17 +239,39 @@ def applied_per_topic(settings: Settings) -> Counter[str]:
 
 
 def end_offsets(dep: Deployment, topics: Iterable[str] = ("predictions", "actions", "outcomes")) -> Counter[str]:
-    """The broker's end offsets summed per topic (short name): the messages on it, from a fresh topic."""
+    """The broker's end offsets summed per topic (short name): the messages on it, from a fresh topic.
+
+    Read, not asked: Tansu answers ListOffsets with the first offset of a partition's last record batch, plus one,
+    so each partition is read from there to its end (EOF) and its last offset taken."""
     consumer = Consumer({"bootstrap.servers": dep.stack.bootstrap_servers, "group.id": "end-offsets",
-                         "enable.auto.commit": False})
-    out: Counter[str] = Counter()
+                         "enable.auto.commit": False, "enable.partition.eof": True})
+    ends: dict[tuple[str, int], int] = {}
     try:
+        assign = []
         for topic in topics:
             name = dep.topic(topic)
             for p in consumer.list_topics(name, timeout=10).topics[name].partitions:
-                out[topic] += consumer.get_watermark_offsets(TopicPartition(name, p), timeout=10)[1]
+                listed = consumer.get_watermark_offsets(TopicPartition(name, p), timeout=10)[1]
+                ends[(name, p)] = listed
+                assign.append(TopicPartition(name, p, max(0, listed - 1)))
+        consumer.assign(assign)
+        open_ = set(ends)
+        deadline = time.monotonic() + 60
+        while open_ and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None:
+                continue
+            tp = (msg.topic(), msg.partition())
+            if msg.error() is None:
+                ends[tp] = max(ends[tp], msg.offset() + 1)
+            elif msg.error().code() == KafkaError._PARTITION_EOF:
+                open_.discard(tp)
+        assert not open_, f"partitions without an end after 60 s: {sorted(open_)}"
     finally:
         consumer.close()
+    out: Counter[str] = Counter()
+    for (name, _), n in ends.items():
+        out[name.rpartition(".")[2]] += n
     return out
 
 
