@@ -19,8 +19,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from stream.settings import ModelSettings
+from stream.state import keys
 from stream.times import epoch_ms, utcnow
 from tests.support.eventtime import (DAY_MS, HOUR_MS, MODELS, Expected, Traffic, applied_per_topic, describe,
                                      end_offsets, expected, judged_until, late_events, live, produce,
@@ -56,8 +58,20 @@ def applied(dep: Deployment) -> int:
 
 def judged(dep: Deployment, models: tuple[str, ...], until: int, timeout: float = 60) -> None:
     """Wait until every model's predictions stage of the windows ending by `until` is judged."""
-    wait_for(lambda: all((judged_until(dep.settings, m) or 0) >= until for m in models), timeout, 0.3,
-             what=f"the windows ending by {until} judged for their predictions")
+    try:
+        wait_for(lambda: all((judged_until(dep.settings, m) or 0) >= until for m in models), timeout, 0.3,
+                 what=f"the windows ending by {until} judged for their predictions")
+    except AssertionError as err:
+        raise AssertionError(f"{err}; {progress_report(dep)}") from None
+
+
+def progress_report(dep: Deployment) -> str:
+    """What the watermark was made of, for a failure message: each partition's event time and idleness."""
+    with redis.Redis.from_url(dep.settings.redis_url.get_secret_value()) as r:
+        times = {k.decode(): int(v) for k, v in r.hgetall(keys.EVENT_TIME).items()}
+        idle = sorted(k.decode() for k in r.scan_iter(match=f"{keys.IDLE_PREFIX}*"))
+        judged_ = {m: judged_until(dep.settings, m) for m in MODELS}
+    return f"partition event times {times}, idle {idle}, judged until {judged_}"
 
 
 def assert_exact(dep: Deployment, truth: Expected, ports: list[int], late_before: Counter[str] | None = None

@@ -7,7 +7,8 @@ publication time), plus each scenario's expected story.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import heapq
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -16,6 +17,7 @@ import pytest
 from stream.admin import confluent_config
 from stream.client import BatchProducer
 from stream import detect
+from stream.events import EventKind
 from stream.offline import replay, settings_for
 from stream.settings import ModelSettings
 from stream.simulate import PROFILES, SCENARIOS, generate
@@ -24,8 +26,8 @@ from tests.support.harness import Deployment, metric_value, metrics_text, wait_f
 
 DAYS, RATE, SEED = 3.0, 250.0, 1
 END = datetime(2026, 11, 12, tzinfo=timezone.utc)  # more than LATENESS + 1 h before "now" (see max_future_seconds)
-LATENESS = 10 * 86400  # nothing closes while the run is sent: topics are consumed concurrently, so a window must
-#                        not close before its last action arrives; a final event then closes every window at once
+LATENESS = ModelSettings().allowed_lateness_seconds  # the default: the topics are consumed concurrently, and
+#                        windows wait for the slowest partition; a final event then closes the last windows
 
 # scenario -> (signal, recommendation, severity) of its model-level sustained alerts; classifications it must and
 # must not publish
@@ -123,7 +125,16 @@ def test_a_slow_outcome_shift_is_seen_at_the_first_look_with_enough_outcomes() -
 
 @pytest.fixture
 def deployment(deploy: Callable[..., Deployment]) -> Deployment:
-    return deploy(env={"TRUSTGAP_DEFAULTS__ALLOWED_LATENESS_SECONDS": str(LATENESS)})
+    return deploy()
+
+
+Stream = Iterator[tuple[EventKind, dict[str, Any]]]
+
+
+def in_time_order(streams: list[Stream]) -> Stream:
+    """Several models' traffic merged by event time, as models that run side by side produce it (a scenario's
+    annotations, which come first, stay first)."""
+    return heapq.merge(*streams, key=lambda e: -2**62 if e[0] == "annotation" else parse_ms(e[1]["ts"]))
 
 
 @pytest.mark.integration
@@ -131,8 +142,7 @@ def test_every_scenario_publishes_its_alerts_through_broker_and_redis(deployment
     worker = deployment.start_worker()
     settings = deployment.settings
     producer = BatchProducer(confluent_config(settings), settings.topics.model_dump())
-    for scenario in BROKER_SCENARIOS:
-        producer.send_all(generate(scenario, DAYS, RATE, SEED, model=scenario, end=END))
+    producer.send_all(in_time_order([generate(s, DAYS, RATE, SEED, model=s, end=END) for s in BROKER_SCENARIOS]))
     sent = producer.sent  # cumulative over the calls
     producer.close()
     port = worker.web_port  # type: ignore[attr-defined]
