@@ -1,13 +1,14 @@
 """Event-time window arithmetic: epoch-aligned tumbling windows and the watermark that closes them.
 
-All times are integer milliseconds since the epoch. A window [start, start + size) closes when the watermark
-(the event time every input partition has reached, `partition_watermark`, minus the allowed lateness) reaches its
-end; an event whose window has closed is late.
+All times are integer milliseconds since the epoch. Windows hold predictions; a window [start, start + size) is
+judged in stages (its predictions at its end, each follow-up signal at checkpoints after it), each once the
+watermark (the event time every input partition has reached, `partition_watermark`, minus the allowed lateness)
+passes its due time; an event whose stage was judged is late.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
@@ -58,19 +59,6 @@ class Window:
     @property
     def end(self) -> int:
         return self.start + self.size
-
-
-def closable(first_start_ms: int, closed_until_ms: int | None, watermark_ms: int, size_ms: int) -> Iterator[Window]:
-    """Windows that the watermark has passed and that were not closed yet, oldest first.
-
-    `first_start_ms` is the earliest window that ever saw data; `closed_until_ms` is the end of the last window
-    closed (None when none was). Windows with no data in between are yielded too: an empty window is news.
-    """
-    start = first_start_ms if closed_until_ms is None else max(closed_until_ms, first_start_ms)
-    start = window_start(start, size_ms)
-    while start + size_ms <= watermark_ms:
-        yield Window(start, size_ms)
-        start += size_ms
 
 
 # --- stages: when each signal of a window is judged ---

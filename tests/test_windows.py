@@ -8,7 +8,7 @@ import pytest
 from hypothesis import find, given
 from hypothesis import strategies as st
 
-from stream.windows import Window, closable, partition_watermark, watermark, window_start
+from stream.windows import Window, due_stages, partition_watermark, stages, watermark, window_start
 
 H = 3600 * 1000
 
@@ -42,12 +42,16 @@ def test_watermark_subtracts_allowed_lateness() -> None:
     (0, None, H - 1, []),                      # the first window is not over yet
     (0, None, H, [0]),                         # watermark at its end closes it
     (0, None, 3 * H + 5, [0, H, 2 * H]),       # several windows, oldest first
-    (0, 2 * H, 3 * H + 5, [2 * H]),            # already-closed windows are not repeated
+    (0, 2 * H, 3 * H + 5, [2 * H]),            # already-judged windows are not repeated
     (5 * H + 7, None, 8 * H, [5 * H, 6 * H, 7 * H]),  # starts at the first window that saw data
 ])
-def test_closable_windows(first: int, closed_until: int | None, wm: int, expected: list[int]) -> None:
-    assert [w.start for w in closable(first, closed_until, wm, H)] == expected
-    assert all(w == Window(w.start, H) and w.end == w.start + H for w in closable(first, closed_until, wm, H))
+def test_a_windows_predictions_are_due_once_the_watermark_passes_its_end(
+        first: int, closed_until: int | None, wm: int, expected: list[int]) -> None:
+    only_predictions = stages([], [])
+    cursor = None if closed_until is None else (closed_until, 0)
+    due = due_stages(first, cursor, wm, H, only_predictions)
+    assert [d.window.start for d in due] == expected
+    assert all(d.window == Window(d.window.start, H) and d.window.end == d.window.start + H for d in due)
 
 
 # --- the watermark over partitions ---
