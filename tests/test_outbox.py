@@ -161,7 +161,9 @@ def test_a_burst_of_alerts_in_one_window_arrives_exactly_once_and_empties_the_ou
         rt, store, producer = await runtime(settings, topic)
         rng = random.Random(7)
         try:
-            for w in range(8):  # six quiet windows of baseline, the spike, then one that pushes the watermark on
+            # six quiet windows of baseline, the spike, then two that push the watermark past the spike's first
+            # checkpoint (its actions are judged one window after its end)
+            for w in range(9):
                 events = window_events(rng, START + w * WINDOW, spike=w == 6)
                 await store.apply(events, claim(settings, events), 0)
                 await evaluate(rt)
@@ -190,12 +192,13 @@ def test_an_alert_whose_send_fails_stays_in_the_outbox_and_is_published_on_a_lat
         rt, store, producer = await runtime(settings, topic, request_timeout_ms=2000)
         rng = random.Random(7)
         try:
-            for w in range(7):  # each window's events close the one before: quiet baseline up to the spike
+            # each window's events close the one before: quiet baseline, the spike, the window after it
+            for w in range(8):
                 events = window_events(rng, START + w * WINDOW, spike=w == 6)
                 await store.apply(events, claim(settings, events), 0)
                 await evaluate(rt)
-            events = window_events(rng, spike + WINDOW, spike=False)
-            await store.apply(events, claim(settings, events), 0)  # the spike can close
+            events = window_events(rng, spike + 2 * WINDOW, spike=False)
+            await store.apply(events, claim(settings, events), 0)  # the spike's first checkpoint can be judged
             fs.kill_broker()
             closed_while_down = await evaluate(rt)         # decides the burst; its sends fail
             waiting = await store.redis.hlen(outbox)
@@ -211,7 +214,7 @@ def test_an_alert_whose_send_fails_stays_in_the_outbox_and_is_published_on_a_lat
 
     closed_while_down, waiting, still_waiting, decided = asyncio.run(go())
     burst = decided[spike]
-    assert closed_while_down == 1
+    assert closed_while_down == 2  # the next window's predictions, then the spike's actions; the rest waits
     assert len(burst) >= 4
     assert waiting == still_waiting == len(burst)
     # the restarted broker holds only what was published after it came back: the burst, each alert once
