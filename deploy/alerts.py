@@ -87,7 +87,7 @@ def gap_alert(signal: str, name: str) -> Alert:
         for_key="gap",
         summary=f"Sustained {signal} gap on model {{{{ $labels.model }}}} ({{{{ $labels.scope }}}})",
         description=(f"{signal} of model {{{{ $labels.model }}}} in scope {{{{ $labels.scope }}}} was "
-                     f"{_query_value('trustgap_window_rate', 'humanizePercentage')} in the last closed window "
+                     f"{_query_value('trustgap_window_rate', 'humanizePercentage')} in the newest judged window "
                      f"against a baseline of {_query_value('trustgap_baseline_rate', 'humanizePercentage')}, "
                      f"for several windows in a row. trustgap recommends: {_recommendation()}."),
         anchor=signal.replace("_", "-"))

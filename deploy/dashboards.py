@@ -62,7 +62,7 @@ def rate_vs_baseline() -> timeseries.Panel:
                         "{{model}} {{signal}} {{scope}}"),
                   query(f"max by (model, signal, scope) (trustgap_baseline_rate{{{sel}}})",
                         "{{model}} {{signal}} {{scope}} baseline"),
-                  span=24, description="Rate of each signal in the last closed window per model and scope, "
+                  span=24, description="Rate of each signal in the newest judged window per model and scope, "
                   "against the baseline it was compared with.")
 
 
@@ -153,7 +153,7 @@ def by_scope(dimension: str, scopes: str) -> timeseries.Panel:
 def samples(dimension: str, scopes: str) -> timeseries.Panel:
     return series(f"Trials per window by {dimension}", "none", query(
         f'max by (signal, scope) (trustgap_window_samples{{model="$model", {scopes}}})',
-        "{{signal}} {{scope}}"), span=12, description="How many actions/outcomes the last closed window's rate "
+        "{{signal}} {{scope}}"), span=12, description="How many actions/outcomes the newest judged window's rate "
         "rests on: thin scopes are not tested.")
 
 

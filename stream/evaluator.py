@@ -173,8 +173,27 @@ def export_features(rt: Runtime, model: str, result: features.Evaluation, before
 
 def export_rates(rt: Runtime, model: str, due: Due, result: detect.Evaluation) -> None:
     """The rates the stage judged per scope (at its checkpoint's age), and the baselines and lifetimes of its
-    alerts."""
+    alerts.
+
+    The rate and baseline gauges show the newest window judged for the signal, at its latest look: a later
+    checkpoint of an older window (judged after the first look at newer ones) must not put its rate next to a
+    newer alert's baseline."""
     m = rt.metrics
+    key = (model, due.stage.kind)
+    if due.window.start < rt.rate_window.get(key, due.window.start):
+        newest = False
+    else:
+        newest, rt.rate_window[key] = True, due.window.start
+    for alert in result.alerts:
+        scope = ",".join(f"{k}={v}" for k, v in alert.scope.items()) or "all"
+        if newest:
+            m.baseline.labels(model, alert.signal, scope).set(alert.baseline)
+        labels = (model, alert.signal, scope, alert.classification, alert.severity, alert.recommendation)
+        # Only sustained alerts have a lifetime (firing .. resolved); transient and expected are one-off news.
+        if alert.classification == "sustained":
+            m.alert_active.labels(*labels).set(1 if alert.status == "firing" else 0)
+    if not newest:
+        return
     for scope, raw in result.summary.scopes.items():
         counts = detect.at_look(raw, due.stage.kind, due.stage.index)
         for signal in EXPORTED[due.stage.kind]:
@@ -182,13 +201,6 @@ def export_rates(rt: Runtime, model: str, due: Due, result: detect.Evaluation) -
             if n:
                 m.rate.labels(model, signal, scope or "all").set(k / n)
                 m.samples.labels(model, signal, scope or "all").set(n)
-    for alert in result.alerts:
-        scope = ",".join(f"{k}={v}" for k, v in alert.scope.items()) or "all"
-        m.baseline.labels(model, alert.signal, scope).set(alert.baseline)
-        labels = (model, alert.signal, scope, alert.classification, alert.severity, alert.recommendation)
-        # Only sustained alerts have a lifetime (firing .. resolved); transient and expected are one-off news.
-        if alert.classification == "sustained":
-            m.alert_active.labels(*labels).set(1 if alert.status == "firing" else 0)
 
 
 async def publish(rt: Runtime, model: str, entries: Mapping[str, bytes]) -> bool:

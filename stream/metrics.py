@@ -31,11 +31,11 @@ class Metrics:
                                ["topic", "reason"], registry=r)
         self.orphans = Counter("trustgap_orphaned_events", "Actions/outcomes whose prediction never arrived",
                                ["kind"], registry=r)
-        self.rate = Gauge("trustgap_window_rate", "Rate in the last closed window", ["model", "signal", "scope"],
-                          registry=r)
-        self.baseline = Gauge("trustgap_baseline_rate", "Baseline rate the last closed window was compared with",
-                              ["model", "signal", "scope"], registry=r)
-        self.samples = Gauge("trustgap_window_samples", "Trials behind the last closed window's rate",
+        self.rate = Gauge("trustgap_window_rate", "Rate in the newest window judged for the signal, at its latest "
+                          "look", ["model", "signal", "scope"], registry=r)
+        self.baseline = Gauge("trustgap_baseline_rate", "Baseline the newest judged window's alert was compared "
+                              "with", ["model", "signal", "scope"], registry=r)
+        self.samples = Gauge("trustgap_window_samples", "Trials behind trustgap_window_rate",
                              ["model", "signal", "scope"], registry=r)
         self.alerts = Counter("trustgap_alerts_published", "Alignment alerts published",
                               ["model", "signal", "classification", "severity", "status"], registry=r)

@@ -60,6 +60,8 @@ class Runtime:
     # per owned partition: the end offset its owner last saw on the broker, and since when (monotonic) it stands
     # there; idleness needs it unchanged for idle_timeout (stream.partitions)
     ends: dict[Partition, tuple[int, float]] = field(default_factory=dict)
+    # per (model, follow-up stage kind): the newest window whose rates the gauges show (evaluator.export_rates)
+    rate_window: dict[tuple[str, str], int] = field(default_factory=dict)
     limits: Limits = field(init=False)  # the parse limits, built once rather than per batch
 
     def __post_init__(self) -> None:

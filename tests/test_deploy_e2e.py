@@ -17,6 +17,7 @@ import yaml
 from deploy import alerts, dashboards
 from stream.admin import confluent_config
 from stream.client import BatchProducer
+from stream.settings import ModelSettings
 from stream.simulate import generate as simulate
 from tests.support.harness import Deployment, metric_value, metrics_text, wait_for
 from tests.support.ops import DEPLOY, alertmanager, http_json, prometheus, promql
@@ -24,17 +25,14 @@ from tests.support.ops import DEPLOY, alertmanager, http_json, prometheus, promq
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 MODEL = "claims"
-LATENESS_S = 3 * 86400
+LATENESS_S = ModelSettings().allowed_lateness_seconds  # the default: two days replayed in seconds need no more
 # Substitutions Grafana would make; $__rate_interval is four scrapes of the test's 1 s interval, plus margin.
 GRAFANA_VARIABLES = {"$model": MODEL, "$__rate_interval": "15s"}
 
 
 @pytest.fixture
 def deployment(deploy: Callable[..., Deployment]) -> Deployment:
-    # Lateness longer than the replay, as in test_evaluation: two days arrive in seconds over three topics, and a
-    # fraction of a second of skew between them would be hours of event time (actions counted late, not in).
-    return deploy(env={"TRUSTGAP_DEFAULTS__MIN_SAMPLES": "20",
-                       "TRUSTGAP_DEFAULTS__ALLOWED_LATENESS_SECONDS": str(LATENESS_S)})
+    return deploy(env={"TRUSTGAP_DEFAULTS__MIN_SAMPLES": "20"})
 
 
 def prometheus_config(worker_port: int, alertmanager_url: str, rules_dir: Path) -> dict[str, Any]:
@@ -95,7 +93,7 @@ def test_trust_decay_pages_through_alertmanager_and_every_panel_query_returns_da
         notes = alert["annotations"]
         assert notes["summary"] == f"Sustained override_rate gap on model {MODEL} (region=eu)"
         assert notes["runbook_url"].endswith("/deploy/RUNBOOK.md#override-rate")
-        found = re.fullmatch(r"override_rate of model claims in scope region=eu was ([\d.]+)% in the last closed "
+        found = re.fullmatch(r"override_rate of model claims in scope region=eu was ([\d.]+)% in the newest judged "
                              r"window against a baseline of ([\d.]+)%, for several windows in a row\. trustgap "
                              r"recommends: (\w+)\.", notes["description"])
         assert found, notes["description"]
