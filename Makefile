@@ -11,6 +11,13 @@ STAMP := $(VENV)/.installed
 # Only non-root users need sudo; containers often have no sudo at all.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_GET := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
+# The Apache Kafka broker the tests and the bench run on: deploy/kafka/pom.xml pins its version (kafka.version), and
+# stream/embedded_kafka.py finds the jars where this Makefile copies them (KAFKA_CACHE, KAFKA_STAMP).
+KAFKA_POM := deploy/kafka/pom.xml
+KAFKA_VERSION := $(shell sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' $(KAFKA_POM))
+KAFKA_CACHE := .trustgap/kafka/$(KAFKA_VERSION)
+KAFKA_STAMP := $(KAFKA_CACHE)/.fetched
+$(if $(KAFKA_VERSION),,$(error no <kafka.version> in $(KAFKA_POM)))
 
 # install_if_missing(commands, package): apt-get install package unless every command is already on PATH.
 define install_if_missing
@@ -20,12 +27,13 @@ define install_if_missing
 	fi
 endef
 
-.PHONY: help system-deps system-deps-test demo test bench clean
+.PHONY: help system-deps system-deps-test system-deps-kafka kafka demo test bench clean
 
 help:
 	@echo "make demo   embedded broker + redis + worker + simulator, printing windows and alerts"
 	@echo "make test   the full test suite against a real broker and redis-server"
 	@echo "make bench  throughput, Redis footprint and alert latency beside the raw consumer (python -m bench)"
+	@echo "make kafka  fetch the Apache Kafka $(KAFKA_VERSION) broker's jars from Maven Central (test and bench do)"
 	@echo "make clean  stop the demo stack and remove .venv and .trustgap"
 
 # The stamp is rebuilt only when dependencies change; a venv that cannot start python is recreated.
@@ -44,15 +52,30 @@ system-deps-test: system-deps
 	$(call install_if_missing,amtool,prometheus-alertmanager)
 	$(call install_if_missing,chromium,chromium)
 
+# Kafka 4 runs on Java 17 or newer, Debian 12's default-jre-headless; Maven only fetches the jars.
+system-deps-kafka:
+	$(call install_if_missing,java,default-jre-headless)
+	$(call install_if_missing,mvn,maven)
+
+# Re-run only when the pom changes (Java and Maven are checked each time, being order-only); the old jars go first
+# so that a dependency dropped from the pom goes too. Maven keeps its download cache in ~/.m2, so a re-run after
+# `make clean` copies without downloading.
+$(KAFKA_STAMP): $(KAFKA_POM) | system-deps-kafka
+	rm -rf $(KAFKA_CACHE)
+	mvn -B -q -f $(KAFKA_POM) dependency:copy-dependencies -DoutputDirectory=$(CURDIR)/$(KAFKA_CACHE)/libs
+	@touch $@
+
+kafka: $(KAFKA_STAMP)
+
 demo: $(STAMP) system-deps
 	$(VENV)/bin/trustgap demo
 
 # pytest exits 5 when it collects no tests; make treats that as failure, so an empty suite fails CI.
-test: $(STAMP) system-deps-test
+test: $(STAMP) system-deps-test $(KAFKA_STAMP)
 	$(VENV)/bin/python -m pytest
 
 # Starts its own embedded broker and Redis; about 8 minutes (3 runs, 1M predictions). --quick runs in CI.
-bench: $(STAMP) system-deps
+bench: $(STAMP) system-deps $(KAFKA_STAMP)
 	$(VENV)/bin/python -m bench
 
 # Stop a running demo stack first: deleting .trustgap alone would orphan its broker and redis-server.
