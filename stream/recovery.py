@@ -14,7 +14,7 @@ Redis holds never claims more than Redis has. Kafka's committed offset is only a
   that moment cannot skip the hole.
 
 `ReadOffsets` replaces Faust's last-delivered-offset map, which would otherwise drop re-read messages as already
-seen.
+seen. `partition_lag` measures the same authority against the broker: how many messages Redis has yet to apply.
 """
 
 from __future__ import annotations
@@ -45,6 +45,17 @@ def plan_seeks(assigned: Iterable[K], positions: Mapping[K, int | None], redis_o
         if target < pos:
             seeks[tp] = target
     return seeks
+
+
+def partition_lag(end: int, first: int, applied: int | None) -> int:
+    """Messages of a partition not applied yet: from where it resumes to its `end` (the broker's high watermark).
+
+    It resumes at the offset Redis holds as `applied` (Kafka's committed offset may run ahead of it), or at the
+    `first` retained offset when Redis holds none or retention deleted past it (those messages are gone, not
+    behind). Never below 0: after a broker restarted empty, Redis holds an offset past the new log's end until the
+    worker's first write on the new log replaces it."""
+    resume = first if applied is None else max(applied, first)
+    return max(0, end - resume)
 
 
 class ReadOffsets(dict[Any, Any]):

@@ -1,5 +1,6 @@
-"""Where a partition is sought on assignment or after a Redis restart (pure rule, stream.recovery.plan_seeks), and
-that Faust then hands over every redelivered message (stream.recovery.ReadOffsets)."""
+"""Where a partition is sought on assignment or after a Redis restart (pure rule, stream.recovery.plan_seeks), that
+Faust then hands over every redelivered message (stream.recovery.ReadOffsets), and how far a partition lags
+(stream.recovery.partition_lag)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import pytest
 from faust.transport.consumer import Consumer
 from faust.types import TP
 
-from stream.recovery import ReadOffsets, plan_seeks
+from stream.recovery import ReadOffsets, partition_lag, plan_seeks
 
 
 @pytest.mark.parametrize(("position", "held", "earliest", "expected"), [
@@ -35,6 +36,20 @@ def test_seek_back_only_to_what_redis_holds_and_the_topic_retains(
     tp = ("t", 0)
     seeks = plan_seeks([tp], {tp: position}, {} if held is None else {tp: held}, {tp: earliest})
     assert seeks.get(tp) == expected
+
+
+@pytest.mark.parametrize(("end", "first", "applied", "expected"), [
+    (10, 0, 7, 3),       # Redis applied up to 7: three messages wait
+    (10, 0, 10, 0),      # caught up
+    (10, 0, None, 10),   # nothing applied yet: every retained message waits
+    (0, 0, None, 0),     # an empty partition lags nothing
+    (100, 40, None, 60),  # nothing applied, the log starts at 40: only what is retained can wait
+    (100, 40, 10, 60),   # Redis behind retention: what was deleted is gone, not behind
+    (5, 0, 12, 0),       # Redis past the end (a broker restarted empty): 0, never negative
+])
+def test_lag_counts_the_retained_messages_from_the_offset_redis_holds_to_the_end(
+        end: int, first: int, applied: int | None, expected: int) -> None:
+    assert partition_lag(end, first, applied) == expected
 
 
 def drain(read_offsets: MutableMapping[Any, Any], offsets: list[int]) -> list[int]:
