@@ -109,6 +109,11 @@ def _declare(app: faust.App, runtime: Runtime) -> None:
     async def watch_idle() -> None:
         await partitions.watch_idle(runtime)  # re-asserted within an assertion's lifetime (keys.idle_ttl_ms)
 
+    @app.on_partitions_revoked.connect
+    async def forget_revoked(_app: Any, /, *revoked: Any, signal: Any, **kwargs: Any) -> None:
+        for tps in revoked:  # Faust sends one set: the partitions taken from this worker
+            partitions.forget(runtime, tps)  # at once, not at the next tick, which may wait on Redis
+
     @app.timer(settings.take_within / 4)  # type: ignore[untyped-decorator]  # a chunk waits <= 1.25 take_within
     async def flush_chunks() -> None:
         await ingest.flush(runtime)  # a chunk's tail when no more messages come

@@ -18,7 +18,7 @@ from typing import Any
 from . import detect, features
 from .events import AlignmentAlert, Annotation
 from .judge import Closed, Memory, Verdict, decode, judge
-from .partitions import event_partitions
+from .partitions import event_partitions, export_lag
 from .reconcile import with_redis
 from .runtime import Partition, Runtime
 from .state import ModelState, ModelTick, Tick, keys
@@ -43,6 +43,7 @@ async def evaluate(rt: Runtime) -> int:
     tick = await with_redis(rt, "tick", lambda: rt.store.tick(rt.models, rt.worker_id, epoch_ms(rt.clock()),
                                                               partitions))
     export_partitions(rt, tick, partitions)
+    export_lag(rt, tick.offsets)
     new = [m for m in tick.models if m not in tick.seen]
     if new:  # models this worker has not seen yet: read them now rather than a tick later
         more = await with_redis(rt, "tick", lambda: rt.store.tick(new, rt.worker_id, None))

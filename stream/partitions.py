@@ -1,4 +1,4 @@
-"""The partitions the watermark ranges over, and the owners' assertions that theirs are idle.
+"""The partitions the watermark ranges over, the owners' assertions that theirs are idle, and their consumer lag.
 
 The watermark (windows.partition_watermark) is the minimum over every partition of the three event topics, as the
 broker's metadata names them, of each one's newest event time in Redis; a partition that is idle does not hold it
@@ -12,7 +12,7 @@ Where the end is read matters: some brokers' ListOffsets answer lags (Tansu answ
 offset plus one), so the end taken is the larger of the ListOffsets answer and the high watermark of the
 consumer's last fetch response. The fetch covers every batch it returned (a batch is appended whole); ListOffsets
 covers every batch written after it (any unread batch starts at or past the offset Redis holds): together no
-record escapes.
+record escapes. The consumer lag an owner exports is measured up to the same end, from the offset Redis holds.
 """
 
 from __future__ import annotations
@@ -20,10 +20,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .events import EventKind
 from .reconcile import with_redis
+from .recovery import partition_lag
 from .runtime import Partition, Runtime
 from .state import PartitionEnd, keys
 from .times import epoch_ms
@@ -79,9 +81,11 @@ def settled(rt: Runtime, ends: dict[Partition, PartitionEnd], now: float) -> dic
     out = {}
     for tp, end in ends.items():
         seen = rt.ends.get(tp)
-        if seen is None or seen[0] != end.end:
-            rt.ends[tp] = (end.end, now)
-        elif now - seen[1] >= timeout:
+        if seen is None or seen[0].end != end.end:
+            rt.ends[tp] = (end, now)
+            continue
+        rt.ends[tp] = (end, seen[1])  # the same end, but retention may have moved the first offset
+        if now - seen[1] >= timeout:
             out[tp] = end
     for tp in set(rt.ends) - set(ends):  # no longer owned (or not vouched for): start over when it is again
         del rt.ends[tp]
@@ -89,10 +93,12 @@ def settled(rt: Runtime, ends: dict[Partition, PartitionEnd], now: float) -> dic
 
 
 async def watch_idle(rt: Runtime) -> set[Partition]:
-    """Assert idle the owned partitions of the watermark's topics that are read to their end and got nothing new
-    for idle_timeout; returns the ones asserted. Run every evaluate_interval."""
+    """Read where the owned input partitions end, then assert idle those of the watermark's topics that are read
+    to their end and got nothing new for idle_timeout; returns the ones asserted. Run every evaluate_interval.
+
+    The ends of the annotations topic are read too (in the same lookups), for the consumer lag (`export_lag`)."""
     consumer = rt.app.consumer
-    topics = set(watermark_topics(rt))
+    topics = rt.event_topics()
     mine = [tp for tp in consumer.assignment() if tp.topic in topics]
     try:
         ends = await read_ends(rt, mine) if mine else {}
@@ -100,8 +106,33 @@ async def watch_idle(rt: Runtime) -> set[Partition]:
         log.debug("partition ends unreadable (%s); no idleness asserted", err)
         rt.ends.clear()
         return set()
-    quiet = settled(rt, ends, time.monotonic())
+    watched = set(watermark_topics(rt))
+    quiet = {tp: end for tp, end in settled(rt, ends, time.monotonic()).items() if tp[0] in watched}
     if not quiet:
         return set()
     ttl = keys.idle_ttl_ms(rt.settings.evaluate_interval)
     return await with_redis(rt, "idle", lambda: rt.store.assert_idle(quiet, epoch_ms(rt.clock()), ttl))
+
+
+def export_lag(rt: Runtime, applied: Mapping[Partition, int]) -> None:
+    """Export the consumer lag of every owned partition whose end the owner knows (`rt.ends`, read by watch_idle):
+    up to that end from the offset Redis holds as `applied` (the evaluator's tick reads it). A partition whose end
+    is no longer known (revoked, or the broker unreadable) loses its series: an unknown lag is absent, not stale."""
+    gauge = rt.metrics.consumer_lag
+    for tp in rt.lag_series - rt.ends.keys():
+        gauge.remove(tp[0], str(tp[1]))
+    rt.lag_series &= rt.ends.keys()
+    for tp, (end, _) in rt.ends.items():
+        gauge.labels(tp[0], str(tp[1])).set(partition_lag(end.end, end.first, applied.get(tp)))
+        rt.lag_series.add(tp)
+
+
+def forget(rt: Runtime, revoked: Iterable[Any]) -> None:
+    """Drop what this worker knew of partitions revoked from it, and their lag series at once: their new owner
+    exports them, and one partition counted by two workers would double a topic's lag."""
+    for tp in revoked:
+        key = (tp.topic, tp.partition)
+        rt.ends.pop(key, None)
+        if key in rt.lag_series:
+            rt.lag_series.discard(key)
+            rt.metrics.consumer_lag.remove(key[0], str(key[1]))

@@ -16,7 +16,7 @@ from .events import TOPIC_OF, EventKind, Limits
 from .metrics import Metrics
 from .recovery import ReadOffsets
 from .settings import Settings
-from .state import Store
+from .state import PartitionEnd, Store
 from .times import Clock, utcnow
 
 Partition = tuple[str, int]
@@ -57,9 +57,11 @@ class Runtime:
     inflight: dict[EventKind, asyncio.Task[None]] = field(default_factory=dict)
     submitting: dict[EventKind, asyncio.Lock] = field(default_factory=dict)
     models: list[str] = field(default_factory=list)  # the models the evaluator's last tick found
-    # per owned partition: the end offset its owner last saw on the broker, and since when (monotonic) it stands
-    # there; idleness needs it unchanged for idle_timeout (stream.partitions)
-    ends: dict[Partition, tuple[int, float]] = field(default_factory=dict)
+    # per owned partition: where its owner last saw it on the broker (first and end offset), and since when
+    # (monotonic) the end stands there; idleness needs it unchanged for idle_timeout, the consumer lag is measured
+    # up to it (stream.partitions)
+    ends: dict[Partition, tuple[PartitionEnd, float]] = field(default_factory=dict)
+    lag_series: set[Partition] = field(default_factory=set)  # partitions whose consumer lag this worker exports
     # per (model, follow-up stage kind): the newest window whose rates the gauges show (evaluator.export_rates)
     rate_window: dict[tuple[str, str], int] = field(default_factory=dict)
     limits: Limits = field(init=False)  # the parse limits, built once rather than per batch

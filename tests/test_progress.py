@@ -1,6 +1,6 @@
 """Partition progress against a real redis-server: offsets and event time written by one call, the event time a
 monotonic max, idleness asserted only where Redis's offsets reached the partition's end, ended by a claimed event,
-lapsing when not re-asserted; and the tick's watermark over them."""
+lapsing when not re-asserted; and the tick's watermark over them, and the offsets it reads with it."""
 
 from __future__ import annotations
 
@@ -111,3 +111,17 @@ def test_the_tick_gives_the_minimum_over_partitions_skipping_idle_ones(store: St
         return out
 
     assert run(go(), store) == [None, 4000, 9000, 9000, None]
+
+
+def test_the_tick_reads_the_offsets_redis_holds_with_the_event_time(store: Store) -> None:
+    # the consumer lag's applied offsets ride on the tick's one round trip, whatever partitions it asks about
+    async def go() -> list[dict[tuple[str, int], int]]:
+        store.run_id = await store.server_run_id()
+        out = [(await store.tick([], "w", None, [A])).offsets]  # nothing applied yet
+        await store.apply([], Progress({A: 5, B: 3}, {A: 9000}), 0)
+        out.append((await store.tick([], "w", None, [A])).offsets)
+        out.append((await store.tick([], "w", None, [])).offsets)  # no partition metadata yet: still read
+        out.append((await store.tick([], "w", None)).offsets)  # not asked (a tick of new models only)
+        return out
+
+    assert run(go(), store) == [{}, {A: 5, B: 3}, {A: 5, B: 3}, {}]

@@ -63,6 +63,7 @@ class Tick:
     # lateness; None while one that is not idle has no record yet, or when no partitions were asked about.
     event_time: int | None = None
     partition_time: dict[Partition, int] = field(default_factory=dict)  # newest event ms of every partition
+    offsets: dict[Partition, int] = field(default_factory=dict)  # the offset Redis holds as applied, per partition
     idle: set[Partition] = field(default_factory=set)  # the partitions asked about that are asserted idle
 
 
@@ -158,7 +159,8 @@ class Evaluation:
             swept = [next(it) for _ in range(n)]
             tick.orphans = (sum(int(r[0]) for r in swept), sum(int(r[1]) for r in swept))
         if partitions is not None:
-            tick.partition_time, tick.idle = progress.parse_read(partitions, list(it))
+            read = progress.parse_read(partitions, list(it))
+            tick.partition_time, tick.offsets, tick.idle = read.event_time, read.offsets, read.idle
             tick.event_time = partition_watermark(partitions, tick.partition_time, tick.idle)
         return tick
 

@@ -63,21 +63,39 @@ async def assert_idle(client: aioredis.Redis, ends: Mapping[Partition, Partition
     return {tp for tp, flag in zip(order, flags, strict=True) if int(flag)}
 
 
+@dataclass(slots=True)
+class PartitionRead:
+    """What `parse_read` decodes: per partition its newest event time and applied offset, and which are idle."""
+
+    event_time: dict[Partition, int]
+    offsets: dict[Partition, int]  # the next offset to read, as `keys.OFFSETS` holds it
+    idle: set[Partition]
+
+
+def by_partition(raw: Mapping[Any, Any]) -> dict[Partition, int]:
+    """A hash of `<topic>:<partition>` -> integer (`keys.OFFSETS`, `keys.EVENT_TIME`) as {(topic, partition): n}."""
+    out: dict[Partition, int] = {}
+    for k, v in raw.items():
+        topic, _, part = as_text(k).rpartition(":")
+        out[(topic, int(part))] = int(v)
+    return out
+
+
 def queue_read(pipe: Any, partitions: Sequence[Partition]) -> None:
-    """Queue the reads `parse_read` decodes: every partition's event time, and the idleness of `partitions`."""
+    """Queue the reads `parse_read` decodes: every partition's event time and offset, and the idleness of
+    `partitions`. The offsets ride along (a few dozen fields) for the consumer lag, which would otherwise cost a
+    round trip of its own."""
     pipe.hgetall(keys.EVENT_TIME)
+    pipe.hgetall(keys.OFFSETS)
     if partitions:
         pipe.mget([keys.idle(t, p) for t, p in partitions])
 
 
-def parse_read(partitions: Sequence[Partition], replies: list[Any]) -> tuple[dict[Partition, int], set[Partition]]:
-    """(event time per partition, the partitions asserted idle) from the replies of `queue_read`."""
-    event_time: dict[Partition, int] = {}
-    for k, v in replies[0].items():
-        topic, _, part = as_text(k).rpartition(":")
-        event_time[(topic, int(part))] = int(v)
+def parse_read(partitions: Sequence[Partition], replies: list[Any]) -> PartitionRead:
+    """The event time and offset of every partition, and the partitions asserted idle, from `queue_read`'s
+    replies."""
     idle = set()
     if partitions:
-        idle = {tp for tp, stamp in zip(partitions, replies[1], strict=True) if stamp is not None}
-    return event_time, idle
+        idle = {tp for tp, stamp in zip(partitions, replies[2], strict=True) if stamp is not None}
+    return PartitionRead(by_partition(replies[0]), by_partition(replies[1]), idle)
 

@@ -28,8 +28,8 @@ from . import keys, scripts
 from .evaluation import ClosedWindow, Evaluation, Tick
 from .features import STRING_MAX, FeaturePlan, FeatureStore
 from .labels import OTHER, Admission, Labels, admit_names
-from .progress import PartitionEnd, Progress, assert_idle, queue_progress
-from .redis_io import as_text, execute
+from .progress import PartitionEnd, Progress, assert_idle, by_partition, queue_progress
+from .redis_io import execute
 
 
 @dataclass(slots=True)
@@ -234,12 +234,7 @@ class Store:
 
     async def offsets(self) -> dict[tuple[str, int], int]:
         """Next offset to read per (topic, partition), as far as Redis's state goes."""
-        raw = await self.redis.hgetall(keys.OFFSETS)
-        out = {}
-        for k, v in raw.items():
-            topic, _, part = as_text(k).rpartition(":")
-            out[(topic, int(part))] = int(v)
-        return out
+        return by_partition(await self.redis.hgetall(keys.OFFSETS))
 
     async def add_annotations(self, annotations: Sequence[Annotation], progress: Progress | None = None) -> int:
         """Store annotations by event_id (a redelivered one keeps the first), then their offsets; returns how many
