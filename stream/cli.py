@@ -149,15 +149,17 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     settings = settings_from(args)
     overviews, unreadable = overview.load(settings, not args.no_alerts)
+    lag = overview.load_lag(settings)  # unknown, not an error, while the broker does not answer
     if args.json:
-        doc = {"models": [o.to_json(args.windows) for o in overviews], "unreadable_alerts": unreadable}
+        doc = {"models": [o.to_json(args.windows) for o in overviews], "unreadable_alerts": unreadable,
+               "consumer_lag": lag.to_json()}
         sys.stdout.write(orjson.dumps(doc).decode() + "\n")
         return 0
     from rich.console import Console
 
     from .views import status_view
 
-    Console().print(status_view(overviews, settings, args.windows, unreadable))
+    Console().print(status_view(overviews, settings, args.windows, unreadable, lag))
     return 0
 
 
@@ -378,10 +380,12 @@ def build_parser() -> argparse.ArgumentParser:
     s = add("simulate", cmd_simulate, "send a simulated scenario's events to the broker")
     _sim_args(s)
     s.add_argument("--model", default="claims")
-    st = add("status", cmd_status, "per model: latest windows, rates vs baseline, active alerts")
+    st = add("status", cmd_status, "per model: latest windows, rates vs baseline, active alerts; the consumer "
+             "lag per input topic")
     st.add_argument("--json", action="store_true", help="machine-readable output")
     st.add_argument("--windows", type=int, default=5, help="windows per model (default 5)")
-    st.add_argument("--no-alerts", action="store_true", help="do not read the alerts topic (Redis only)")
+    st.add_argument("--no-alerts", action="store_true", help="do not read the alerts topic (the lag still asks "
+                    "the broker, and says unknown when it does not answer)")
     r = add("replay", cmd_replay, "send JSONL files of events (or captured {topic,key,value} messages)")
     r.add_argument("files", nargs="+", metavar="FILE", help="JSONL files, sent in order")
     r.add_argument("--rate", type=float, help="at most this many lines per second (default: as fast as possible)")

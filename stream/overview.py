@@ -6,6 +6,10 @@ Reading is read-only and outside the detector: window summaries come from the mo
 (`detect.Summary`), rates from `detect.RATE_SIGNALS`, each window's late events from the `~late|<kind>` fields of
 its counter hashes (while Redis keeps them), alerts from the alerts topic (the record of what was published). The
 pure part (`window_rows`, `latest_alerts`, `active_alerts`) is separate from the reads.
+
+The consumer lag status shows is measured as the workers measure it (`recovery.partition_lag`): each input
+partition's end on the broker minus the offset Redis holds as applied (`keys.OFFSETS`, the authority on progress;
+the consumer group's committed offsets may run ahead of it).
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ from pydantic import ValidationError
 from . import detect
 from .detect import RATE_SIGNALS, Summary
 from .errors import BrokerUnreachable, RedisUnreachable, Unreachable
-from .events import AlignmentAlert
+from .events import TOPIC_OF, AlignmentAlert
+from .recovery import partition_lag
 from .settings import Settings
 from .times import epoch_ms, iso_ms
 from .windows import STAGE_SIGNAL
@@ -30,6 +35,9 @@ if TYPE_CHECKING:
 
 Late = dict[str, int]
 """Stage kind (n/a/o, `windows.STAGE_SIGNAL`) -> events of one window that came after that stage was judged."""
+
+Partition = tuple[str, int]
+LAG_TIMEOUT_S = 5.0  # how long status waits for the broker before it says the lag is unknown
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +91,59 @@ class ModelOverview:
         windows = self.windows[-last:] if last else self.windows
         return {"model": self.model, "windows": [w.to_json() for w in windows],
                 "active_alerts": [orjson.loads(a.model_dump_json()) for a in self.active]}
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionLag:
+    """One input partition: its end on the broker, the offset Redis holds as applied (None: none yet), and the
+    messages between them (`recovery.partition_lag`)."""
+
+    topic: str
+    partition: int
+    end: int
+    applied: int | None
+    lag: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"topic": self.topic, "partition": self.partition, "end": self.end, "applied": self.applied,
+                "lag": self.lag}
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerLag:
+    """Messages of the input topics not applied yet, per partition; `unknown` says why the lag could not be
+    measured (the broker did not answer), and then no partition is listed."""
+
+    topics: tuple[str, ...]
+    partitions: tuple[PartitionLag, ...] = ()
+    unknown: str | None = None
+
+    def by_topic(self) -> dict[str, int | None]:
+        """Each input topic's lag summed over its partitions; None for every topic while the lag is unknown."""
+        if self.unknown is not None:
+            return dict.fromkeys(self.topics)
+        totals: dict[str, int | None] = dict.fromkeys(self.topics, 0)
+        for p in self.partitions:
+            totals[p.topic] = (totals.get(p.topic) or 0) + p.lag
+        return totals
+
+    def to_json(self) -> dict[str, Any]:
+        return {"topics": self.by_topic(), "partitions": [p.to_json() for p in self.partitions],
+                "unknown": self.unknown}
+
+
+def input_topics(settings: Settings) -> tuple[str, ...]:
+    """The topics the workers consume, in the settings' names (predictions, actions, outcomes, annotations)."""
+    return tuple(str(getattr(settings.topics, name)) for name in TOPIC_OF.values())
+
+
+def consumer_lag(topics: Sequence[str], ends: Mapping[Partition, tuple[int, int]], applied: Mapping[Partition, int]
+                 ) -> ConsumerLag:
+    """The lag of every partition of `ends` ((first, end) offset on the broker) against the offsets Redis holds
+    as `applied`."""
+    rows = tuple(PartitionLag(t, p, end, applied.get((t, p)), partition_lag(end, first, applied.get((t, p))))
+                 for (t, p), (first, end) in sorted(ends.items()))
+    return ConsumerLag(tuple(topics), rows)
 
 
 def window_rows(history: Mapping[int, Summary], baseline_windows: int,
@@ -234,6 +295,84 @@ def read_alert_values(settings: Settings, timeout: float = 10.0) -> list[bytes]:
         return values
     finally:
         consumer.close()
+
+
+def read_applied(settings: Settings) -> dict[Partition, int]:
+    """The offset Redis holds as applied per partition (`keys.OFFSETS`: the next offset to read), in one round trip."""
+    import redis
+
+    from .state import keys
+    from .state.progress import by_partition
+
+    r = redis.Redis.from_url(settings.redis_url.get_secret_value(), socket_connect_timeout=5, socket_timeout=10)
+    try:
+        return by_partition(r.hgetall(keys.OFFSETS))
+    except redis.RedisError as err:
+        raise RedisUnreachable(f"redis unreachable ({type(err).__name__}); check redis_url / TRUSTGAP_REDIS_URL"
+                               ) from None
+    finally:
+        r.close()
+
+
+def read_partition_ends(settings: Settings, topics: Sequence[str], timeout: float = LAG_TIMEOUT_S
+                        ) -> dict[Partition, tuple[int, int]]:
+    """The (first, end) offset of every partition of `topics` on the broker (a topic it does not have has none).
+
+    The end is where a consumer assigned at the partition's end reports EOF: the high watermark of a fetch
+    response, exact where a ListOffsets answer may not be (Tansu's is a record batch short); the first offset is
+    the log start that fetch reported."""
+    import time
+    import uuid
+
+    from confluent_kafka import OFFSET_END, Consumer, KafkaError, KafkaException, TopicPartition
+
+    from .admin import bootstrap, confluent_config
+
+    consumer = Consumer(confluent_config(settings, **{"group.id": f"trustgap-status-{uuid.uuid4().hex}",
+                                                      "enable.auto.commit": False, "enable.partition.eof": True,
+                                                      "fetch.wait.max.ms": 100, "log_level": 0}))
+    try:
+        try:
+            meta = consumer.list_topics(timeout=timeout).topics
+        except KafkaException:
+            raise BrokerUnreachable(f"broker {bootstrap(settings)} unreachable; check broker_url / "
+                                    "TRUSTGAP_BROKER_URL") from None
+        wanted = [(t, p) for t in topics if t in meta and meta[t].error is None for p in sorted(meta[t].partitions)]
+        if not wanted:
+            return {}
+        consumer.assign([TopicPartition(t, p, OFFSET_END) for t, p in wanted])
+        pending, out = set(wanted), {}
+        deadline = time.monotonic() + timeout
+        while pending:
+            if time.monotonic() > deadline:
+                raise Unreachable(f"the ends of {len(pending)} input partitions were not read in {timeout:g}s")
+            msg = consumer.poll(0.2)
+            err = None if msg is None else msg.error()
+            if msg is None or err is None or err.code() != KafkaError._PARTITION_EOF:
+                continue  # nothing yet, or a message before the end (the ListOffsets answer was short)
+            key = (str(msg.topic()), int(msg.partition() or 0))
+            if key in pending:
+                tp = TopicPartition(*key)
+                first = consumer.get_watermark_offsets(tp, cached=True)[0]
+                if first < 0:  # the fetch did not say: ask
+                    first = consumer.get_watermark_offsets(tp, timeout=timeout)[0]
+                out[key] = (first, int(msg.offset() or 0))
+                pending.discard(key)
+        return out
+    finally:
+        consumer.close()
+
+
+def load_lag(settings: Settings, timeout: float = LAG_TIMEOUT_S) -> ConsumerLag:
+    """Every input partition's lag, from Redis and the broker. A broker that does not answer leaves the lag
+    unknown rather than failing, so status still shows what Redis holds."""
+    topics = input_topics(settings)
+    applied = read_applied(settings)
+    try:
+        ends = read_partition_ends(settings, topics, timeout)
+    except Unreachable as err:
+        return ConsumerLag(topics, unknown=str(err))
+    return consumer_lag(topics, ends, applied)
 
 
 def build(history: Mapping[str, Mapping[int, Summary]], alerts: Sequence[AlignmentAlert], settings: Settings,

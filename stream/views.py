@@ -10,7 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .detect import RATE_SIGNALS
-from .overview import ModelOverview, Rate, WindowRow
+from .overview import ConsumerLag, ModelOverview, Rate, WindowRow
 from .settings import Settings
 from .times import minute
 from .windows import STAGE_SIGNAL
@@ -67,11 +67,28 @@ def model_panel(ov: ModelOverview, settings: Settings, last: int) -> Panel:
     return Panel(Group(*parts), title=title, title_align="left", border_style=border)
 
 
-def status_view(overviews: Sequence[ModelOverview], settings: Settings, last: int, unreadable: int = 0
-                ) -> RenderableType:
-    if not overviews:
-        return Text("no models yet: no closed windows in Redis and no alerts published")
+def lag_view(lag: ConsumerLag) -> RenderableType:
+    """Messages not applied yet per input topic, and how many of its partitions hold them."""
+    if lag.unknown is not None:
+        return Text(f"consumer lag unknown: {lag.unknown}", style="yellow")
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    table.add_column("topic")
+    table.add_column("lag", justify="right")
+    table.add_column("partitions behind", justify="right")
+    for topic, total in lag.by_topic().items():
+        mine = [p for p in lag.partitions if p.topic == topic]
+        behind = sum(1 for p in mine if p.lag)
+        table.add_row(topic, Text(str(total), style="yellow" if total else ""), f"{behind} of {len(mine)}")
+    return Group(Text("consumer lag (messages not applied yet)", style="bold"), table)
+
+
+def status_view(overviews: Sequence[ModelOverview], settings: Settings, last: int, unreadable: int = 0,
+                lag: ConsumerLag | None = None) -> RenderableType:
     parts: list[RenderableType] = [model_panel(o, settings, last) for o in overviews]
+    if not overviews:
+        parts.append(Text("no models yet: no closed windows in Redis and no alerts published"))
     if unreadable:
         parts.append(Text(f"{unreadable} messages on the alerts topic could not be read as alerts", style="yellow"))
+    if lag is not None:
+        parts.append(lag_view(lag))
     return Group(*parts)

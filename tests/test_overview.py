@@ -1,4 +1,5 @@
-"""What status and report compute from history, late counts and alerts (pure), and how they read Redis."""
+"""What status and report compute from history, late counts, alerts and consumer lag (pure), and how they read
+Redis."""
 
 from __future__ import annotations
 
@@ -13,11 +14,19 @@ from rich.console import Console
 
 from stream.detect import Summary
 from stream.events import AlertWindow, AlignmentAlert
-from stream.overview import ModelOverview, active_alerts, build, read_history, window_rows
+from stream.overview import (
+    ConsumerLag,
+    ModelOverview,
+    active_alerts,
+    build,
+    consumer_lag,
+    read_history,
+    window_rows,
+)
 from stream.report import late_section
 from stream.settings import Settings
 from stream.state import keys
-from stream.views import late_cell, model_panel
+from stream.views import lag_view, late_cell, model_panel, status_view
 
 H = 3600 * 1000
 T0 = datetime(2026, 11, 20, tzinfo=timezone.utc)
@@ -93,6 +102,52 @@ def test_report_lists_only_the_windows_with_late_events_newest_first() -> None:
         "<td>1970-01-01 01:00</td><td>1</td><td>0</td><td>0</td>"]
     quiet = "".join(late_section(ModelOverview("m", rows[:1])))
     assert "id='no-late-events'" in quiet and "<table" not in quiet
+
+
+# --- consumer lag ---------------------------------------------------------------------------------------------
+
+TOPICS = ("p", "a", "o", "n")
+
+
+def test_consumer_lag_per_partition_and_per_topic_from_the_ends_and_what_redis_applied() -> None:
+    ends = {("p", 1): (0, 8), ("p", 0): (0, 10), ("a", 0): (30, 50), ("o", 0): (0, 0)}
+    lag = consumer_lag(TOPICS, ends, {("p", 0): 4, ("p", 1): 8, ("a", 0): 10, ("x", 0): 3})
+    assert [(p.topic, p.partition, p.end, p.applied, p.lag) for p in lag.partitions] == [
+        ("a", 0, 50, 10, 20),    # Redis behind retention: from the log's start
+        ("o", 0, 0, None, 0),    # empty, nothing applied
+        ("p", 0, 10, 4, 6),
+        ("p", 1, 8, 8, 0)]       # caught up
+    # the annotations topic has no partition on the broker: nothing waits there
+    assert lag.by_topic() == {"p": 6, "a": 20, "o": 0, "n": 0}
+    assert lag.to_json() == {"topics": {"p": 6, "a": 20, "o": 0, "n": 0}, "unknown": None, "partitions": [
+        {"topic": "a", "partition": 0, "end": 50, "applied": 10, "lag": 20},
+        {"topic": "o", "partition": 0, "end": 0, "applied": None, "lag": 0},
+        {"topic": "p", "partition": 0, "end": 10, "applied": 4, "lag": 6},
+        {"topic": "p", "partition": 1, "end": 8, "applied": 8, "lag": 0}]}
+
+
+def test_an_unknown_lag_is_null_for_every_topic_and_says_why() -> None:
+    lag = ConsumerLag(TOPICS, unknown="broker b:9092 unreachable")
+    assert lag.to_json() == {"topics": dict.fromkeys(TOPICS), "partitions": [], "unknown": "broker b:9092 unreachable"}
+
+
+def rendered(renderable: Any) -> str:
+    console = Console(width=120, record=True)
+    console.print(renderable)
+    return re.sub(r"[ \t]+", " ", console.export_text())
+
+
+def test_status_shows_each_topics_lag_and_how_many_partitions_hold_it_or_that_it_is_unknown() -> None:
+    lag = consumer_lag(TOPICS, {("p", 0): (0, 10), ("p", 1): (0, 8), ("a", 0): (0, 3)}, {("p", 1): 8})
+    text = rendered(lag_view(lag))
+    assert "consumer lag (messages not applied yet)" in text
+    assert [line.strip() for line in text.splitlines()[2:]] == ["p 10 1 of 2", "a 3 1 of 1", "o 0 0 of 0",
+                                                               "n 0 0 of 0"]
+    assert rendered(lag_view(ConsumerLag(TOPICS, unknown="broker b:9092 unreachable"))).strip() == (
+        "consumer lag unknown: broker b:9092 unreachable")
+    # without any model yet, the lag still shows (a worker far behind has judged nothing)
+    text = rendered(status_view([], Settings(), 5, lag=lag))
+    assert "no models yet" in text and "p 10 1 of 2" in text
 
 
 @pytest.mark.integration
