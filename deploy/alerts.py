@@ -18,6 +18,11 @@ THRESHOLDS: dict[str, float] = {
     "watermark_lag_seconds": 2 * 3600,  # wall clock minus event-time watermark: two default windows behind
     "redis_errors": 10,                # failed Redis calls per worker in the rate window
     "late_ratio": 0.01,                # share of a model's events that came after their window was judged
+    # messages of a topic not applied yet, over its partitions. A healthy group holds at most what its consumers
+    # fetched ahead (aiokafka's 1 MiB per partition, a few thousand single-event messages) plus the chunks in
+    # flight: under 30k for a topic of 8 partitions at full speed. A stuck worker's topic at a few hundred
+    # messages a second crosses this within minutes.
+    "consumer_lag_messages": 100_000,
 }
 RATE_WINDOW = "10m"
 
@@ -28,6 +33,7 @@ FOR: dict[str, str] = {
     "feature": "5m",
     "dead_letter": "15m",
     "lag": "15m",
+    "consumer_lag": "15m",
     "late": "15m",
     "redis": "5m",
     "down": "3m",
@@ -126,6 +132,22 @@ PIPELINE = [
                      f"{THRESHOLDS['watermark_lag_seconds'] / 3600:g}h): consumers lag or the model stopped "
                      "sending predictions, and its windows close late."),
         anchor="watermark-lag"),
+    Alert(
+        # Above the threshold and not shrinking: the slope over the rate window, of the topic's total (a subquery,
+        # so a partition that moves to another worker does not break the line), is >= 0. A group catching up
+        # after an outage has a large lag that falls, and must not page; one that catches up too slowly for the
+        # windows is TrustgapWatermarkLag's case.
+        name="TrustgapConsumerLag",
+        expr=(f'sum by (job, topic) (trustgap_consumer_lag) > {THRESHOLDS["consumer_lag_messages"]:g} '
+              f'and deriv((sum by (job, topic) (trustgap_consumer_lag))[{RATE_WINDOW}:1m]) >= 0'),
+        for_key="consumer_lag", severity="page",
+        summary="Consumers of {{ $labels.topic }} are not catching up",
+        description=("{{ $value | humanize }} messages on {{ $labels.topic }} are not applied yet and the backlog "
+                     f"has not shrunk for {FOR['consumer_lag']} (threshold "
+                     f"{THRESHOLDS['consumer_lag_messages']:,.0f}): a worker is stuck or the group cannot keep up "
+                     "with the producers. Windows close late and no alert is decided on what waits. `trustgap "
+                     "status` shows the lag per topic."),
+        anchor="consumer-lag"),
     Alert(
         name="TrustgapLateData",
         expr=(f'sum by (job, model) (rate(trustgap_late_events_total[{RATE_WINDOW}])) '

@@ -16,6 +16,8 @@ from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models.common import ScaleDistribution
 from grafana_foundation_sdk.models.dashboard import DataSourceRef, VariableOption, VariableRefresh
 
+from .alerts import THRESHOLDS
+
 DS = DataSourceRef(type_val="prometheus", uid="${datasource}")
 JOB = "trustgap"
 
@@ -97,8 +99,17 @@ def dead_letters() -> timeseries.Panel:
 
 def watermark_lag() -> timeseries.Panel:
     return series("Watermark lag", "s", query(
-        'min by (model) (trustgap_watermark_lag_seconds{model=~"$model"})', "{{model}}"), span=8,
+        'min by (model) (trustgap_watermark_lag_seconds{model=~"$model"})', "{{model}}"), span=12,
         description="Wall clock minus the event-time watermark: how late windows close.")
+
+
+def consumer_lag() -> timeseries.Panel:
+    # per topic, summed over the workers: each partition's lag is exported by its owner only
+    return series("Consumer lag", "short", query(
+        "sum by (topic) (trustgap_consumer_lag)", "{{topic}}"), span=12,
+        description="Messages of each input topic not applied yet: the broker's end minus the offsets Redis holds "
+        f"as applied. TrustgapConsumerLag pages when it stays over {THRESHOLDS['consumer_lag_messages']:,.0f} and "
+        "stops shrinking.")
 
 
 def late_events() -> timeseries.Panel:
@@ -118,14 +129,14 @@ def late_events() -> timeseries.Panel:
 def batch_latency() -> timeseries.Panel:
     return series("Batch apply time (p99)", "s", query(
         "histogram_quantile(0.99, sum by (le, topic) (rate(trustgap_batch_seconds_bucket[$__rate_interval])))",
-        "{{topic}}"), span=8)
+        "{{topic}}"), span=12)
 
 
 def redis_errors() -> timeseries.Panel:
     return series("Redis errors and worker health", "none",
                   query("sum by (instance) (rate(trustgap_redis_errors_total[$__rate_interval]))",
                         "{{instance}} errors/s"),
-                  query("min by (instance) (trustgap_healthy)", "{{instance}} healthy"), span=8)
+                  query("min by (instance) (trustgap_healthy)", "{{instance}} healthy"), span=12)
 
 
 def overview() -> dash.Dashboard:
@@ -137,7 +148,8 @@ def overview() -> dash.Dashboard:
             .with_panel(rate_vs_baseline())
             .with_row(dash.Row("Pipeline"))
             .with_panel(throughput()).with_panel(dead_letters()).with_panel(late_events())
-            .with_panel(watermark_lag()).with_panel(batch_latency()).with_panel(redis_errors()))
+            .with_panel(watermark_lag()).with_panel(consumer_lag())
+            .with_panel(batch_latency()).with_panel(redis_errors()))
 
 
 # --- model drill-down panels ----------------------------------------------------------------------------------

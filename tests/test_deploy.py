@@ -162,9 +162,11 @@ def test_alertmanager_inhibits_what_another_alert_explains(tmp_path: Path) -> No
               {"alertname": "TrustgapOverrideRateGap", "model": "claims", "severity": "page"},
               {"alertname": "TrustgapWorkerDown", "job": "trustgap", "instance": "w2", "severity": "page"},
               {"alertname": "TrustgapWatermarkLag", "job": "trustgap", "model": "claims", "severity": "ticket"},
-              {"alertname": "TrustgapWatermarkLag", "job": "other", "model": "fraud", "severity": "ticket"})
+              {"alertname": "TrustgapWatermarkLag", "job": "other", "model": "fraud", "severity": "ticket"},
+              {"alertname": "TrustgapConsumerLag", "job": "trustgap", "topic": "trustgap.predictions",
+               "severity": "page"})
         # Inhibition is evaluated when alerts are listed; give the inhibitor a moment to be indexed.
-        states = wait_for(lambda: (s := _states(am.url, 7))[("TrustgapWatermarkLag", "claims")] == "suppressed"
+        states = wait_for(lambda: (s := _states(am.url, 8))[("TrustgapWatermarkLag", "claims")] == "suppressed"
                           and s, 20, what="the lag alert to be suppressed")
     assert states == {
         ("TrustgapFeatureHealth", "claims"): "active",
@@ -174,6 +176,7 @@ def test_alertmanager_inhibits_what_another_alert_explains(tmp_path: Path) -> No
         ("TrustgapWorkerDown", "w2"): "active",
         ("TrustgapWatermarkLag", "claims"): "suppressed",        # explained by the worker down in its job
         ("TrustgapWatermarkLag", "fraud"): "active",             # another job's lag is not
+        ("TrustgapConsumerLag", ""): "suppressed",               # its partitions are moving to the other workers
     }
 
 
