@@ -21,7 +21,7 @@ import subprocess
 import time
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -155,9 +155,14 @@ def log4j_config(log_path: Path) -> str:
 
 def start_kafka(workdir: Path, port: int, controller_port: int, log_path: Path,
                 extra_properties: Mapping[str, str] | None = None,
-                timeout: float = STARTUP_TIMEOUT_S) -> subprocess.Popen[bytes]:
+                timeout: float = STARTUP_TIMEOUT_S, scram: Sequence[str] = ()) -> subprocess.Popen[bytes]:
     """Start the broker on 127.0.0.1:port, its data in workdir/data (formatted on first use only) and its own log
-    appended to log_path, and return once it serves Kafka metadata."""
+    appended to log_path, and return once it serves Kafka metadata on that port (a PLAINTEXT listener).
+
+    `scram`: SCRAM credentials to create, each as StorageTool's `--add-scram` takes it
+    (`SCRAM-SHA-512=[name=alice,password=...]`). They are written when the storage is formatted, so the users exist
+    from the broker's first start (no client has to create them over a listener they secure); they apply to a fresh
+    workdir, and a restart keeps the ones it was formatted with."""
     java, libs = java_binary(), kafka_libs()
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "server.properties"
@@ -166,7 +171,7 @@ def start_kafka(workdir: Path, port: int, controller_port: int, log_path: Path,
     log4j.write_text(log4j_config(log_path))
     argv = [java, *JVM_OPTIONS, f"-Dlog4j2.configurationFile={log4j}", "-cp", f"{libs}/*"]
     if not (workdir / "data" / "meta.properties").exists():
-        _format(argv, config, log_path)
+        _format(argv, config, log_path, scram)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         # The child keeps its own copy of the descriptor, so closing ours here is safe.
@@ -220,14 +225,21 @@ def _write_properties(path: Path, props: Mapping[str, str]) -> None:
     path.write_text("".join(f"{k}={v.replace(chr(92), chr(92) * 2)}\n" for k, v in props.items()))
 
 
-def _format(argv: list[str], config: Path, log_path: Path) -> None:
-    """Format the log directory for a new single-node cluster, or raise EmbeddedError with the tool's output."""
+def format_command(config: Path, cluster_id: str, scram: Sequence[str] = ()) -> list[str]:
+    """Return StorageTool's arguments that format the log directory of config, with SCRAM credentials to add."""
+    added = [arg for spec in scram for arg in ("--add-scram", spec)]
+    return ["kafka.tools.StorageTool", "format", "--cluster-id", cluster_id, "--config", str(config), *added]
+
+
+def _format(argv: list[str], config: Path, log_path: Path, scram: Sequence[str] = ()) -> None:
+    """Format the log directory for a new single-node cluster, or raise EmbeddedError with the tool's output
+    (which never holds the SCRAM passwords: it prints only what it formatted)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         try:
-            done = subprocess.run([*argv, "kafka.tools.StorageTool", "format", "--cluster-id", new_cluster_id(),
-                                   "--config", str(config)], stdin=subprocess.DEVNULL, stdout=log,
-                                  stderr=subprocess.STDOUT, timeout=FORMAT_TIMEOUT_S)
+            done = subprocess.run([*argv, *format_command(config, new_cluster_id(), scram)],
+                                  stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                  timeout=FORMAT_TIMEOUT_S)
         except subprocess.TimeoutExpired as exc:
             raise EmbeddedError(f"formatting the Kafka log directory took over {FORMAT_TIMEOUT_S:g} s"
                                 f"{_tail(log_path)}") from exc

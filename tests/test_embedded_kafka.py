@@ -17,6 +17,7 @@ from stream.embedded_kafka import (
     FETCHED_STAMP,
     POM,
     REPO,
+    format_command,
     kafka_libs,
     kafka_version,
     log4j_config,
@@ -99,3 +100,12 @@ def test_cluster_ids_are_kafka_uuids() -> None:
     for cid in ids:
         assert len(cid) == 22 and not cid.startswith("-")
         assert len(base64.urlsafe_b64decode(cid + "==")) == 16
+
+
+def test_scram_credentials_are_added_when_the_storage_is_formatted(tmp_path: Path) -> None:
+    config = tmp_path / "server.properties"
+    plain = format_command(config, "cid")
+    assert plain == ["kafka.tools.StorageTool", "format", "--cluster-id", "cid", "--config", str(config)]
+    # Users added at format time exist from the broker's first start, before any admin client could create them.
+    specs = ["SCRAM-SHA-512=[name=alice,password=a-1]", "SCRAM-SHA-256=[name=bob,password=b-2]"]
+    assert format_command(config, "cid", specs) == [*plain, "--add-scram", specs[0], "--add-scram", specs[1]]
