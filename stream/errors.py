@@ -2,11 +2,13 @@
 
     TrustgapError
     ├── ConfigError            a setting is wrong (the message says which and what to fix)
+    │   └── SecurityMismatch   the broker or Redis refused the credentials, or the TLS settings do not match it
     ├── CliError               a command failed in a way its user can fix (printed as one line, with an exit code)
     ├── EmbeddedError          the embedded broker or redis-server did not start
     ├── Unreachable            a service did not answer (the message says where trustgap looked)
     │   ├── BrokerUnreachable  the Kafka broker (also a ClientError: the SDK raises it too)
     │   └── RedisUnreachable   Redis
+    ├── PortInUse              another process holds the worker's web port
     ├── RedisRestarted         Redis answered from another process than the one the worker reconciled with
     ├── OldLayout              Redis holds state in a layout this version does not read (the message says how to move)
     └── ClientError            raised by the producer SDK (stream.client)
@@ -30,6 +32,15 @@ class TrustgapError(Exception):
 
 class ConfigError(TrustgapError):
     """A setting is wrong; the message is one line that says what to fix."""
+
+
+class SecurityMismatch(ConfigError):
+    """A service answered but refused trustgap's credentials, presented a certificate the configured CA did not sign,
+    or speaks another protocol (TLS or not) than the settings say; retrying cannot help until a setting changes."""
+
+
+class PortInUse(TrustgapError):
+    """Another process listens on the worker's web port; the message names the setting."""
 
 
 class OldLayout(TrustgapError):

@@ -1,0 +1,238 @@
+"""Checks a command runs before it starts: the broker and Redis accept trustgap's address, TLS settings and
+credentials, and a worker's web port is free. Each failure is one exception whose message names the setting to
+fix and never holds a secret.
+
+Without them a wrong password or CA reaches the clients themselves: librdkafka logs a line per retry for as long as
+it is left running and aiokafka or aiohttp end the worker with a traceback. A probe answers in a bounded time
+instead, and the reason is read from what the client reported (librdkafka's error callback, redis-py's exception
+and its cause). A plaintext client on a TLS port only sees the connection close, so that case is told apart by a
+TLS handshake of our own on the same port.
+
+Raises (stream.errors): SecurityMismatch (a ConfigError: exit 2) when a service refused the credentials or the TLS
+settings, or the protocols do not match; BrokerUnreachable / RedisUnreachable (exit 1) when nothing answered;
+PortInUse (exit 1) when the web port is held by another process; ConfigError when web_host cannot be bound.
+"""
+
+from __future__ import annotations
+
+import errno
+import re
+import socket
+import ssl
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qs, urlsplit
+
+from .errors import BrokerUnreachable, ConfigError, PortInUse, RedisUnreachable, SecurityMismatch, TrustgapError
+from .settings import Settings
+
+if TYPE_CHECKING:
+    import redis
+
+BROKER_TIMEOUT_S = 10.0
+REDIS_TIMEOUT_S = 5.0
+TLS_PROBE_TIMEOUT_S = 3.0
+# librdkafka error names that no retry can cure: the broker refused the credentials, or the TLS handshake failed
+# (as does a TLS client on a plaintext listener, which librdkafka recognises by the hint below).
+_DECISIVE = ("_AUTHENTICATION", "_SSL")
+_PLAINTEXT_LISTENER_HINT = "connecting to a PLAINTEXT broker listener"
+
+_PROTOCOL = "broker_security_protocol / TRUSTGAP_BROKER_SECURITY_PROTOCOL"
+_CAFILE = "broker_ssl_cafile / TRUSTGAP_BROKER_SSL_CAFILE"
+_SASL = ("broker_sasl_username / broker_sasl_password (TRUSTGAP_BROKER_SASL_USERNAME / "
+         "TRUSTGAP_BROKER_SASL_PASSWORD) and broker_sasl_mechanism")
+_REDIS_URL = "redis_url / TRUSTGAP_REDIS_URL"
+
+
+# --- the web port -----------------------------------------------------------------------------------------------
+
+def check_web_port(settings: Settings) -> None:
+    """Raise PortInUse when another process listens on web_host:web_port (the worker would die binding it)."""
+    if settings.web_port == 0:
+        return  # any free port: nothing to collide with
+    where = f"{settings.web_host}:{settings.web_port}"
+    with socket.socket(socket.AF_INET6 if ":" in settings.web_host else socket.AF_INET) as sock:
+        # as aiohttp binds: a port left in TIME_WAIT by a worker that just stopped is free to reuse
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((settings.web_host, settings.web_port))
+        except socket.gaierror:
+            raise ConfigError(f"web_host {settings.web_host!r} is not an address; set web_host / "
+                              "TRUSTGAP_WEB_HOST") from None
+        except OSError as err:
+            raise web_port_problem(where, err.errno) from None
+
+
+def web_port_problem(where: str, code: int | None) -> TrustgapError:
+    """The error for a web endpoint that cannot bind `where`, by the bind's errno."""
+    if code == errno.EADDRINUSE:
+        return PortInUse(f"the web port {where} (/metrics, /health) is already in use by another process; set "
+                         "web_port / TRUSTGAP_WEB_PORT to a free port, or stop what listens there")
+    if code == errno.EADDRNOTAVAIL:
+        return ConfigError(f"cannot bind the web endpoint to {where}: web_host is not an address of this machine; "
+                           "set web_host / TRUSTGAP_WEB_HOST")
+    if code == errno.EACCES:
+        return ConfigError(f"not allowed to bind the web endpoint to {where} (a port below 1024 needs privileges); "
+                           "set web_port / TRUSTGAP_WEB_PORT")
+    return ConfigError(f"cannot bind the web endpoint to {where} ({errno.errorcode.get(code or 0, code)}); set "
+                       "web_host / web_port (TRUSTGAP_WEB_HOST / TRUSTGAP_WEB_PORT)")
+
+
+# --- TLS, as a raw handshake ------------------------------------------------------------------------------------
+
+def speaks_tls(host: str, port: int, timeout: float = TLS_PROBE_TIMEOUT_S) -> bool:
+    """Whether host:port answers a TLS handshake (its certificate unchecked: this only asks which protocol)."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as raw, \
+                context.wrap_socket(raw, server_hostname=host):
+            return True
+    except ssl.SSLError as err:
+        # A TLS server that wants what we did not offer (a client certificate) answers with an alert.
+        return "ALERT" in str(err).upper()
+    except OSError:
+        return False
+
+
+def first_address(servers: str) -> tuple[str, int] | None:
+    """(host, port) of the first `host:port` in a comma-separated list, or None when it has no port."""
+    first = servers.split(",")[0].strip()
+    host, _, port = first.rpartition(":")
+    if not host or not port.isdigit():
+        return None
+    return host.strip("[]"), int(port)
+
+
+# --- the broker -------------------------------------------------------------------------------------------------
+
+def check_broker(settings: Settings, timeout: float = BROKER_TIMEOUT_S) -> None:
+    """Return once the broker answers a metadata request with the settings' security config, else raise.
+
+    A refused password or certificate ends the wait at once; only an address that does not answer waits out
+    `timeout`."""
+    from confluent_kafka import KafkaError, KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    from .admin import bootstrap, confluent_config
+
+    seen: list[KafkaError] = []
+    # log_level 0: the reasons come through error_cb, and librdkafka would otherwise print one line per retry
+    admin = AdminClient(confluent_config(settings, error_cb=seen.append, log_level=0))
+    servers = bootstrap(settings)
+    address = first_address(servers)
+    # a TLS listener just drops a plaintext client, which librdkafka reports as nothing but a broker down
+    tls: bool | None = None if address and "SSL" not in settings.broker_security_protocol else False
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            admin.list_topics(timeout=min(1.0, max(0.1, deadline - time.monotonic())))
+            return
+        except KafkaException:
+            admin.poll(0)  # serves error_cb
+        if tls is None and address is not None:
+            tls = speaks_tls(*address)
+        if tls or any(e.name() in _DECISIVE or _PLAINTEXT_LISTENER_HINT in e.str() for e in seen) \
+                or time.monotonic() >= deadline:
+            break
+    raise broker_problem(settings, servers, [(e.name(), e.str()) for e in seen], timeout, bool(tls))
+
+
+def broker_problem(settings: Settings, servers: str, reasons: Sequence[tuple[str, str]], timeout: float,
+                   listener_speaks_tls: bool) -> TrustgapError:
+    """The error for a broker that did not serve metadata: from librdkafka's (error name, text) pairs, and whether
+    the listener answered a TLS handshake while the settings spoke plaintext."""
+    texts = [text for _, text in reasons]
+    for name, text in reasons:
+        if name == "_AUTHENTICATION":
+            return SecurityMismatch(f"broker {servers} refused the SASL login of user "
+                                    f"{settings.broker_sasl_username or ''!r} ({_reason(text)}); check {_SASL}")
+    for name, text in reasons:
+        if name == "_SSL" or "certificate verify failed" in text:
+            return SecurityMismatch(_broker_tls_message(settings, servers, text))
+    if any(_PLAINTEXT_LISTENER_HINT in t for t in texts):
+        return SecurityMismatch(f"broker {servers} does not speak TLS but broker_security_protocol is "
+                                f"{settings.broker_security_protocol}; set {_PROTOCOL} to PLAINTEXT or "
+                                "SASL_PLAINTEXT, or point broker_url at the broker's TLS listener")
+    if listener_speaks_tls:
+        return SecurityMismatch(f"broker {servers} expects TLS but broker_security_protocol is "
+                                f"{settings.broker_security_protocol}; set {_PROTOCOL} to SSL or SASL_SSL (with "
+                                f"{_CAFILE})")
+    transport = next((_reason(t) for n, t in reasons if n == "_TRANSPORT"), None)
+    detail = f": {transport}" if transport else ""
+    return BrokerUnreachable(f"broker {servers} unreachable (no answer in {timeout:g}s{detail}); check broker_url "
+                             "/ TRUSTGAP_BROKER_URL")
+
+
+def _broker_tls_message(settings: Settings, servers: str, text: str) -> str:
+    if "certificate verify failed" in text:
+        trusted = (f"the CA in broker_ssl_cafile ({settings.broker_ssl_cafile})" if settings.broker_ssl_cafile
+                   else "the system's CAs (broker_ssl_cafile is not set)")
+        return (f"broker {servers} presented a TLS certificate that {trusted} did not sign; set {_CAFILE} to the "
+                "CA that signed the broker's certificate")
+    return f"TLS handshake with broker {servers} failed ({_reason(text)}); check {_CAFILE} and {_PROTOCOL}"
+
+
+def _reason(text: str) -> str:
+    """librdkafka's error text without its `proto://host:port/id: ` prefix and `(after N ms in state X)` tail."""
+    return re.sub(r"^(?:[a-z_]+://)?[^\s/]+/[^\s:]+: ", "", text.split(" (after ", 1)[0]).strip()
+
+
+# --- Redis ------------------------------------------------------------------------------------------------------
+
+def redis_address(url: str) -> tuple[str, int] | None:
+    """(host, port) of a redis:// or rediss:// URL, never its credentials; None for a unix socket."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+        return None
+    return parts.hostname, parts.port or 6379
+
+
+def redis_problem(url: str, err: BaseException, listener_speaks_tls: bool | None) -> TrustgapError:
+    """The error for a Redis that did not answer PING: from redis-py's exception (and what caused it) and whether
+    the port answered a TLS handshake. The URL's password is never part of the message."""
+    import redis
+
+    parts = urlsplit(url)
+    address = redis_address(url)
+    where = f"redis at {address[0]}:{address[1]}" if address else "redis"
+    cause = err.__cause__ or err.__context__
+    if isinstance(err, redis.AuthenticationError) or "NOAUTH" in str(err) or "WRONGPASS" in str(err):
+        return SecurityMismatch(f"{where} refused the password (or user) in redis_url; fix the credentials in "
+                                f"{_REDIS_URL} (rediss://:PASSWORD@host:port/0)")
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        ca = parse_qs(parts.query).get("ssl_ca_certs", [None])[0]
+        trusted = f"the CA in ssl_ca_certs ({ca})" if ca else "the system's CAs (redis_url has no ssl_ca_certs)"
+        return SecurityMismatch(f"{where} presented a TLS certificate that {trusted} did not sign "
+                                f"({cause.verify_message}); set ?ssl_ca_certs=/path/ca.pem in {_REDIS_URL} to "
+                                "the CA that signed the server's certificate")
+    if parts.scheme == "redis" and listener_speaks_tls:
+        return SecurityMismatch(f"{where} speaks TLS only but redis_url is redis://; use rediss:// with "
+                                f"?ssl_ca_certs=/path/ca.pem in {_REDIS_URL}")
+    if parts.scheme == "rediss" and listener_speaks_tls is False and isinstance(cause, ssl.SSLError):
+        return SecurityMismatch(f"{where} does not speak TLS but redis_url is rediss://; use redis:// in "
+                                f"{_REDIS_URL}, or enable TLS on the server")
+    return RedisUnreachable(f"redis unreachable ({type(err).__name__}); check {_REDIS_URL}")
+
+
+def check_redis(settings: Settings) -> redis.Redis:
+    """Return a connected redis.Redis client that answered PING with the settings' URL, else raise; the caller
+    closes it."""
+    import redis
+
+    url = settings.redis_url.get_secret_value()
+    client = redis.Redis.from_url(url, socket_connect_timeout=REDIS_TIMEOUT_S, socket_timeout=REDIS_TIMEOUT_S)
+    try:
+        client.ping()
+        return client
+    except redis.RedisError as err:
+        client.close()
+        address = redis_address(url)
+        cause = err.__cause__ or err.__context__
+        # only a connection that opened and then broke before any reply can be a protocol mismatch
+        broke = (type(err) is redis.ConnectionError
+                 and not isinstance(cause, (ConnectionRefusedError, TimeoutError, ssl.SSLCertVerificationError)))
+        tls = speaks_tls(*address) if address and broke else None
+        raise redis_problem(url, err, tls) from None
