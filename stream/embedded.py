@@ -22,13 +22,14 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from .errors import EmbeddedError
 from .times import utcnow
 
 STARTUP_TIMEOUT_S = 30.0
+BrokerKind = Literal["tansu", "kafka"]
 STACK_FILE = "stack.json"
 
 # Tansu reads these from the environment when present; a stray value would point the demo broker at an
@@ -160,12 +161,18 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
 
 
 @contextlib.contextmanager
-def running_stack(tmpdir: Path, appendonly: bool = True) -> Iterator[StackInfo]:
-    """Run a fresh broker and Redis on free ports under tmpdir, stopping both on exit."""
+def running_stack(tmpdir: Path, appendonly: bool = True, broker: BrokerKind = "tansu") -> Iterator[StackInfo]:
+    """Run a fresh broker (Tansu, or Apache Kafka from the jars `make kafka` fetched) and Redis on free ports under
+    tmpdir, stopping both on exit."""
     tmpdir.mkdir(parents=True, exist_ok=True)
     broker_port, redis_port = free_port(), free_port()
     redis_workdir = tmpdir / "redis"
-    broker_proc = start_broker(broker_port, tmpdir / "broker.log")
+    if broker == "kafka":
+        from .embedded_kafka import start_kafka  # the JVM broker's module imports this one
+
+        broker_proc = start_kafka(tmpdir / "kafka", broker_port, free_port(), tmpdir / "broker.log")
+    else:
+        broker_proc = start_broker(broker_port, tmpdir / "broker.log")
     try:
         redis_proc = start_redis(redis_port, redis_workdir, tmpdir / "redis.log", appendonly=appendonly)
         try:

@@ -1,4 +1,5 @@
-"""Shared fixtures: one real Tansu broker and one real redis-server per test session, on free loopback ports.
+"""Shared fixtures: one real Apache Kafka broker and one real redis-server per test session, on free loopback
+ports; and, for the fast lane that keeps the embedded default supported, a Tansu broker with its own redis-server.
 
 The hooks below keep the `integration` marker true (tests/support/processes.py says the rule): a test that is not
 marked integration may neither use the real stack's fixtures nor start a process, so `-m "not integration"`
@@ -39,8 +40,15 @@ def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackInfo]:
-    """A fresh broker and Redis for the whole session, stopped when it ends."""
-    with running_stack(tmp_path_factory.mktemp("stack")) as info:
+    """Apache Kafka (the broker operators run) and Redis for the whole session, stopped when it ends."""
+    with running_stack(tmp_path_factory.mktemp("stack"), broker="kafka") as info:
+        yield info
+
+
+@pytest.fixture(scope="session")
+def tansu_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackInfo]:
+    """Tansu, the embedded broker of `make demo`, with a Redis of its own; started by the first test that asks."""
+    with running_stack(tmp_path_factory.mktemp("tansu"), broker="tansu") as info:
         yield info
 
 
@@ -55,8 +63,21 @@ def redis_client(stack: StackInfo) -> Iterator[redis.Redis]:
 
 @pytest.fixture
 def deploy(stack: StackInfo, tmp_path: Path, redis_client: redis.Redis) -> Iterator[Callable[..., Deployment]]:
-    """Factory of isolated deployments (own topics and group, settings as TRUSTGAP_* overrides); workers they
-    started are stopped after the test."""
+    """Factory of isolated deployments on Apache Kafka (own topics and group, settings as TRUSTGAP_* overrides);
+    workers they started are stopped after the test."""
+    yield from deployments(stack, tmp_path)
+
+
+@pytest.fixture
+def deploy_tansu(tansu_stack: StackInfo, tmp_path: Path) -> Iterator[Callable[..., Deployment]]:
+    """The same factory on the Tansu stack, its Redis flushed first."""
+    with redis.Redis.from_url(tansu_stack.redis_url) as client:
+        client.flushall()
+    yield from deployments(tansu_stack, tmp_path)
+
+
+def deployments(stack: StackInfo, tmp_path: Path) -> Iterator[Callable[..., Deployment]]:
+    """Yield a factory of deployments on `stack`, stopping their workers when the test is done."""
     made: list[Deployment] = []
 
     def make(env: dict[str, str] | None = None, **overrides: str) -> Deployment:

@@ -30,7 +30,8 @@ def _running(pid: int) -> bool:
     return state != "Z"
 
 
-def test_broker_creates_topic_and_round_trips_messages_through_a_consumer_group(stack: StackInfo) -> None:
+def test_broker_creates_topic_and_round_trips_messages_through_a_consumer_group(tansu_stack: StackInfo) -> None:
+    stack = tansu_stack
     topic = f"embedded-{uuid.uuid4().hex[:8]}"
     admin = AdminClient({"bootstrap.servers": stack.bootstrap_servers})
     admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)])[topic].result(timeout=10)

@@ -1,4 +1,5 @@
-"""End to end through a real worker process, the real Tansu broker and a real redis-server.
+"""End to end through a real worker process, a real broker and a real redis-server: on Apache Kafka, and on Tansu
+too (the embedded broker of `make demo`), so that the default a new user starts with stays supported.
 
 The stream carries ~20% re-sent events and sends every action and outcome *before* its prediction, so the
 counts are exact only if deduplication and the pending join both work.
@@ -19,8 +20,9 @@ from tests.support.truth import batches, expected_counts, generate, read_counts,
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def deployment(deploy: Callable[..., Deployment]) -> Deployment:
+@pytest.fixture(params=["deploy", "deploy_tansu"])
+def deployment(request: pytest.FixtureRequest) -> Deployment:
+    deploy: Callable[..., Deployment] = request.getfixturevalue(request.param)
     return deploy(defaults__allowed_lateness_seconds="86400", max_message_bytes="200000")
 
 

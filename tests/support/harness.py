@@ -77,8 +77,10 @@ class Deployment:
             "TRUSTGAP_BROKER_URL": self.stack.broker_url,
             "TRUSTGAP_REDIS_URL": self.stack.redis_url,
             "TRUSTGAP_APP_ID": self.name,
-            "TRUSTGAP_BROKER_SESSION_TIMEOUT": "2",
-            "TRUSTGAP_BROKER_HEARTBEAT_INTERVAL": "0.5",
+            # Kafka's smallest session by default (group.min.session.timeout.ms): a SIGKILLed worker's partitions
+            # move to the others that much sooner than after the worker's own default of 10 s
+            "TRUSTGAP_BROKER_SESSION_TIMEOUT": "6",
+            "TRUSTGAP_BROKER_HEARTBEAT_INTERVAL": "1",
             "TRUSTGAP_TOPIC_PARTITIONS": "4",
             "TRUSTGAP_EVALUATE_INTERVAL": "0.3",
             # A test often moves the watermark with events on a few partitions only: the others, idle, stop holding
@@ -142,7 +144,8 @@ class Deployment:
                 except BufferError:
                     producer.poll(0.1)
             n += 1
-        assert producer.flush(30) == 0, "messages left undelivered"
+        # as long as a broker restart under load can take: the producer retries meanwhile, as a service's would
+        assert producer.flush(120) == 0, "messages left undelivered"
         return n
 
     def read(self, topic: str, at_least: int, timeout: float = 60.0) -> list[Any]:
