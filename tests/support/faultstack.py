@@ -1,4 +1,5 @@
-"""A broker and a redis-server owned by one fault test, which it kills, stops and restarts on the same ports.
+"""An Apache Kafka broker and a redis-server owned by one fault test, which it kills, stops and restarts on the same
+ports (Kafka on the same log directory, so a restart serves what it acknowledged before).
 
 The session `stack` fixture is shared by other tests, so fault tests never touch it: each starts its own pair with
 `stream.embedded` and kills only those processes (by their pid).
@@ -21,16 +22,19 @@ from typing import Any
 import redis
 
 from stream.state import keys
-from stream.embedded import free_port, start_broker, start_redis, stop
+from stream.embedded import free_port, start_redis, stop
+from stream.embedded_kafka import kill_kafka, start_kafka, stop_kafka
 from tests.support.harness import Deployment, metric_value, metrics_text
 
 
 @dataclass
 class FaultStack:
-    """Tansu + redis-server on fixed loopback ports; restarts reuse the port (and Redis its AOF directory)."""
+    """Apache Kafka + redis-server on fixed loopback ports; restarts reuse the ports, Kafka its log directory and
+    Redis its AOF directory."""
 
     workdir: Path
     broker_port: int = field(default_factory=free_port)
+    controller_port: int = field(default_factory=free_port)
     redis_port: int = field(default_factory=free_port)
     broker: subprocess.Popen[bytes] | None = None
     redis: subprocess.Popen[bytes] | None = None
@@ -54,7 +58,13 @@ class FaultStack:
         return self.workdir / "redis"
 
     def start_broker(self) -> None:
-        self.broker = start_broker(self.broker_port, self.workdir / "broker.log")
+        self.broker = start_kafka(self.workdir / "kafka", self.broker_port, self.controller_port,
+                                  self.workdir / "broker.log")
+
+    def stop_broker(self) -> None:
+        """A clean shutdown (SIGTERM: the broker flushes and closes its log)."""
+        assert self.broker is not None
+        stop_kafka(self.broker)
 
     def start_redis(self) -> None:
         if self.password is None:
@@ -108,8 +118,7 @@ class FaultStack:
 
     def kill_broker(self) -> None:
         assert self.broker is not None
-        os.killpg(self.broker.pid, signal.SIGKILL)
-        self.broker.wait()
+        kill_kafka(self.broker)
 
     def stop(self) -> None:
         for proc in (self.redis, self.broker):
@@ -207,6 +216,47 @@ class Pacer:
         self.thread.join()
         if self.error:
             raise self.error
+
+
+class Stalls:
+    """Samples the offset Redis holds for each partition every `interval` in the background: the longest time a
+    partition applied nothing and then moved on again is how long a rebalance (or a fault) stalled it."""
+
+    def __init__(self, fs: FaultStack, interval: float = 0.1) -> None:
+        self.fs, self.interval = fs, interval
+        self.samples: list[tuple[float, dict[bytes, bytes]]] = []
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with self.fs.client() as client:
+            while not self._stop.is_set():
+                with contextlib.suppress(redis.RedisError):
+                    self.samples.append((time.monotonic(), client.hgetall(keys.OFFSETS)))
+                self._stop.wait(self.interval)
+
+    def __enter__(self) -> Stalls:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self.thread.join()
+
+    def longest(self, since: float) -> float:
+        """Seconds of the longest time after `since` that a partition's offset stood still and then moved again (a
+        stall processing came back from; the quiet after a partition's last message is not one)."""
+        window = [(t, offsets) for t, offsets in self.samples if t >= since]
+        longest = 0.0
+        for partition in {p for _, offsets in window for p in offsets}:
+            flat_from, last = None, None
+            for t, offsets in window:
+                now = offsets.get(partition)
+                if flat_from is None or now != last:
+                    if flat_from is not None:
+                        longest = max(longest, t - flat_from)
+                    flat_from, last = t, now
+        return round(longest, 2)
 
 
 def random_instants(rng: random.Random, n: int, low: float, high: float) -> list[float]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import random
 from collections import Counter
 from collections.abc import Iterator
@@ -10,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from stream.settings import ModelSettings
-from stream.state import Store, WindowCounts, keys
+from tests.support.eventtime import read_windows
 from tests.support.harness import Deployment
 
 T0 = datetime(2026, 11, 20, 0, 0, tzinfo=timezone.utc)
@@ -89,27 +88,31 @@ def with_duplicates(rng: random.Random, events: list[dict[str, Any]]) -> list[di
     return out
 
 
+def in_time_order(rng: random.Random, preds: Events, actions: Events, outcomes: Events
+                  ) -> list[tuple[str, dict[str, Any]]]:
+    """(topic, event) in the order live traffic sends them: by event time, each follow-up after its prediction,
+    and ~20% of the events sent again a few messages later (a producer's retry), as a user's services would."""
+    stream = sorted([("predictions", e) for e in preds] + [("actions", e) for e in actions]
+                    + [("outcomes", e) for e in outcomes], key=lambda te: te[1]["ts"])
+    out: list[tuple[str, dict[str, Any]]] = []
+    retries: list[tuple[int, tuple[str, dict[str, Any]]]] = []
+    for i, item in enumerate(stream):
+        out.append(item)
+        if rng.random() < 0.2:
+            retries.append((i + rng.randint(1, 20), item))
+        out.extend(r for due, r in retries if due == i)
+        retries = [(due, r) for due, r in retries if due != i]
+    out.extend(r for _, r in retries)
+    return out
+
+
 def batches(events: list[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
     for i in range(0, len(events), size):
         yield events[i:i + size]
 
 
 def read_counts(dep: Deployment, models: set[str], starts: set[int]) -> Counter[tuple[str, int, str, str, str]]:
-    async def go() -> Counter[tuple[str, int, str, str, str]]:
-        store = Store.from_settings(dep.settings)
-        got: Counter[tuple[str, int, str, str, str]] = Counter()
-        try:
-            for model in models:
-                for start in starts:
-                    wc = WindowCounts()  # plain reads of the keys keys.py names, without closing the window
-                    for b in range(store.settings.state_buckets):
-                        reply = await store.redis.hgetall(keys.window_counts(b, model, start))
-                        wc.merge([x for kv in reply.items() for x in kv])
-                    for (version, scope, counter), n in wc.counts.items():
-                        got[(model, start, version, scope, counter)] += n
-        finally:
-            await store.close()
-        return got
-    return asyncio.run(go())
+    """The window counts Redis holds for these models and window starts, read without closing anything."""
+    return read_windows(dep.settings, models, starts).counts
 
 
