@@ -1,7 +1,8 @@
 """The `trustgap` command: up/down the embedded stack, run a worker, simulate, show status, run the demo.
 
-Exit codes: 0 ok, 1 runtime failure (broker or Redis unreachable, delivery failed), 2 bad usage or bad config,
-3 `replay` sent the good lines but some lines were invalid, 130 interrupted (Ctrl-C).
+Exit codes: 0 ok, 1 runtime failure (broker or Redis unreachable, delivery failed, the web port held by another
+process), 2 bad usage or bad config (also a password, CA or protocol the broker or Redis refused: no retry helps
+until a setting changes), 3 `replay` sent the good lines but some lines were invalid, 130 interrupted (Ctrl-C).
 Errors are one line without a traceback, saying what to fix.
 """
 
@@ -58,8 +59,12 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     settings = settings_from(args)
+    from . import preflight
     from .admin import ensure_topics
 
+    # Before Faust starts: past this point a refused password or a taken port ends in a traceback, not a line.
+    preflight.check_web_port(settings)
+    preflight.check_broker(settings)
     try:
         ensure_topics(settings)
     except BrokerUnreachable as err:
@@ -85,11 +90,11 @@ def _check_redis(settings: Settings) -> None:
     """Redis answers, and holds no state of an older layout (an empty Redis gets the current layout's mark)."""
     import redis
 
+    from . import preflight
     from .state import keys
 
     try:
-        with redis.Redis.from_url(settings.redis_url.get_secret_value(), socket_connect_timeout=5) as client:
-            client.ping()
+        with preflight.check_redis(settings) as client:
             # the mark goes in only where no trustgap state is: state without it was written by an older version
             found = client.get(keys.LAYOUT)
             if found is None and not client.exists(keys.MODELS, keys.OFFSETS):
@@ -124,18 +129,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _ensure_topics(settings: Settings) -> None:
-    """Create the topics if missing; an unreachable broker is one line, not a page of librdkafka logs."""
-    from confluent_kafka import KafkaException
-    from confluent_kafka.admin import AdminClient
+    """Create the topics if missing; an unreachable broker or a refused login is one line, not a page of
+    librdkafka logs."""
+    from . import preflight
+    from .admin import ensure_topics
 
-    from .admin import bootstrap, confluent_config, ensure_topics
-
-    probe = AdminClient(confluent_config(settings, log_level=0))
-    try:
-        probe.list_topics(timeout=5)
-    except KafkaException:
-        raise BrokerUnreachable(f"broker {bootstrap(settings)} unreachable (no answer in 5s); check broker_url / "
-                                "TRUSTGAP_BROKER_URL") from None
+    preflight.check_broker(settings, timeout=5)
     try:
         ensure_topics(settings, timeout=10)
     except BrokerUnreachable as err:
@@ -143,11 +142,12 @@ def _ensure_topics(settings: Settings) -> None:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    _check_readers(settings, not args.no_alerts)  # before the slow imports: a wrong setting is told at once
     import orjson
 
     from . import overview
 
-    settings = settings_from(args)
     overviews, unreadable = overview.load(settings, not args.no_alerts)
     lag = overview.load_lag(settings)  # unknown, not an error, while the broker does not answer
     if args.json:
@@ -161,6 +161,15 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     Console().print(status_view(overviews, settings, args.windows, unreadable, lag))
     return 0
+
+
+def _check_readers(settings: Settings, with_alerts: bool) -> None:
+    """Redis, and the broker when the alerts topic is read, accept the settings (one line naming what to fix)."""
+    from . import preflight
+
+    preflight.check_redis(settings).close()
+    if with_alerts:
+        preflight.check_broker(settings, timeout=5)
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -203,10 +212,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    _check_readers(settings, not args.no_alerts)
     from . import overview
     from .report import render
 
-    settings = settings_from(args)
     overviews, _ = overview.load(settings, not args.no_alerts)
     mine = [o for o in overviews if o.model == args.model]
     if not mine:
@@ -415,8 +425,9 @@ def _sim_args(sp: argparse.ArgumentParser, scenario_default: str | None = None, 
     sp.add_argument("--seed", type=int, default=1)
 
 
-EXIT_CODES = ("\n\nexit codes: 0 ok, 1 runtime failure (broker/Redis unreachable, delivery failed), 2 bad usage "
-              "or config,\n3 replay: some lines invalid (the good ones were sent), 130 interrupted")
+EXIT_CODES = ("\n\nexit codes: 0 ok, 1 runtime failure (broker/Redis unreachable, delivery failed, web port "
+              "taken),\n2 bad usage or config (also a password, CA or TLS/plaintext mismatch the broker or Redis "
+              "refused),\n3 replay: some lines invalid (the good ones were sent), 130 interrupted")
 
 _EXAMPLES = {
     "up": ["trustgap up", "trustgap up && trustgap worker"],
