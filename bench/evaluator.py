@@ -3,7 +3,7 @@
 `python -m bench.evaluator trips` drives `stream.evaluator.evaluate` in this process through the round-trip proxy,
 with four models whose windows close one per tick (event time is applied straight through the store, not through the
 proxy), and prints the trips of an idle tick and of a tick that closes one window per model.
-`python -m bench.evaluator latency --runs 3` runs bench.run.alert_latency (a real worker) several times on one
+`python -m bench.evaluator latency --runs 3` runs bench.latency.alert_latency (a real worker) several times on one
 stack and prints p50/p99 of each run: the CPU is shared, so the spread between runs is the noise.
 """
 
@@ -22,10 +22,10 @@ from typing import Any
 
 from bench.data import prediction
 from bench.rtproxy import RoundTripProxy
-from bench.run import LATENCY_ENV, alert_latency, pct
+from bench.latency import LATENCY_ENV, alert_latency, pct
 from stream.embedded import StackInfo, running_stack
 
-MODELS = [f"m{i}" for i in range(4)]  # as in bench.run.alert_latency; `--models` takes fewer
+MODELS = [f"m{i}" for i in range(4)]  # as in bench.latency.alert_latency; `--models` takes fewer
 
 
 class _Alerts:
@@ -69,7 +69,7 @@ async def trips(stack: StackInfo, windows: int) -> dict[str, float]:
     from aiokafka import AIOKafkaProducer
     from prometheus_client import CollectorRegistry
 
-    from bench.run import create_topic
+    from bench.topics import create_topic
     from stream.evaluator import evaluate
     from stream.metrics import Metrics
     from stream.runtime import Runtime
@@ -133,9 +133,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--windows", type=int, default=12)
     ap.add_argument("--models", type=int, default=len(MODELS))
+    ap.add_argument("--broker", choices=("kafka", "tansu"), default="kafka", help="Apache Kafka (default) or Tansu")
     args = ap.parse_args(argv)
     del MODELS[args.models:]
-    with tempfile.TemporaryDirectory(prefix="trustgap-eval-") as tmp, running_stack(Path(tmp) / "stack") as stack:
+    with tempfile.TemporaryDirectory(prefix="trustgap-eval-") as tmp, running_stack(Path(tmp) / "stack",
+                                                                                      broker=args.broker) as stack:
         if args.what in ("trips", "both"):
             for k, v in asyncio.run(trips(stack, args.windows)).items():
                 print(f"  {k}: {v:.2f}", flush=True)

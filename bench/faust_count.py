@@ -19,6 +19,8 @@ from typing import Any
 import faust
 import orjson
 
+from bench.group import HEARTBEAT_INTERVAL_S, SESSION_TIMEOUT_S
+
 
 def main(argv: list[str]) -> None:
     broker, topic_name, group, expect_s, mode = argv[:5]
@@ -29,10 +31,10 @@ def main(argv: list[str]) -> None:
         import uvloop
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    # Same group-join settings as trustgap's bench worker, so joins do not dominate a short run.
+    # Same group timing as trustgap's bench worker (bench/group.py says why these values).
     app = faust.App(group, broker=broker, value_serializer="raw", key_serializer="raw", store="memory://",
-                    broker_session_timeout=2.0, broker_heartbeat_interval=0.5, web_enabled=False,
-                    topic_partitions=4, datadir=str(Path(tempfile.gettempdir()) / f"{group}-data"))
+                    broker_session_timeout=SESSION_TIMEOUT_S, broker_heartbeat_interval=HEARTBEAT_INTERVAL_S,
+                    web_enabled=False, topic_partitions=4, datadir=str(Path(tempfile.gettempdir()) / f"{group}-data"))
     topic = app.topic(topic_name, key_type=bytes, value_type=bytes)
     seen: dict[str, Any] = {"n": 0, "first": None, "first_n": 0}
 

@@ -23,7 +23,8 @@ import redis
 import redis.asyncio as aioredis
 
 from bench.data import encode_batched, predictions
-from bench.run import BATCH, _redis_cpu_seconds
+from bench.redis_cost import redis_cpu_seconds
+from bench.topics import BATCH
 from stream.embedded import free_port, start_redis, stop
 from stream.events import Event, parse
 from stream.settings import Settings
@@ -43,7 +44,7 @@ async def one_round(port: int, messages: Sequence[bytes], chunk: int) -> dict[st
     await store.apply(events[:chunk], Progress(), 0)  # the first chunk admits labels and features: not steady state
     rest = events[chunk:]
     prepare = send = 0.0
-    redis_before = _redis_cpu_seconds(sync)
+    redis_before = redis_cpu_seconds(sync)
     for i in range(0, len(rest), chunk):
         t = time.process_time()
         prepared = await store.prepare(rest[i:i + chunk])
@@ -51,7 +52,7 @@ async def one_round(port: int, messages: Sequence[bytes], chunk: int) -> dict[st
         t = time.process_time()
         await store.send(prepared, Progress({("bench", 0): i}), 0)
         send += time.process_time() - t
-    redis_cpu = _redis_cpu_seconds(sync) - redis_before
+    redis_cpu = redis_cpu_seconds(sync) - redis_before
     await store.close()
     sync.close()
     n = len(rest)
