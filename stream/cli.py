@@ -65,6 +65,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     # Before Faust starts: past this point a refused password or a taken port ends in a traceback, not a line.
     preflight.check_web_port(settings)
     preflight.check_broker(settings)
+    preflight.check_session_timeout(settings)
     try:
         ensure_topics(settings)
     except BrokerUnreachable as err:

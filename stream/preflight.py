@@ -140,6 +140,33 @@ def check_broker(settings: Settings, timeout: float = BROKER_TIMEOUT_S) -> None:
     raise broker_problem(settings, servers, [(e.name(), e.str()) for e in seen], timeout, bool(tls))
 
 
+def check_session_timeout(settings: Settings, timeout: float = BROKER_TIMEOUT_S) -> None:
+    """Raise ConfigError when the broker would refuse the worker's consumer-group session timeout.
+
+    Kafka answers a JoinGroup whose session is outside its group.min/max.session.timeout.ms (6 s to 30 min by
+    default) with a fatal error that aiokafka logs once, after which the worker sits in no group and consumes
+    nothing. A broker that does not describe its configs (Tansu) is not asked again: it takes any session."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient, ConfigResource
+
+    from .admin import confluent_config
+
+    admin = AdminClient(confluent_config(settings, log_level=0))
+    try:
+        broker = next(iter(admin.list_topics(timeout=timeout).brokers))
+        resource = ConfigResource(ConfigResource.Type.BROKER, str(broker))
+        entries = admin.describe_configs([resource])[resource].result(timeout)
+        low, high = (int(entries[f"group.{edge}.session.timeout.ms"].value) for edge in ("min", "max"))
+    except (KafkaException, KeyError, StopIteration, TypeError, ValueError):
+        return
+    session_ms = settings.broker_session_timeout * 1000
+    if not low <= session_ms <= high:
+        raise ConfigError(f"broker_session_timeout is {settings.broker_session_timeout:g}s but broker "
+                          f"{settings.broker_url} accepts consumer sessions of {low / 1000:g}s to {high / 1000:g}s "
+                          "(its group.min/max.session.timeout.ms); set broker_session_timeout / "
+                          "TRUSTGAP_BROKER_SESSION_TIMEOUT within that range")
+
+
 def broker_problem(settings: Settings, servers: str, reasons: Sequence[tuple[str, str]], timeout: float,
                    listener_speaks_tls: bool) -> TrustgapError:
     """The error for a broker that did not serve metadata: from librdkafka's (error name, text) pairs, and whether

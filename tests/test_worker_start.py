@@ -42,3 +42,16 @@ def test_unreachable_broker_is_named() -> None:
     result = run_worker({"TRUSTGAP_BROKER_URL": f"kafka://127.0.0.1:{free_port()}"})
     assert result.returncode == 1
     assert "unreachable" in result.stderr and "TRUSTGAP_BROKER_URL" in result.stderr
+
+
+@pytest.mark.integration
+def test_a_session_timeout_the_broker_would_refuse_exits_2_with_one_line(stack: StackInfo) -> None:
+    # Apache Kafka takes sessions of 6 s to 30 min by default; below that aiokafka's join fails once and the worker
+    # would sit outside its group consuming nothing
+    result = run_worker({"TRUSTGAP_BROKER_URL": stack.broker_url, "TRUSTGAP_REDIS_URL": stack.redis_url,
+                         "TRUSTGAP_BROKER_SESSION_TIMEOUT": "2", "TRUSTGAP_BROKER_HEARTBEAT_INTERVAL": "0.5",
+                         "TRUSTGAP_WEB_PORT": str(free_port())})
+    assert result.returncode == 2
+    assert "accepts consumer sessions of 6s to 1800s" in result.stderr
+    assert "TRUSTGAP_BROKER_SESSION_TIMEOUT" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
