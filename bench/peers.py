@@ -96,7 +96,6 @@ def _counted(group: str, argv: list[str], logdir: Path) -> float:
     lines = [line[line.index(b"{"):] for line in out.stdout.splitlines() if b"{" in line]
     if not lines:
         tail = [line for line in log_path.read_text(errors="replace").splitlines() if line.strip()][-1:]
-        raise PeerFailed(f"{argv[2]} exited {out.returncode} without a figure: {' '.join(tail)[:300]} "
-                         f"(log {log_path})")
+        raise PeerFailed(f"{argv[2]} exited {out.returncode} without a figure; its log ends: {' '.join(tail)[:300]}")
     r = orjson.loads(lines[-1])
     return float((r["n"] - r["first_n"]) / (r["last"] - r["first"]))
