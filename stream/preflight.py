@@ -147,7 +147,7 @@ def check_session_timeout(settings: Settings, timeout: float = BROKER_TIMEOUT_S)
     default) with a fatal error that aiokafka logs once, after which the worker sits in no group and consumes
     nothing. A broker that does not describe its configs (Tansu) is not asked again: it takes any session."""
     from confluent_kafka import KafkaException
-    from confluent_kafka.admin import AdminClient, ConfigResource
+    from confluent_kafka.admin import AdminClient, ConfigResource  # type: ignore[attr-defined]
 
     from .admin import confluent_config
 
