@@ -1,5 +1,6 @@
-"""Alert latency: a worker with minute windows fed at 5k events/s, timed from the watermark passing a window's end
-to the window's alert arriving on the alerts topic."""
+"""Alert latency: a worker with minute windows fed at 5k events/s, timed from the watermark passing the moment an
+alert's stage became due (for overrides, the window's first action checkpoint) to the alert arriving on the alerts
+topic."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from bench.data import prediction
 from bench.topics import PARTITIONS, create_topic
 from bench.workers import Workers, wait_for
 from stream.embedded import StackInfo
+from stream.settings import ModelSettings
 
 LATENCY_ENV = {
     # Minute windows whose event time runs 30x the wall clock: a window closes every 2 s of wall time.
@@ -30,13 +32,16 @@ LATENCY_ENV = {
     # hold the watermark back for longer than the run lasts. Partitions fed every tick never go idle.
     "TRUSTGAP_IDLE_TIMEOUT_SECONDS": "1",
 }
+# The model settings LATENCY_ENV gives the worker, to know when each alert's stage became due.
+MODEL = ModelSettings(window_seconds=int(LATENCY_ENV["TRUSTGAP_DEFAULTS__WINDOW_SECONDS"]))
 SPEEDUP = 30
 RATE = 5000           # events/s: half predictions, half actions
 TICK = 0.02           # seconds between produced batches
 
 
 def alert_latency(stack: StackInfo, logdir: Path, seconds: float, seed: int) -> tuple[list[float], int]:
-    """Latencies (s) from the moment the watermark passed a window's end to its alert arriving on the topic."""
+    """Latencies (s) from the moment the watermark passed the time an alert's stage was due to the alert arriving
+    on the topic."""
     from confluent_kafka import Consumer, Producer, TopicPartition
 
     preds_t, acts_t = f"bench-lat-{uuid.uuid4().hex[:8]}", f"bench-lat-a-{uuid.uuid4().hex[:8]}"
@@ -105,10 +110,20 @@ def alert_latency(stack: StackInfo, logdir: Path, seconds: float, seed: int) -> 
     out = []
     for alert, at in received:
         end = int(datetime.fromisoformat(alert["window"]["end"]).timestamp() * 1000)
-        i = bisect.bisect_left(sent_ts, end + lateness)
+        i = bisect.bisect_left(sent_ts, end + due_after_end_ms(alert["signal"]) + lateness)
         if i < len(marks):
             out.append(at - marks[i][1])
     return out, len(received)
+
+
+def due_after_end_ms(signal: str) -> int:
+    """How long after its window's end (event time) the stage that decides a signal is due: a window's overrides
+    are judged at the first action checkpoint (one window after its end here), feature health at its end."""
+    if signal == "override_rate":
+        return MODEL.checkpoints_ms("a")[0]
+    if signal.startswith("feature_"):
+        return 0
+    raise ValueError(f"the latency run sends no follow-ups that decide {signal}")
 
 
 

@@ -57,7 +57,7 @@ class Sizes:
 
 QUICK = Sizes(raw=20_000, single=3_000, batched=60_000, quix_window_batched=10_000, memory=20_000, latency_s=15,
               runs={"kafka": 1, "tansu": 0})
-FULL = Sizes(raw=200_000, single=40_000, batched=400_000, quix_window_batched=100_000, memory=1_000_000,
+FULL = Sizes(raw=200_000, single=40_000, batched=400_000, quix_window_batched=50_000, memory=1_000_000,
              latency_s=40, runs={"kafka": 3, "tansu": 1})
 
 
