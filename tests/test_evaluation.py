@@ -37,7 +37,9 @@ def test_two_workers_evaluate_each_window_once_and_publish_contract_alerts(deplo
     def total(name: str, **labels: str) -> float:
         return sum(metric_value(metrics_text(w.web_port), name, **labels) for w in workers)  # type: ignore
 
-    wait_for(lambda: total("trustgap_events_total", result="applied") == sent, 90, what=f"{sent} events applied")
+    wait_for(lambda: sum(total("trustgap_events_total", result=r) for r in ("applied", "late")) == sent, 180,
+             what=f"{sent} events applied or late")
+    assert total("trustgap_events_total", result="late") == 0  # the watermark waited for every partition
     # One prediction past the lateness moves the watermark beyond the replay: every window closes now, complete.
     tick = datetime.fromisoformat(newest) + timedelta(seconds=LATENESS_S, hours=1)
     producer.send_all([("prediction", {**next(e for k, e in events if k == "prediction"),

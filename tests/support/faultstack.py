@@ -243,20 +243,27 @@ class Stalls:
         self._stop.set()
         self.thread.join()
 
-    def longest(self, since: float) -> float:
-        """Seconds of the longest time after `since` that a partition's offset stood still and then moved again (a
-        stall processing came back from; the quiet after a partition's last message is not one)."""
+    def longest(self, since: float) -> tuple[float, float]:
+        """The longest times after `since` that the group's applied offsets (their sum), and any one partition's,
+        stood still and then moved again: stalls processing came back from (the quiet after the last message is
+        not one). A partition also waits while its worker applies the others' backlog, so the second is an upper
+        bound on what the rebalance itself cost that partition."""
         window = [(t, offsets) for t, offsets in self.samples if t >= since]
-        longest = 0.0
-        for partition in {p for _, offsets in window for p in offsets}:
-            flat_from, last = None, None
-            for t, offsets in window:
-                now = offsets.get(partition)
-                if flat_from is None or now != last:
-                    if flat_from is not None:
-                        longest = max(longest, t - flat_from)
-                    flat_from, last = t, now
-        return round(longest, 2)
+        group = _longest_flat([(t, sum(int(v) for v in offsets.values())) for t, offsets in window])
+        partitions = [_longest_flat([(t, offsets.get(p)) for t, offsets in window])
+                      for p in {p for _, offsets in window for p in offsets}]
+        return group, max(partitions, default=0.0)
+
+
+def _longest_flat(series: Sequence[tuple[float, object]]) -> float:
+    """Seconds of the longest run of equal values in a time series that a different value ended."""
+    longest, flat_from, last = 0.0, None, None
+    for t, value in series:
+        if flat_from is None or value != last:
+            if flat_from is not None:
+                longest = max(longest, t - flat_from)
+            flat_from, last = t, value
+    return round(longest, 2)
 
 
 def random_instants(rng: random.Random, n: int, low: float, high: float) -> list[float]:
