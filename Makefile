@@ -87,8 +87,8 @@ demo: $(STAMP) system-deps
 test: $(STAMP) $(BENCH_STAMP) system-deps-test $(KAFKA_STAMP)
 	$(VENV)/bin/python -m pytest
 
-# Starts its own stacks (Apache Kafka, then Tansu) and Redis; about MINUTES minutes (3 runs on Kafka, 1 on Tansu).
-# --quick (Kafka only) runs in CI.
+# Starts its own stacks (Apache Kafka, then Tansu, each with its Redis); about 20 minutes on 2 busy cores (3 runs on
+# Kafka, 1 on Tansu). --quick (Kafka only) runs in CI.
 bench: $(STAMP) $(BENCH_STAMP) system-deps $(KAFKA_STAMP)
 	$(VENV)/bin/python -m bench
 
