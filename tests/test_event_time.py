@@ -16,19 +16,23 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 import redis
 
+from stream.admin import confluent_config
+from stream.client import BatchProducer
 from stream.settings import ModelSettings
+from stream.simulate import generate as simulate
 from stream.state import keys
-from stream.times import epoch_ms, utcnow
+from stream.times import epoch_ms, parse_ms, utcnow
 from tests.support.eventtime import (DAY_MS, HOUR_MS, MODELS, Expected, Traffic, applied_per_topic, describe,
                                      end_offsets, expected, judged_until, late_events, live, produce,
                                      read_windows, start_together, write_jsonl)
 from tests.support.faultstack import FaultStack, fault_stack, kill_worker
-from tests.support.harness import Deployment, wait_for
+from tests.support.harness import Deployment, metric_value, metrics_text, wait_for
 
 pytestmark = pytest.mark.integration  # each runs in under a minute: none is `slow`
 
@@ -215,6 +219,34 @@ def test_a_partition_that_receives_nothing_does_not_keep_the_window_open(deploy:
     caught_up(dep, 60)
     judged(dep, MODELS, boundary, timeout=30)  # within the idle timeout and a few evaluator rounds
     assert_exact(dep, truth, [worker.web_port])  # type: ignore[attr-defined]
+
+
+def test_a_replay_in_batch_messages_into_partitions_that_sat_idle_makes_nothing_late(
+        deploy: Callable[..., Deployment]) -> None:
+    # idle after 1 s, so the partitions are idle before the replay comes, as they are a minute into the default
+    dep = deploy(idle_timeout_seconds="1")
+    worker = dep.start_worker()
+    port = worker.web_port  # type: ignore[attr-defined]
+    parts = [(dep.topic(t), str(p)) for t in ("predictions", "actions", "outcomes") for p in range(4)]
+    wait_for(lambda: all(metric_value(metrics_text(port), "trustgap_partition_idle", topic=t, partition=p) == 1
+                         for t, p in parts), 60, what="every input partition idle")
+    # the SDK's batching sender: a message holds hours of a replay, so the first partition applied is hours ahead
+    events = list(simulate("trust_decay", days=2, rate=300, seed=3, end=datetime(2026, 11, 20, tzinfo=timezone.utc)))
+    producer = BatchProducer(confluent_config(dep.settings), dep.settings.topics.model_dump())
+    sent = producer.send_all(events)
+    producer.close()
+
+    def handled() -> float:
+        text = metrics_text(port)
+        return sum(metric_value(text, "trustgap_events_total", result=r) for r in ("applied", "late"))
+
+    wait_for(lambda: handled() == sent, 120, what=f"{sent} events applied or late")
+    assert not late_events(dep, [port])
+    truth = Counter(parse_ms(e["ts"]) // HOUR_MS * HOUR_MS for k, e in events if k == "prediction")
+    stored = read_windows(dep.settings, {e["model"] for k, e in events if k == "prediction"}, set(truth))
+    counted = Counter({start: n for (_, start, _, scope, counter), n in stored.counts.items()
+                       if scope == "" and counter == "n"})
+    assert counted == truth and stored.late == {}
 
 
 # --- a worker killed in the middle of a catch-up --------------------------------------------------------------

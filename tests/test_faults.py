@@ -124,7 +124,7 @@ def test_a_rebalance_in_the_middle_of_a_catch_up_stalls_briefly_and_counts_stay_
         fs: FaultStack, dep: Deployment, tmp_path: Path, change: str) -> None:
     # A backlog the group needs tens of seconds to read: the workers are never idle, so any time the applied
     # offsets stand still is the rebalance's stall, not a pause between messages.
-    events, truth = traffic(12, 30_000)
+    events, truth = traffic(12, 15_000)
     Pacer(dep, events, seconds=0, chunk=5000).start().join()
     first = dep.start_worker()
     second = None if change == "join" else dep.start_worker()
