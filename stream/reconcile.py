@@ -29,26 +29,36 @@ T = TypeVar("T")
 
 async def seek_back(rt: Runtime, positions: Mapping[Any, int | None], held: Mapping[Partition, int],
                     cause: str) -> dict[Any, int]:
-    """Seek every partition of `positions` whose Redis offset is below where the consumer stands back to it.
+    """Seek the partitions of `positions` to where Redis says they resume, where the consumer stands past it or
+    where it stands is unknown (None: nothing committed), by stream.recovery.plan_seeks.
 
-    A partition sought back is rewinding until its target is re-read (see `progress`). Returns the seeks made."""
+    A partition sought is rewinding until its target is re-read (see `progress`). Returns the seeks made."""
     consumer = rt.app.consumer
     mine = list(positions)
     earliest = await consumer.earliest_offsets(*mine) if mine else {}
+    ends = await consumer.highwaters(*mine) if mine else {}
     seeks = plan_seeks(mine, positions,
                        {tp: held[(tp.topic, tp.partition)] for tp in mine if (tp.topic, tp.partition) in held},
-                       earliest)
+                       earliest, ends)
+    back = 0
     for tp, target in seeks.items():
-        log.warning("%s: %s:%d stands at %s but redis holds %d; seeking back", cause, tp.topic, tp.partition,
-                    positions.get(tp), target)
+        at = positions.get(tp)
+        if at is None:
+            log.info("%s: %s:%d has no committed offset; seeking to %d, where redis says it resumes", cause,
+                     tp.topic, tp.partition, target)
+        else:
+            back += 1
+            log.warning("%s: %s:%d stands at %d but redis holds %d; seeking back", cause, tp.topic, tp.partition,
+                        at, target)
         await consumer.seek(tp, target)
         rt.rewinding[(tp.topic, tp.partition)] = target
-    rt.metrics.offset_seeks.labels(cause).inc(len(seeks))
+    rt.metrics.offset_seeks.labels(cause).inc(back)
     return seeks
 
 
 async def on_assigned(rt: Runtime, committed: Mapping[Any, int]) -> dict[Any, int]:
-    """After Faust sought to the committed offsets: seek back where Redis holds less (see stream.recovery)."""
+    """After Faust sought to the committed offsets: seek back where Redis holds less, and seek every partition with
+    no committed offset to where Redis says it resumes (see stream.recovery)."""
     out = dict(committed)
     mine = [tp for tp in committed if tp.topic in rt.event_topics()]
     for tp in mine:
@@ -61,7 +71,8 @@ async def on_assigned(rt: Runtime, committed: Mapping[Any, int]) -> dict[Any, in
         log.warning("redis unreachable at assignment (%s); reconciling offsets on the first batch", err)
         rt.store.run_id = "unknown"
         return out
-    out.update(await seek_back(rt, {tp: committed.get(tp) for tp in mine}, held, "assignment"))
+    # aiokafka seeks only to a committed offset above 0: where a partition with 0 or none stands is unknown
+    out.update(await seek_back(rt, {tp: committed.get(tp) or None for tp in mine}, held, "assignment"))
     rt.store.run_id = run_id  # adopted only once the seeks are in place (see reconcile)
     return out
 

@@ -6,7 +6,7 @@ Redis holds never claims more than Redis has. Kafka's committed offset is only a
 (Faust commits on its own schedule, and an `appendfsync everysec` Redis can roll back under a commit). So:
 
 - on every partition assignment, after Faust has sought to the committed offsets, a partition whose Redis offset
-  is below that position is sought back to it (`plan_seeks`);
+  is below that position, or that has no committed offset, is sought to it (`plan_seeks`);
 - when a guarded script reports that Redis restarted (`errors.RedisRestarted`), every assigned partition is
   reconciled the same way against the fetch position, then the batch is applied again;
 - a partition sought back is *rewinding* until its first re-read message arrives: messages fetched before the
@@ -26,23 +26,25 @@ K = TypeVar("K")
 
 
 def plan_seeks(assigned: Iterable[K], positions: Mapping[K, int | None], redis_offsets: Mapping[K, int],
-               earliest: Mapping[K, int]) -> dict[K, int]:
-    """Partitions to seek back and where: the offset Redis holds, when it is below where the consumer stands.
+               earliest: Mapping[K, int], ends: Mapping[K, int]) -> dict[K, int]:
+    """Partitions to seek and where: back to where Redis says they resume, from wherever the consumer stands.
 
-    `positions` is where the consumer would read next (None: nothing committed, so it starts at the earliest
-    offset). A partition Redis holds no offset for, while the consumer stands past its earliest offset, lost its
-    state entirely (a new or rolled-back Redis): it is replayed from the earliest offset still retained. A Redis
-    offset ahead of the consumer (another worker got further, or a fresh broker restarted its offsets) is left
-    alone: seeking forward could skip events."""
+    A partition resumes at the offset Redis holds, or at the earliest offset still retained when Redis holds none
+    (a new or rolled-back Redis lost its state) or one past the partition's `end` (a broker restarted empty: its
+    new messages start below that offset again), and never before the earliest retained offset.
+
+    `positions` is where the consumer stands. None means unknown, and such a partition is always sought: with
+    nothing committed, a partition a worker keeps through a rebalance stays wherever its fetches had got to, past
+    the messages Faust dropped undelivered when the rebalance stopped the flow. A known position past the resume
+    point is sought back to it; one at or before it is left alone (another worker may have got further; seeking
+    forward is never needed, and re-reading is harmless)."""
     seeks: dict[K, int] = {}
     for tp in assigned:
         first = earliest.get(tp, 0)
-        pos = positions.get(tp)
-        if pos is None or pos <= first:
-            continue
         held = redis_offsets.get(tp)
-        target = first if held is None else max(held, first)
-        if target < pos:
+        target = first if held is None or held > ends.get(tp, held) else max(held, first)
+        pos = positions.get(tp)
+        if pos is None or target < pos:
             seeks[tp] = target
     return seeks
 

@@ -24,17 +24,22 @@ from stream.recovery import ReadOffsets, partition_lag, plan_seeks
 @pytest.mark.parametrize(("position", "held", "earliest", "expected"), [
     (100, 100, 0, None),   # Redis holds exactly where the consumer stands: nothing to do
     (100, 80, 0, 80),      # Redis rolled back (AOF lost its tail) under Kafka's commit: replay from 80
-    (100, 120, 0, None),   # Redis ahead (fresh broker restarted offsets, or a faster worker): never seek forward
+    (100, 120, 0, None),   # Redis ahead (a faster worker): never seek forward from a known position
     (100, None, 0, 0),     # Redis lost the partition entirely: replay what the topic still retains
     (100, None, 40, 40),   # ... which starts at the earliest retained offset
     (100, 10, 40, 40),     # Redis behind retention: the earliest retained offset is as far back as we can go
-    (None, 10, 0, None),   # nothing committed: the consumer starts at the earliest offset anyway
     (0, None, 0, None),    # an empty or unread partition: nothing to replay
+    # Nothing committed: where the consumer stands is unknown (a partition kept through a rebalance stays past
+    # the messages Faust dropped undelivered), so it is always sought to where Redis says it resumes
+    (None, 10, 0, 10),
+    (None, None, 0, 0),
+    (None, None, 40, 40),
+    (None, 300, 0, 0),     # Redis past the partition's end (200): a broker restarted empty; start from its first
 ])
-def test_seek_back_only_to_what_redis_holds_and_the_topic_retains(
+def test_seek_to_what_redis_holds_and_the_topic_retains(
         position: int | None, held: int | None, earliest: int, expected: int | None) -> None:
     tp = ("t", 0)
-    seeks = plan_seeks([tp], {tp: position}, {} if held is None else {tp: held}, {tp: earliest})
+    seeks = plan_seeks([tp], {tp: position}, {} if held is None else {tp: held}, {tp: earliest}, {tp: 200})
     assert seeks.get(tp) == expected
 
 
