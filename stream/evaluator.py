@@ -18,12 +18,12 @@ from typing import Any
 from . import detect, features
 from .events import AlignmentAlert, Annotation
 from .judge import Closed, Memory, Verdict, decode, judge
-from .partitions import event_partitions, export_lag
+from .partitions import confirm_idle, event_partitions, export_lag
 from .reconcile import with_redis
 from .runtime import Partition, Runtime
 from .state import ModelState, ModelTick, Tick, keys
 from .times import epoch_ms
-from .windows import Due, due_stages, format_cursor, parse_cursor, watermark
+from .windows import Due, due_stages, format_cursor, parse_cursor, partition_watermark, watermark
 
 log = logging.getLogger("trustgap")
 
@@ -42,6 +42,9 @@ async def evaluate(rt: Runtime) -> int:
     partitions = event_partitions(rt) or []  # unknown yet: no partition, so no event time (windows wait)
     tick = await with_redis(rt, "tick", lambda: rt.store.tick(rt.models, rt.worker_id, epoch_ms(rt.clock()),
                                                               partitions))
+    if tick.idle:  # an idle partition that got messages since its owner's assertion holds the watermark again
+        tick.idle = await confirm_idle(rt, tick.idle, tick.offsets)
+        tick.event_time = partition_watermark(partitions, tick.partition_time, tick.idle)
     export_partitions(rt, tick, partitions)
     export_lag(rt, tick.offsets)
     new = [m for m in tick.models if m not in tick.seen]

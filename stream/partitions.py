@@ -29,6 +29,7 @@ from .recovery import partition_lag
 from .runtime import Partition, Runtime
 from .state import PartitionEnd, keys
 from .times import epoch_ms
+from .windows import confirmed_idle
 
 log = logging.getLogger("trustgap")
 
@@ -73,6 +74,33 @@ async def read_ends(rt: Runtime, mine: list[Any]) -> dict[Partition, PartitionEn
             continue
         out[(tp.topic, tp.partition)] = PartitionEnd(first[tp], max(listed[tp], fetched))
     return out
+
+
+async def confirm_idle(rt: Runtime, idle: set[Partition], held: Mapping[Partition, int]) -> set[Partition]:
+    """The partitions of `idle` (asserted by their owners) that the broker still shows read to their end, against
+    the offsets `held` that Redis returned before this lookup (windows.confirmed_idle says why); none when the broker
+    does not answer. One lookup per evaluator round, and only while a partition is asserted idle."""
+    if not idle:
+        return idle
+    from faust.types import TP
+
+    consumer = rt.app.consumer
+    tps = [TP(topic, partition) for topic, partition in sorted(idle)]
+    try:
+        listed = await asyncio.wait_for(consumer.highwaters(*tps), LOOKUP_TIMEOUT_S)
+        first = await asyncio.wait_for(consumer.earliest_offsets(*tps), LOOKUP_TIMEOUT_S)
+    except Exception as err:  # noqa: BLE001 - the broker's failure: nothing is confirmed, so nothing is idle
+        log.debug("partition ends unreadable (%s); no idleness confirmed", err)
+        return set()
+    ends: dict[Partition, tuple[int, int]] = {}
+    for tp in tps:
+        if tp in listed and tp in first:
+            try:  # an owned partition's last fetch: some brokers' ListOffsets answer lags (see the docstring)
+                fetched = consumer.highwater(tp) or 0
+            except Exception:  # noqa: BLE001 - not owned here, or not fetched yet
+                fetched = 0
+            ends[(tp.topic, tp.partition)] = (first[tp], max(listed[tp], fetched))
+    return confirmed_idle(idle, held, ends)
 
 
 def settled(rt: Runtime, ends: dict[Partition, PartitionEnd], now: float) -> dict[Partition, PartitionEnd]:

@@ -51,6 +51,17 @@ def partition_watermark(partitions: Iterable[P], event_time: Mapping[P, int], id
     return base if active else newest
 
 
+def confirmed_idle(idle: Collection[P], held: Mapping[P, int], ends: Mapping[P, tuple[int, int]]) -> set[P]:
+    """The partitions asserted idle that are still read to their end: `held` the offset applied (Redis's), `ends`
+    each one's (first, end) offsets on the broker, read after `held`.
+
+    An assertion lives a few evaluator rounds, and messages can reach its partition meanwhile: a replay sent into
+    partitions that sat idle lands on all of them at once, and the first one applied would otherwise set the
+    watermark alone, hours ahead of the others (their events late). A partition with messages unread holds the
+    watermark again at once; one whose end is unknown is not taken for idle (windows wait)."""
+    return {p for p in idle if p in ends and held.get(p, ends[p][0]) >= ends[p][1]}
+
+
 @dataclass(frozen=True, slots=True)
 class Window:
     start: int

@@ -9,6 +9,7 @@ compare every window's counts in Redis with the truth computed in tests/support/
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import subprocess
@@ -26,13 +27,15 @@ from stream.admin import confluent_config
 from stream.client import BatchProducer
 from stream.settings import ModelSettings
 from stream.simulate import generate as simulate
-from stream.state import keys
+from stream.embedded import StackInfo
+from stream.state import keys, scripts
 from stream.times import epoch_ms, parse_ms, utcnow
 from tests.support.eventtime import (DAY_MS, HOUR_MS, MODELS, Expected, Traffic, applied_per_topic, describe,
                                      end_offsets, expected, judged_until, late_events, live, produce,
                                      read_windows, start_together, write_jsonl)
 from tests.support.faultstack import FaultStack, fault_stack, kill_worker
 from tests.support.harness import Deployment, metric_value, metrics_text, wait_for
+from tests.support.redisgate import Command, RedisGate
 
 pytestmark = pytest.mark.integration  # each runs in under a minute: none is `slow`
 
@@ -221,32 +224,63 @@ def test_a_partition_that_receives_nothing_does_not_keep_the_window_open(deploy:
     assert_exact(dep, truth, [worker.web_port])  # type: ignore[attr-defined]
 
 
-def test_a_replay_in_batch_messages_into_partitions_that_sat_idle_makes_nothing_late(
-        deploy: Callable[..., Deployment]) -> None:
-    # idle after 1 s, so the partitions are idle before the replay comes, as they are a minute into the default
-    dep = deploy(idle_timeout_seconds="1")
-    worker = dep.start_worker()
-    port = worker.web_port  # type: ignore[attr-defined]
-    parts = [(dep.topic(t), str(p)) for t in ("predictions", "actions", "outcomes") for p in range(4)]
-    wait_for(lambda: all(metric_value(metrics_text(port), "trustgap_partition_idle", topic=t, partition=p) == 1
-                         for t, p in parts), 60, what="every input partition idle")
-    # the SDK's batching sender: a message holds hours of a replay, so the first partition applied is hours ahead
-    events = list(simulate("trust_decay", days=2, rate=300, seed=3, end=datetime(2026, 11, 20, tzinfo=timezone.utc)))
-    producer = BatchProducer(confluent_config(dep.settings), dep.settings.topics.model_dump())
-    sent = producer.send_all(events)
-    producer.close()
+def applies_outcomes(command: Command) -> bool:
+    """A worker's apply call for a chunk of outcomes (a chunk holds one kind; its records start with "o")."""
+    return (len(command) > 6 and command[0].upper() == b"EVAL" and command[1] == APPLY
+            and command[6].startswith(b'["o",'))
 
-    def handled() -> float:
-        text = metrics_text(port)
-        return sum(metric_value(text, "trustgap_events_total", result=r) for r in ("applied", "late"))
 
-    wait_for(lambda: handled() == sent, 120, what=f"{sent} events applied or late")
-    assert not late_events(dep, [port])
-    truth = Counter(parse_ms(e["ts"]) // HOUR_MS * HOUR_MS for k, e in events if k == "prediction")
-    stored = read_windows(dep.settings, {e["model"] for k, e in events if k == "prediction"}, set(truth))
-    counted = Counter({start: n for (_, start, _, scope, counter), n in stored.counts.items()
-                       if scope == "" and counter == "n"})
-    assert counted == truth and stored.late == {}
+APPLY = scripts.APPLY.source.encode()
+
+
+def test_a_replay_into_partitions_that_sat_idle_makes_nothing_late_while_one_topic_lags(
+        stack: StackInfo, redis_client: redis.Redis, tmp_path: Path) -> None:
+    # Every partition sat idle, then a replay lands on all of them at once, sent by the SDK's batching sender (a
+    # message holds hours). The outcomes are held back at a gate in front of Redis, a topic lagging the others,
+    # while their owner's idleness assertions still live: those partitions have a backlog, so they must hold the
+    # watermark at once, not when the assertions expire, or the predictions applied would judge windows alone.
+    with RedisGate(stack.redis_port, applies_outcomes).running() as gate:
+        # idle after 1 s, so the partitions are idle before the replay comes, as they are a minute into the default
+        dep = Deployment(dataclasses.replace(stack, redis_url=gate.url), tmp_path,  # type: ignore[arg-type]
+                         overrides={"TRUSTGAP_IDLE_TIMEOUT_SECONDS": "1"})
+        dep.create_topics()
+        try:
+            worker = dep.start_worker()
+            port = worker.web_port  # type: ignore[attr-defined]
+
+            def idle(topics: tuple[str, ...]) -> list[float]:
+                text = metrics_text(port)
+                return [metric_value(text, "trustgap_partition_idle", topic=dep.topic(t), partition=str(p))
+                        for t in topics for p in range(4)]
+
+            wait_for(lambda: all(v == 1 for v in idle(("predictions", "actions", "outcomes"))), 60,
+                     what="every input partition idle")
+            events = list(simulate("trust_decay", days=2, rate=300, seed=3,
+                                   end=datetime(2026, 11, 20, tzinfo=timezone.utc)))
+            producer = BatchProducer(confluent_config(dep.settings), dep.settings.topics.model_dump())
+            sent = producer.send_all(events)
+            producer.close()
+            ends = end_offsets(dep)
+            wait_for(lambda: all(applied_per_topic(dep.settings)[t] >= ends[t] for t in ("predictions", "actions")),
+                     60, what="the predictions and actions applied")
+            wait_for(lambda: gate.held > 0 and not any(idle(("outcomes",))), 60,
+                     what="the held outcomes' partitions no longer idle")
+            gate.open()
+
+            def handled() -> float:
+                text = metrics_text(port)
+                return sum(metric_value(text, "trustgap_events_total", result=r) for r in ("applied", "late"))
+
+            wait_for(lambda: handled() == sent, 120, what=f"{sent} events applied or late")
+            assert not late_events(dep, [port])
+            truth = Counter(parse_ms(e["ts"]) // HOUR_MS * HOUR_MS for k, e in events if k == "prediction")
+            stored = read_windows(dep.settings, {e["model"] for k, e in events if k == "prediction"}, set(truth))
+            counted = Counter({start: n for (_, start, _, scope, counter), n in stored.counts.items()
+                               if scope == "" and counter == "n"})
+            assert counted == truth and stored.late == {}
+        finally:
+            gate.open()  # a worker stopping must not wait on a held call
+            dep.stop_all()
 
 
 # --- a worker killed in the middle of a catch-up --------------------------------------------------------------

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import find, given
 from hypothesis import strategies as st
 
-from stream.windows import Window, due_stages, partition_watermark, stages, watermark, window_start
+from stream.windows import Window, confirmed_idle, due_stages, partition_watermark, stages, watermark, window_start
 
 H = 3600 * 1000
 
@@ -138,3 +138,18 @@ def test_the_max_rule_makes_events_late_the_partition_rule_keeps() -> None:
     found = find(st.tuples(st.lists(in_order, min_size=1, max_size=5), st.lists(st.integers(0, 4), max_size=200)),
                  lambda case: bool(late_events(max_rule, case[0], case[1], H)))
     assert late_events(max_rule, *found, H)
+
+
+@pytest.mark.parametrize(("idle", "held", "ends", "confirmed"), [
+    ({"a"}, {"a": 10}, {"a": (0, 10)}, {"a"}),          # applied to its end: still idle
+    ({"a"}, {"a": 10}, {"a": (0, 12)}, set()),          # two messages came since the assertion: holds again
+    ({"a"}, {}, {"a": (0, 0)}, {"a"}),                  # empty and never applied
+    ({"a"}, {}, {"a": (7, 7)}, {"a"}),                  # emptied by retention, never applied
+    ({"a"}, {}, {"a": (0, 3)}, set()),                  # messages, none applied yet
+    ({"a"}, {"a": 10}, {}, set()),                      # the broker did not say where it ends: not idle
+    ({"a", "b"}, {"a": 5, "b": 4}, {"a": (0, 5), "b": (0, 5)}, {"a"}),
+    (set(), {"a": 5}, {"a": (0, 5)}, set()),            # only what its owner asserted can be idle
+])
+def test_an_idle_assertion_holds_only_while_the_partition_is_read_to_its_end(
+        idle: set[str], held: dict[str, int], ends: dict[str, tuple[int, int]], confirmed: set[str]) -> None:
+    assert confirmed_idle(idle, held, ends) == confirmed
