@@ -19,6 +19,8 @@ Exceptions (defined in `stream.errors`, under its root `TrustgapError`; importab
     ├── DeliveryError         the broker refused or lost messages (raised by flush/close)
     ├── BrokerUnreachable     `check()` got no answer from the broker
     └── ClientClosed          the client was used after close()
+    SecurityMismatch          `check()`: the broker refused the credentials or the certificate, or speaks another
+                              protocol than `security.protocol` (a ConfigError: the message names the key to fix)
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import threading
 import time
 import uuid
 import zlib
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -38,8 +41,9 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from confluent_kafka import KafkaException, Producer
 
+from .brokerprobe import LIBRDKAFKA, SETTINGS, Security, await_metadata
 from .errors import (BrokerUnreachable, BufferFull, ClientClosed, ClientError, DeliveryError, InvalidEvent,
-                     NaiveTimestamp)
+                     NaiveTimestamp, SecurityMismatch)
 from .events import TOPIC_OF, Action, AnnotationKind, EventKind, Limits, OutcomeKind, Reject, validate
 from .times import utcnow
 
@@ -49,7 +53,7 @@ if TYPE_CHECKING:
 # The errors, the literals and TOPIC_OF are defined once elsewhere; re-exported because callers import them from here.
 __all__ = ["Action", "AnnotationKind", "AsyncClient", "BatchProducer", "BrokerUnreachable", "BufferFull", "Client",
            "ClientClosed", "ClientError", "ClientStats", "DeliveryError", "DeliveryFailure", "InvalidEvent",
-           "NaiveTimestamp", "OutcomeKind", "TOPIC_OF"]
+           "NaiveTimestamp", "OutcomeKind", "SecurityMismatch", "TOPIC_OF"]
 
 DEFAULT_TOPICS = {"predictions": "trustgap.predictions", "actions": "trustgap.actions",
                   "outcomes": "trustgap.outcomes", "annotations": "trustgap.annotations"}
@@ -128,6 +132,20 @@ class Client:
             raise ClientError("no broker given: pass bootstrap_servers='host:9092' or use Client.from_settings()")
         if not 0 < max_batch_events or max_batch_bytes < max_event_bytes + 2:
             raise ClientError("max_batch_events must be > 0 and max_batch_bytes must hold one max-size event")
+        # the broker's refusals (a password, a certificate) are kept for check() to say what to fix
+        self._errors: deque[Any] = deque(maxlen=32)
+        user_error_cb = full_conf.get("error_cb")
+
+        def on_error(err: Any) -> None:
+            self._errors.append(err)
+            if user_error_cb is not None:
+                user_error_cb(err)
+
+        full_conf["error_cb"] = on_error
+        self._servers = str(full_conf["bootstrap.servers"])
+        self._security = Security(str(full_conf.get("security.protocol", "PLAINTEXT")).upper(),
+                                  full_conf.get("ssl.ca.location"), full_conf.get("sasl.username"))
+        self._names = LIBRDKAFKA  # Client.from_settings names trustgap's settings instead
         self._producer = Producer(full_conf)
         self._topics = {**DEFAULT_TOPICS, **(topics or {})}
         self._on_error = on_delivery_error
@@ -158,7 +176,9 @@ class Client:
         kwargs.setdefault("max_batch_events", s.max_batch_events)
         kwargs.setdefault("max_batch_bytes", s.max_message_bytes)
         kwargs.setdefault("max_event_bytes", s.max_event_bytes)
-        return cls(conf={**confluent_config(s), **kwargs.pop("conf", {})}, topics=s.topics.model_dump(), **kwargs)
+        client = cls(conf={**confluent_config(s), **kwargs.pop("conf", {})}, topics=s.topics.model_dump(), **kwargs)
+        client._names = SETTINGS
+        return client
 
     # --- the calls a model service makes ---------------------------------------------------------------------
 
@@ -348,11 +368,10 @@ class Client:
     # --- lifecycle -------------------------------------------------------------------------------------------
 
     def check(self, timeout: float = 5.0) -> None:
-        """Raise BrokerUnreachable unless the broker answers a metadata request within `timeout` seconds."""
-        try:
-            self._producer.list_topics(timeout=timeout)
-        except KafkaException as err:
-            raise BrokerUnreachable(f"broker unreachable: {err.args[0]}") from None
+        """Return once the broker answers a metadata request. Raises SecurityMismatch (a ConfigError) at once when
+        it refused the credentials or the certificate, or speaks another protocol than `security.protocol`, and
+        BrokerUnreachable when nothing answered within `timeout` seconds; the message says what to fix."""
+        await_metadata(self._producer, self._errors, self._servers, self._security, self._names, timeout)
 
     def flush(self, timeout: float = 30.0) -> None:
         """Send everything buffered and wait for the broker's acknowledgements.
@@ -438,6 +457,9 @@ class AsyncClient:
 
     async def send(self, kind: EventKind, event: Mapping[str, Any]) -> str:
         return await self._retry(lambda: self._client.send(kind, event))
+
+    async def check(self, timeout: float = 5.0) -> None:
+        await asyncio.to_thread(self._client.check, timeout)
 
     async def flush(self, timeout: float = 30.0) -> None:
         await asyncio.to_thread(self._client.flush, timeout)

@@ -16,15 +16,15 @@ PortInUse (exit 1) when the web port is held by another process; ConfigError whe
 from __future__ import annotations
 
 import errno
-import re
 import socket
 import ssl
-import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
-from .errors import BrokerUnreachable, ConfigError, PortInUse, RedisUnreachable, SecurityMismatch, TrustgapError
+from . import brokerprobe
+from .brokerprobe import SETTINGS, Security, await_metadata, speaks_tls
+from .errors import ConfigError, PortInUse, RedisUnreachable, SecurityMismatch, TrustgapError
 from .settings import Settings
 
 if TYPE_CHECKING:
@@ -32,16 +32,6 @@ if TYPE_CHECKING:
 
 BROKER_TIMEOUT_S = 10.0
 REDIS_TIMEOUT_S = 5.0
-TLS_PROBE_TIMEOUT_S = 3.0
-# librdkafka error names that no retry can cure: the broker refused the credentials, or the TLS handshake failed
-# (as does a TLS client on a plaintext listener, which librdkafka recognises by the hint below).
-_DECISIVE = ("_AUTHENTICATION", "_SSL")
-_PLAINTEXT_LISTENER_HINT = "connecting to a PLAINTEXT broker listener"
-
-_PROTOCOL = "broker_security_protocol / TRUSTGAP_BROKER_SECURITY_PROTOCOL"
-_CAFILE = "broker_ssl_cafile / TRUSTGAP_BROKER_SSL_CAFILE"
-_SASL = ("broker_sasl_username / broker_sasl_password (TRUSTGAP_BROKER_SASL_USERNAME / "
-         "TRUSTGAP_BROKER_SASL_PASSWORD) and broker_sasl_mechanism")
 _REDIS_URL = "redis_url / TRUSTGAP_REDIS_URL"
 
 
@@ -79,65 +69,26 @@ def web_port_problem(where: str, code: int | None) -> TrustgapError:
                        "web_host / web_port (TRUSTGAP_WEB_HOST / TRUSTGAP_WEB_PORT)")
 
 
-# --- TLS, as a raw handshake ------------------------------------------------------------------------------------
-
-def speaks_tls(host: str, port: int, timeout: float = TLS_PROBE_TIMEOUT_S) -> bool:
-    """Whether host:port answers a TLS handshake (its certificate unchecked: this only asks which protocol)."""
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    try:
-        with socket.create_connection((host, port), timeout=timeout) as raw, \
-                context.wrap_socket(raw, server_hostname=host):
-            return True
-    except ssl.SSLError as err:
-        # A TLS server that wants what we did not offer (a client certificate) answers with an alert.
-        return "ALERT" in str(err).upper()
-    except OSError:
-        return False
-
-
-def first_address(servers: str) -> tuple[str, int] | None:
-    """(host, port) of the first `host:port` in a comma-separated list, or None when it has no port."""
-    first = servers.split(",")[0].strip()
-    host, _, port = first.rpartition(":")
-    if not host or not port.isdigit():
-        return None
-    return host.strip("[]"), int(port)
-
-
 # --- the broker -------------------------------------------------------------------------------------------------
 
 def check_broker(settings: Settings, timeout: float = BROKER_TIMEOUT_S) -> None:
-    """Return once the broker answers a metadata request with the settings' security config, else raise.
-
-    A refused password or certificate ends the wait at once; only an address that does not answer waits out
-    `timeout`."""
-    from confluent_kafka import KafkaError, KafkaException
+    """Return once the broker answers a metadata request with the settings' security config, else raise (see
+    stream.brokerprobe)."""
     from confluent_kafka.admin import AdminClient
 
     from .admin import bootstrap, confluent_config
 
-    seen: list[KafkaError] = []
+    seen: list[Any] = []
     # log_level 0: the reasons come through error_cb, and librdkafka would otherwise print one line per retry
     admin = AdminClient(confluent_config(settings, error_cb=seen.append, log_level=0))
-    servers = bootstrap(settings)
-    address = first_address(servers)
-    # a TLS listener just drops a plaintext client, which librdkafka reports as nothing but a broker down
-    tls: bool | None = None if address and "SSL" not in settings.broker_security_protocol else False
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            admin.list_topics(timeout=min(1.0, max(0.1, deadline - time.monotonic())))
-            return
-        except KafkaException:
-            admin.poll(0)  # serves error_cb
-        if tls is None and address is not None:
-            tls = speaks_tls(*address)
-        if tls or any(e.name() in _DECISIVE or _PLAINTEXT_LISTENER_HINT in e.str() for e in seen) \
-                or time.monotonic() >= deadline:
-            break
-    raise broker_problem(settings, servers, [(e.name(), e.str()) for e in seen], timeout, bool(tls))
+    await_metadata(admin, seen, bootstrap(settings), security_of(settings), SETTINGS, timeout)
+
+
+def security_of(settings: Settings) -> Security:
+    """The broker security the settings configure (never the password)."""
+    return Security(settings.broker_security_protocol,
+                    str(settings.broker_ssl_cafile) if settings.broker_ssl_cafile else None,
+                    settings.broker_sasl_username)
 
 
 def check_session_timeout(settings: Settings, timeout: float = BROKER_TIMEOUT_S) -> None:
@@ -169,42 +120,8 @@ def check_session_timeout(settings: Settings, timeout: float = BROKER_TIMEOUT_S)
 
 def broker_problem(settings: Settings, servers: str, reasons: Sequence[tuple[str, str]], timeout: float,
                    listener_speaks_tls: bool) -> TrustgapError:
-    """The error for a broker that did not serve metadata: from librdkafka's (error name, text) pairs, and whether
-    the listener answered a TLS handshake while the settings spoke plaintext."""
-    texts = [text for _, text in reasons]
-    for name, text in reasons:
-        if name == "_AUTHENTICATION":
-            return SecurityMismatch(f"broker {servers} refused the SASL login of user "
-                                    f"{settings.broker_sasl_username or ''!r} ({_reason(text)}); check {_SASL}")
-    for name, text in reasons:
-        if name == "_SSL" or "certificate verify failed" in text:
-            return SecurityMismatch(_broker_tls_message(settings, servers, text))
-    if any(_PLAINTEXT_LISTENER_HINT in t for t in texts):
-        return SecurityMismatch(f"broker {servers} does not speak TLS but broker_security_protocol is "
-                                f"{settings.broker_security_protocol}; set {_PROTOCOL} to PLAINTEXT or "
-                                "SASL_PLAINTEXT, or point broker_url at the broker's TLS listener")
-    if listener_speaks_tls:
-        return SecurityMismatch(f"broker {servers} expects TLS but broker_security_protocol is "
-                                f"{settings.broker_security_protocol}; set {_PROTOCOL} to SSL or SASL_SSL (with "
-                                f"{_CAFILE})")
-    transport = next((_reason(t) for n, t in reasons if n == "_TRANSPORT"), None)
-    detail = f": {transport}" if transport else ""
-    return BrokerUnreachable(f"broker {servers} unreachable (no answer in {timeout:g}s{detail}); check broker_url "
-                             "/ TRUSTGAP_BROKER_URL")
-
-
-def _broker_tls_message(settings: Settings, servers: str, text: str) -> str:
-    if "certificate verify failed" in text:
-        trusted = (f"the CA in broker_ssl_cafile ({settings.broker_ssl_cafile})" if settings.broker_ssl_cafile
-                   else "the system's CAs (broker_ssl_cafile is not set)")
-        return (f"broker {servers} presented a TLS certificate that {trusted} did not sign; set {_CAFILE} to the "
-                "CA that signed the broker's certificate")
-    return f"TLS handshake with broker {servers} failed ({_reason(text)}); check {_CAFILE} and {_PROTOCOL}"
-
-
-def _reason(text: str) -> str:
-    """librdkafka's error text without its `proto://host:port/id: ` prefix and `(after N ms in state X)` tail."""
-    return re.sub(r"^(?:[a-z_]+://)?[^\s/]+/[^\s:]+: ", "", text.split(" (after ", 1)[0]).strip()
+    """The error for a broker that did not serve metadata, in the settings' words (stream.brokerprobe)."""
+    return brokerprobe.broker_problem(servers, reasons, timeout, listener_speaks_tls, security_of(settings), SETTINGS)
 
 
 # --- Redis ------------------------------------------------------------------------------------------------------

@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 import redis
 
+from stream.brokerprobe import first_address
 from stream.cli import exit_code
 from stream.errors import BrokerUnreachable, ConfigError, PortInUse, RedisUnreachable, SecurityMismatch
-from stream.preflight import (broker_problem, check_web_port, first_address, redis_address, redis_problem,
+from stream.preflight import (broker_problem, check_web_port, redis_address, redis_problem,
                               web_port_problem)
 from stream.settings import Settings
 

@@ -23,7 +23,8 @@ from typing import Any
 import orjson
 import pytest
 
-from stream.client import Client
+from stream.admin import confluent_config
+from stream.client import Client, SecurityMismatch
 from tests.support.harness import Deployment, eventually, metric_value, metrics_text, wait_for
 from tests.support.security import SecurePair, secure_pair
 
@@ -169,6 +170,31 @@ def test_a_wrong_security_setting_stops_the_command_at_start_with_one_line_and_e
         assert fragment in lines[0]
     assert "Traceback" not in result.stderr and result.stdout == ""
     assert_no_secret(result.stderr)
+
+
+# The SDK built from librdkafka's config names librdkafka's keys; built by Client.from_settings, trustgap's settings.
+SDK_SAYS = {"kafka-wrong-password": ("refused the SASL login of user 'trustgap'", "sasl.username / sasl.password"),
+            "kafka-unknown-ca": ("presented a TLS certificate that the CA in ssl.ca.location", "unrelated-ca.pem"),
+            "kafka-plaintext-to-tls": ("expects TLS but security.protocol is PLAINTEXT", "set security.protocol")}
+
+
+@pytest.mark.parametrize("built", ["conf", "settings"])
+@pytest.mark.parametrize("case", list(KAFKA_CASES))
+def test_the_sdk_check_says_which_setting_the_broker_refused(pair: SecurePair, tmp_path: Path, case: str,
+                                                             built: str) -> None:
+    change, says = KAFKA_CASES[case]
+    settings = Deployment(pair, tmp_path, overrides={**pair.env, **change(pair)}).settings  # type: ignore[arg-type]
+    client = Client.from_settings(settings) if built == "settings" else Client(conf=confluent_config(settings))
+    try:
+        with pytest.raises(SecurityMismatch) as raised:
+            client.check(timeout=20)  # refused at once: the wait is for a broker that does not answer
+    finally:
+        client.close(1)
+    message = str(raised.value)
+    assert "\n" not in message
+    for fragment in (says if built == "settings" else SDK_SAYS[case]):
+        assert fragment in message
+    assert_no_secret(message)
 
 
 def test_a_taken_web_port_stops_the_worker_with_one_line_and_exit_1(pair: SecurePair, tmp_path: Path) -> None:
