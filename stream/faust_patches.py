@@ -19,6 +19,11 @@ that fails when it breaks):
   empty, so the new, lower offsets get committed. Breaks
   tests/test_faults.py::test_worker_carries_on_with_new_traffic_after_the_broker_restarts_empty.
 - `App._new_consumer` (Faust): the hook where the consumer above is built; `App` overrides it.
+- `Consumer._thread._ensure_consumer()` (Faust): the aiokafka consumer, for its public `partitions_for_topic`.
+  Faust's own `topic_partitions` reads aiokafka's coordinator snapshot, which only the group's leader fills: on
+  every other worker it knows no topic, so an evaluator there saw no partition and never closed a window.
+  `partition_count` raises if the path is gone; tests/test_evaluation.py (two workers, either may evaluate)
+  stalls when it returns nothing.
 """
 
 from __future__ import annotations
@@ -64,6 +69,19 @@ def wire_consumer(consumer: Any, wiring: Wiring) -> None:
         return await wiring.on_assigned(await seek_to_committed())
 
     consumer.seek_to_committed = seek_then_reconcile
+
+
+def partition_count(consumer: Any, topic: str) -> int | None:
+    """How many partitions `topic` has in the consumer's cluster metadata (None before it has the topic's)."""
+    _require(consumer, "_thread")
+    _require(consumer._thread, "_ensure_consumer")
+    from faust.exceptions import ConsumerNotStarted
+
+    try:
+        partitions = consumer._thread._ensure_consumer().partitions_for_topic(topic)
+    except ConsumerNotStarted:
+        return None
+    return len(partitions) if partitions else None
 
 
 def forget_commit_marks(consumer: Any, topics: Container[str]) -> None:

@@ -23,6 +23,7 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from . import faust_patches
 from .events import EventKind
 from .reconcile import with_redis
 from .recovery import partition_lag
@@ -50,7 +51,7 @@ def event_partitions(rt: Runtime) -> list[Partition] | None:
     consumer = rt.app.consumer
     out: list[Partition] = []
     for topic in watermark_topics(rt):
-        n = consumer.topic_partitions(topic)
+        n = faust_patches.partition_count(consumer, topic)
         if not n:
             return None
         out += [(topic, p) for p in range(n)]

@@ -75,3 +75,17 @@ def test_two_workers_evaluate_each_window_once_and_publish_contract_alerts(deplo
     assert per_window.most_common(1)[0][1] == 1                 # one decision per signal, scope and window
     paging = [a for a in alerts if a.severity == "page" and a.signal == "override_rate"]
     assert paging, "the trust-decay scenario must page on the override rate"
+
+
+def test_every_worker_sees_every_input_partition_whether_it_leads_the_group_or_not(deployment: Deployment) -> None:
+    # Any worker may hold a model's evaluation lease, so each must know every partition the watermark ranges over:
+    # one that knew none (Faust reads it from metadata only the group's leader keeps) never closed a window.
+    workers = [deployment.start_worker(), deployment.start_worker()]
+    topics = {deployment.topic(t) for t in ("predictions", "actions", "outcomes")}
+
+    def known(port: int) -> int:
+        return sum(1 for line in metrics_text(port).splitlines()
+                   if line.startswith("trustgap_partition_idle{") and any(f'"{t}"' in line for t in topics))
+
+    wait_for(lambda: all(known(w.web_port) == 3 * deployment.settings.topic_partitions  # type: ignore[attr-defined]
+                         for w in workers), 60, what="both workers to know every input partition")
