@@ -78,11 +78,22 @@ async def dead_letter(rt: Runtime, topic: str, partition: int, offset: int, reje
 
 
 async def flush(rt: Runtime, kind: EventKind | None = None) -> None:
-    """Submit the chunks (of `kind`, or of every kind) whose oldest event waited `take_within` or more."""
-    for k in [kind] if kind else list(rt.chunks):
-        chunk = rt.chunks.get(k)
-        if chunk is not None and time.monotonic() - chunk.since >= rt.settings.take_within:
-            await submit(rt, k)
+    """Submit the chunk of `kind` if its oldest event waited `take_within` or more; without a kind (the flush
+    timer), start that for every kind, each on its own: one kind whose previous chunk is still in Redis (a topic
+    lagging, a slow apply) must not hold the other kinds' tails back."""
+    if kind is not None:
+        if _due(rt, kind):
+            await submit(rt, kind)
+        return
+    for k in list(rt.chunks):
+        running = rt.flushing.get(k)
+        if _due(rt, k) and (running is None or running.done()):
+            rt.flushing[k] = asyncio.create_task(submit(rt, k))
+
+
+def _due(rt: Runtime, kind: EventKind) -> bool:
+    chunk = rt.chunks.get(kind)
+    return chunk is not None and time.monotonic() - chunk.since >= rt.settings.take_within
 
 
 async def submit(rt: Runtime, kind: EventKind) -> None:

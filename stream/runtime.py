@@ -56,6 +56,7 @@ class Runtime:
     chunks: dict[EventKind, Chunk] = field(default_factory=dict)
     inflight: dict[EventKind, asyncio.Task[None]] = field(default_factory=dict)
     submitting: dict[EventKind, asyncio.Lock] = field(default_factory=dict)
+    flushing: dict[EventKind, asyncio.Task[None]] = field(default_factory=dict)  # the flush timer's, per kind
     models: list[str] = field(default_factory=list)  # the models the evaluator's last tick found
     # per owned partition: where its owner last saw it on the broker (first and end offset), and since when
     # (monotonic) the end stands there; idleness needs it unchanged for idle_timeout, the consumer lag is measured
