@@ -66,11 +66,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
     preflight.check_web_port(settings)
     preflight.check_broker(settings)
     preflight.check_session_timeout(settings)
+    # every check before the first change: a wrong Redis setting then leaves the topics as they were, and no
+    # librdkafka client but the checks' silent ones has lived to print its teardown lines under the one line
+    _check_redis(settings)
     try:
         ensure_topics(settings)
     except BrokerUnreachable as err:
         raise BrokerUnreachable(f"{err}; check broker_url / TRUSTGAP_BROKER_URL") from None
-    _check_redis(settings)
     import faust
 
     from .app import create_app
