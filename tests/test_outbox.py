@@ -118,10 +118,11 @@ def read_ids(bootstrap: str, topic: str, at_least: int, timeout: float = 60.0) -
 
 
 class OnePartitionEach:
-    """The worker's consumer as the evaluator asks it about the event topics: one partition each."""
+    """The worker's consumer as the evaluator asks it about the event topics (its aiokafka consumer's cluster
+    metadata, through stream.faust_patches.partition_count): one partition each."""
 
-    def topic_partitions(self, topic: str) -> int:
-        return 1
+    def __init__(self) -> None:
+        self._thread = SimpleNamespace(_ensure_consumer=lambda: SimpleNamespace(partitions_for_topic=lambda t: {0}))
 
 
 def claim(settings: Settings, events: list[Any]) -> Progress:
