@@ -84,8 +84,10 @@ async def trips(stack: StackInfo, windows: int) -> dict[str, float]:
     create_topic(stack, alerts_t)
     producer = AIOKafkaProducer(bootstrap_servers=stack.bootstrap_servers, acks="all")
     await producer.start()
-    # the evaluator asks the consumer how many partitions the event topics have: one each here
-    consumer = SimpleNamespace(topic_partitions=lambda topic: 1)
+    # the evaluator asks the consumer how many partitions the event topics have (stream.faust_patches.
+    # partition_count, from its aiokafka consumer's metadata): one each here
+    aiokafka_consumer = SimpleNamespace(partitions_for_topic=lambda topic: {0})
+    consumer = SimpleNamespace(_thread=SimpleNamespace(_ensure_consumer=lambda: aiokafka_consumer))
     rt = Runtime(store.settings, store, Metrics(CollectorRegistry()), topics={"alerts": _Alerts(producer, alerts_t)},
                  app=SimpleNamespace(consumer=consumer))
     parts = [(getattr(store.settings.topics, t), 0) for t in ("predictions", "actions", "outcomes")]
