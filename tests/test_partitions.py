@@ -84,17 +84,20 @@ def listed_end(dep: Deployment, partition: int) -> int:
 
 def test_a_partition_with_a_backlog_is_never_idle_so_nothing_in_it_is_late(deploy: Callable[..., Deployment],
                                                                            redis_client: redis.Redis) -> None:
-    # Partition 1, three hours of event time ahead, is applied at once and then gets nothing. Partition 0's
-    # backlog is read to its end at once, but its last messages wait in a chunk that is not full (take_within, 3 s)
-    # before they are applied: the consumer stands at the end, its end has not moved since the worker started
-    # ("nothing new came" holds), yet three messages are not in Redis. Were partition 0 taken for idle meanwhile,
-    # the watermark would jump three hours and those three would be counted late. The idle timeout is shorter
-    # still than the suite's: a backlog must keep a partition from idling however short the timeout.
+    # An actions partition, three hours of event time ahead, is applied at once and then gets nothing. The
+    # predictions partition 0's backlog is read to its end at once, but its last messages wait in a chunk that is
+    # not full (take_within, 3 s) before they are applied: the consumer stands at the end, its end has not moved
+    # since the worker started ("nothing new came" holds), yet three messages are not in Redis. Were partition 0
+    # taken for idle meanwhile, the watermark would jump three hours and those three would be counted late. The
+    # partition ahead is another topic's so that its own agent applies it while partition 0 drains, whichever
+    # partition the consumer fetches first. The idle timeout is shorter still than the suite's: a backlog must
+    # keep a partition from idling however short the timeout.
     dep = deploy(defaults__allowed_lateness_seconds="0", take_max="5", take_within="3",
                  idle_timeout_seconds="0.2")
-    n = 4003  # with partition 1's 5, three events over whole chunks of 5: the tail that waits is partition 0's
+    n = 4003  # three events over whole chunks of 5: the tail that waits
     # one record batch: Tansu's ListOffsets answers its first offset + 1, the fetch its true end
-    dep.send("predictions", [pred(f"ahead{i}", T0 + 3 * H + i) for i in range(5)], partition=1)
+    dep.send("actions", [{"schema_version": 1, "event_id": f"e-ahead{i}", "prediction_id": f"ahead{i}",
+                          "ts": iso(T0 + 3 * H + i), "action": "accept"} for i in range(5)], partition=1)
     dep.send("predictions", [pred(f"b{i}", T0 + i * 500) for i in range(n)], partition=0, **{
         "linger.ms": 1000, "batch.num.messages": 100_000, "batch.size": 4_000_000})
     listed = listed_end(dep, 0)
@@ -107,7 +110,7 @@ def test_a_partition_with_a_backlog_is_never_idle_so_nothing_in_it_is_late(deplo
     while time.monotonic() < deadline:  # sample the guarantee itself while the backlog drains
         offset = int(redis_client.hget(keys.OFFSETS, p0) or 0)
         idle = bool(redis_client.exists(keys.idle(dep.topic("predictions"), 0)))
-        if ahead_at is None and redis_client.hget(keys.EVENT_TIME, f"{dep.topic('predictions')}:1"):
+        if ahead_at is None and redis_client.hget(keys.EVENT_TIME, f"{dep.topic('actions')}:1"):
             ahead_at = time.monotonic()
         if offset >= n:
             break
@@ -118,10 +121,10 @@ def test_a_partition_with_a_backlog_is_never_idle_so_nothing_in_it_is_late(deplo
             backlog_s = time.monotonic() - ahead_at
         time.sleep(0.02)
     assert violations == [], f"partition 0 asserted idle at offsets {violations[:5]} of {n}"
-    # the run tested something: partition 0 kept a backlog well past idle_timeout after partition 1 was applied
+    # the run tested something: partition 0 kept a backlog well past idle_timeout after the actions ahead applied
     idle_timeout = dep.settings.idle_timeout_seconds
     assert backlog_s > idle_timeout + 4 * dep.settings.evaluate_interval, (backlog_s, samples)
-    wait_for(lambda: late_and_closed(port)[1] >= 3, 60, what="the three hours before partition 1's events closed")
+    wait_for(lambda: late_and_closed(port)[1] >= 3, 60, what="the three hours before the actions ahead closed")
 
     def exact() -> None:
         assert late_and_closed(port) == (0, 3)
