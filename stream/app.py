@@ -107,6 +107,7 @@ def _declare(app: faust.App, runtime: Runtime) -> None:
 
     @app.timer(settings.evaluate_interval)  # type: ignore[untyped-decorator]
     async def watch_idle() -> None:
+        await reconcile.vouch(runtime)  # first: the idleness below compares the ends with the buckets' records
         await partitions.watch_idle(runtime)  # re-asserted within an assertion's lifetime (keys.idle_ttl_ms)
 
     @app.on_partitions_revoked.connect

@@ -19,7 +19,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -114,9 +114,10 @@ def start_broker(port: int, log_path: Path, timeout: float = STARTUP_TIMEOUT_S) 
 
 
 def start_redis(
-    port: int, workdir: Path, log_path: Path, appendonly: bool = True, timeout: float = STARTUP_TIMEOUT_S
+    port: int, workdir: Path, log_path: Path, appendonly: bool = True, timeout: float = STARTUP_TIMEOUT_S,
+    extra: Sequence[str] = (),
 ) -> subprocess.Popen[bytes]:
-    """Start redis-server on 127.0.0.1:port and return once it answers PING."""
+    """Start redis-server on 127.0.0.1:port (with `extra` arguments) and return once it answers PING."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise EmbeddedError(
@@ -137,6 +138,7 @@ def start_redis(
         "--save", "",
         "--protected-mode", "yes",
         "--daemonize", "no",
+        *extra,
     ]  # fmt: skip
     proc = _spawn(argv, log_path, None)
     try:

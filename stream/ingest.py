@@ -16,7 +16,7 @@ import orjson
 
 from .events import Annotation, Event, EventKind, Reject, parse
 from .metrics import Metrics
-from .reconcile import apply_guarded, progress, with_redis
+from .reconcile import apply_claiming, apply_guarded, progress, with_redis
 from .runtime import Chunk, Runtime
 from .state import ApplyResult, Prepared
 from .times import epoch_ms
@@ -137,7 +137,7 @@ async def apply(rt: Runtime, kind: EventKind, chunk: Chunk, prepared: Prepared |
     else:
         assert prepared is not None
         plan = prepared
-        res = await apply_guarded(rt, "apply", lambda: rt.store.send(plan, progress(rt, seen), epoch_ms(now)))
+        res = await apply_claiming(rt, seen, lambda claimed: rt.store.send(plan, claimed, epoch_ms(now)))
         count(rt.metrics, topic, res)
     rt.metrics.batch_seconds.labels(topic).observe(time.monotonic() - chunk.since)
 

@@ -213,8 +213,9 @@ def read_history(settings: Settings) -> tuple[dict[str, dict[int, Summary]], dic
     import redis
 
     from .state import keys
+    from .state.redis_io import sync_client
 
-    r = redis.Redis.from_url(settings.redis_url.get_secret_value(), socket_connect_timeout=5, socket_timeout=10)
+    r = sync_client(settings)
     try:
         models = sorted(m.decode() for m in r.smembers(keys.MODELS))  # type: ignore[union-attr]
         pipe = r.pipeline(transaction=False)
@@ -298,15 +299,19 @@ def read_alert_values(settings: Settings, timeout: float = 10.0) -> list[bytes]:
 
 
 def read_applied(settings: Settings) -> dict[Partition, int]:
-    """The offset Redis holds as applied per partition (`keys.OFFSETS`: the next offset to read), in one round trip."""
+    """The offset Redis holds as applied per partition (the next offset to read: `keys.OFFSETS`, on a cluster the
+    minimum over the buckets' records), in one round trip."""
     import redis
 
-    from .state import keys
-    from .state.progress import by_partition
+    from .state import progress
+    from .state.redis_io import sync_client
 
-    r = redis.Redis.from_url(settings.redis_url.get_secret_value(), socket_connect_timeout=5, socket_timeout=10)
+    r = sync_client(settings)
+    buckets = settings.state_buckets if settings.redis_cluster else 0
     try:
-        return by_partition(r.hgetall(keys.OFFSETS))
+        pipe = r.pipeline(transaction=False)
+        progress.queue_read(pipe, [], buckets)
+        return progress.parse_read([], pipe.execute(), buckets).offsets
     except redis.RedisError as err:
         raise RedisUnreachable(f"redis unreachable ({type(err).__name__}); check redis_url / TRUSTGAP_REDIS_URL"
                                ) from None

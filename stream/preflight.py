@@ -162,21 +162,49 @@ def redis_problem(url: str, err: BaseException, listener_speaks_tls: bool | None
 
 
 def check_redis(settings: Settings) -> redis.Redis:
-    """Return a connected redis.Redis client that answered PING with the settings' URL, else raise; the caller
-    closes it."""
+    """Return a connected client (redis.Redis, or redis.RedisCluster with `redis_cluster`) that answered with the
+    settings' URL, else raise; the caller closes it. A cluster node named without `redis_cluster`, or the reverse,
+    is a ConfigError saying which setting to change."""
     import redis
 
+    from .state.redis_io import sync_client
+
     url = settings.redis_url.get_secret_value()
-    client = redis.Redis.from_url(url, socket_connect_timeout=REDIS_TIMEOUT_S, socket_timeout=REDIS_TIMEOUT_S)
+    if settings.redis_cluster:
+        try:
+            client = sync_client(settings, REDIS_TIMEOUT_S)  # connects to the seed and reads the slot map
+        except redis.RedisError as err:
+            if "cluster mode is not enabled" in str(err).lower():
+                raise ConfigError(f"redis at {_where(url)} is not a Redis Cluster node but redis_cluster is set; "
+                                  "unset TRUSTGAP_REDIS_CLUSTER, or name a cluster node in redis_url") from None
+            raise _unanswered(url, err) from None
+        return client
+    client = sync_client(settings, REDIS_TIMEOUT_S)
     try:
         client.ping()
+        if str(client.info("cluster").get("cluster_enabled", 0)) == "1":
+            client.close()
+            raise ConfigError(f"redis at {_where(url)} is a Redis Cluster node; set TRUSTGAP_REDIS_CLUSTER=true "
+                              "(redis_url names one node, the seed)")
         return client
     except redis.RedisError as err:
         client.close()
-        address = redis_address(url)
-        cause = err.__cause__ or err.__context__
-        # only a connection that opened and then broke before any reply can be a protocol mismatch
-        broke = (type(err) is redis.ConnectionError
-                 and not isinstance(cause, (ConnectionRefusedError, TimeoutError, ssl.SSLCertVerificationError)))
-        tls = speaks_tls(*address) if address and broke else None
-        raise redis_problem(url, err, tls) from None
+        raise _unanswered(url, err) from None
+
+
+def _where(url: str) -> str:
+    address = redis_address(url)
+    return f"{address[0]}:{address[1]}" if address else url.split("@")[-1]
+
+
+def _unanswered(url: str, err: BaseException) -> TrustgapError:
+    """redis_problem, with the TLS probe made where only a protocol mismatch can explain the failure."""
+    import redis
+
+    address = redis_address(url)
+    cause = err.__cause__ or err.__context__
+    # only a connection that opened and then broke before any reply can be a protocol mismatch
+    broke = (type(err) is redis.ConnectionError
+             and not isinstance(cause, (ConnectionRefusedError, TimeoutError, ssl.SSLCertVerificationError)))
+    tls = speaks_tls(*address) if address and broke else None
+    return redis_problem(url, err, tls)

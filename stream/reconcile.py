@@ -13,13 +13,12 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
-from redis.exceptions import RedisError
-
 from . import faust_patches
 from .errors import RedisRestarted
 from .recovery import plan_seeks
 from .runtime import Partition, Runtime
 from .state import Progress
+from .state.redis_io import UNAVAILABLE
 from .times import epoch_ms
 
 log = logging.getLogger("trustgap")
@@ -33,6 +32,7 @@ async def seek_back(rt: Runtime, positions: Mapping[Any, int | None], held: Mapp
     where it stands is unknown (None: nothing committed), by stream.recovery.plan_seeks.
 
     A partition sought is rewinding until its target is re-read (see `progress`). Returns the seeks made."""
+    forget_vouchable(rt)
     consumer = rt.app.consumer
     mine = list(positions)
     earliest = await consumer.earliest_offsets(*mine) if mine else {}
@@ -60,13 +60,14 @@ async def on_assigned(rt: Runtime, committed: Mapping[Any, int]) -> dict[Any, in
     """After Faust sought to the committed offsets: seek back where Redis holds less, and seek every partition with
     no committed offset to where Redis says it resumes (see stream.recovery)."""
     out = dict(committed)
+    forget_vouchable(rt)  # a partition may have gone to another worker, which vouches for it from now on
     mine = [tp for tp in committed if tp.topic in rt.event_topics()]
     for tp in mine:
         rt.rewinding.pop((tp.topic, tp.partition), None)
     try:
         run_id = await asyncio.wait_for(rt.store.server_run_id(), 5)
         held = await asyncio.wait_for(rt.store.offsets(), 5)
-    except (RedisError, OSError, asyncio.TimeoutError) as err:
+    except (*UNAVAILABLE, asyncio.TimeoutError) as err:
         # Unknown run_id: the first batch is refused by the guard and reconciles once Redis answers.
         log.warning("redis unreachable at assignment (%s); reconciling offsets on the first batch", err)
         rt.store.run_id = "unknown"
@@ -141,6 +142,48 @@ def progress(rt: Runtime, seen: Sequence[tuple[Partition, int, datetime | None]]
     return Progress(offsets, {tp: epoch_ms(ts) for tp, ts in newest.items()})
 
 
+def forget_vouchable(rt: Runtime) -> None:
+    """Partitions are being sought (back): what the worker could vouch for may no longer hold, nor may any chunk
+    claimed before now that completes after it."""
+    rt.seeks += 1
+    rt.vouchable.clear()
+
+
+async def apply_claiming(rt: Runtime, seen: Sequence[tuple[Partition, int, datetime | None]],
+                         call: Callable[[Progress], Awaitable[T]]) -> T:
+    """apply_guarded for a chunk of events: `call` gets the progress the chunk claims (evaluated on every attempt,
+    see `progress`); once it succeeded with no seek since the claim was made, the claim is vouchable."""
+    claim: list[tuple[Progress, int]] = []
+
+    def attempt() -> Awaitable[T]:
+        claim[:] = [(progress(rt, seen), rt.seeks)]
+        return call(claim[0][0])
+
+    result = await apply_guarded(rt, "apply", attempt)
+    claimed, seeks = claim[0]
+    if seeks == rt.seeks:
+        for tp, offset in claimed.offsets.items():
+            old = rt.vouchable.get(tp)
+            ms = claimed.event_time.get(tp)
+            if old is not None and old[1] is not None:
+                ms = old[1] if ms is None else max(ms, old[1])
+            rt.vouchable[tp] = (offset, ms)
+    return result
+
+
+async def vouch(rt: Runtime) -> None:
+    """On a Redis Cluster, write what the worker can vouch for into every bucket's record (Store.vouch)."""
+    if not rt.store.cluster or not rt.vouchable:
+        return
+
+    def attempt() -> Awaitable[None]:  # read at each attempt: a reconcile in between forgets what it held
+        v = rt.vouchable
+        return rt.store.vouch(Progress({tp: o for tp, (o, _) in v.items()},
+                                       {tp: ms for tp, (_, ms) in v.items() if ms is not None}))
+
+    await apply_guarded(rt, "vouch", attempt)
+
+
 async def apply_guarded(rt: Runtime, what: str, call: Callable[[], Awaitable[T]]) -> T:
     """Run a guarded store call; on a Redis restart, reconcile the offsets and run it again."""
     while True:
@@ -167,7 +210,7 @@ async def with_redis(rt: Runtime, what: str, call: Callable[[], Awaitable[T]]) -
                 rt.degraded = None
                 rt.metrics.healthy.set(1)
             return result
-        except (RedisError, OSError) as err:
+        except UNAVAILABLE as err:
             rt.metrics.redis_errors.inc()
             rt.metrics.healthy.set(0)
             rt.degraded = f"redis: {type(err).__name__}"

@@ -51,6 +51,10 @@ class Runtime:
     read_offsets: ReadOffsets = field(default_factory=ReadOffsets)
     # partition -> offset it was sought back to; its Redis offset waits until that message is re-read
     rewinding: dict[Partition, int] = field(default_factory=dict)
+    # on a Redis Cluster, per partition the progress (next offset, newest event ms) of the last chunk all of whose
+    # calls succeeded since the last seek back (`seeks` counts those), which the worker vouches for in every bucket
+    vouchable: dict[Partition, tuple[int, int | None]] = field(default_factory=dict)
+    seeks: int = 0
     # per event kind: the chunk being collected, the one being applied to Redis meanwhile, and the lock that keeps
     # the agent and the flush timer from submitting at once (see ingest.submit)
     chunks: dict[EventKind, Chunk] = field(default_factory=dict)

@@ -117,6 +117,8 @@ class Settings(BaseSettings):
                                          "for data; brokers that hold a fetch until then (Tansu) add it to latency")
     redis_url: SecretStr = Field(SecretStr("redis://127.0.0.1:6379/0"),
                                  description="redis:// or rediss:// URL; may carry a password")
+    redis_cluster: bool = Field(False, description="redis_url names one node (a seed) of a Redis Cluster: the "
+                                "worker talks to every shard, each bucket's calls to its slot's shard")
     app_id: str = Field("trustgap", min_length=1, description="consumer group and Faust app id")
     topics: Topics = Topics()
     topic_partitions: int = Field(8, gt=0, description="partitions of the event topics the worker creates")

@@ -35,7 +35,7 @@ TOPICS = ("predictions", "actions", "outcomes", "annotations")  # every input to
 PARTITIONS = 4  # the Deployment's topic_partitions
 # messages produced per (topic, partition) with no worker running; every other input partition gets none
 PRODUCED = {("predictions", 0): 3, ("predictions", 1): 5, ("predictions", 3): 7, ("actions", 2): 4}
-PROGRESS = {s.source.encode() for s in scripts.ALL if s.name in scripts.GUARDED}
+PROGRESS = {s.source.encode() for s in scripts.ALL if "guard" in scripts.PRELUDES.get(s.name, ())}
 TS = (datetime.now(timezone.utc) - timedelta(hours=1)).isoformat()
 
 Lags = dict[tuple[str, int], float]

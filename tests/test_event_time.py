@@ -28,68 +28,17 @@ from stream.client import BatchProducer
 from stream.settings import ModelSettings
 from stream.simulate import generate as simulate
 from stream.embedded import StackInfo
-from stream.state import keys, scripts
+from stream.state import scripts
 from stream.times import epoch_ms, parse_ms, utcnow
-from tests.support.eventtime import (DAY_MS, HOUR_MS, MODELS, Expected, Traffic, applied_per_topic, describe,
-                                     end_offsets, expected, judged_until, late_events, live, produce,
-                                     read_windows, start_together, write_jsonl)
+from tests.support.eventtime import (DAY_MS, HOUR_MS, MODELS, Expected, Traffic, applied, applied_per_topic,
+                                     assert_exact, caught_up, end_offsets, expected, judged, judged_until,
+                                     late_events, live, outage_traffic, produce, read_windows, start_together,
+                                     write_jsonl)
 from tests.support.faultstack import FaultStack, fault_stack, kill_worker
 from tests.support.harness import Deployment, metric_value, metrics_text, wait_for
 from tests.support.redisgate import Command, RedisGate
 
 pytestmark = pytest.mark.integration  # each runs in under a minute: none is `slow`
-
-OUTAGE_RATE = 10.0  # predictions/s: ~36k predictions and ~105k messages in the hour, several fetches per partition
-
-
-def outage_traffic(seed: int, rate: float = OUTAGE_RATE) -> tuple[Traffic, int]:
-    """An hour of live-stamped traffic from 40 min before an hour boundary to 20 min after it, ending at least
-    five minutes before now; returns it and the boundary. Once it is all read, the watermark (its newest time
-    minus the 10 min lateness) is past the boundary: the first window's predictions are due, nothing else is."""
-    now = epoch_ms(utcnow())
-    boundary = (now - 30 * 60 * 1000) - (now - 30 * 60 * 1000) % HOUR_MS
-    return live(random.Random(seed), boundary - 40 * 60 * 1000, 3600, rate), boundary
-
-
-def caught_up(dep: Deployment, timeout: float) -> None:
-    """Wait until Redis holds, for every event topic, the offsets past every message on it."""
-    ends = end_offsets(dep)
-    wait_for(lambda: all(applied_per_topic(dep.settings)[t] >= n for t, n in ends.items()), timeout, 0.5,
-             what=f"the offsets of {dict(ends)} messages applied")
-
-
-def applied(dep: Deployment) -> int:
-    """Messages of the event topics applied so far (the offsets Redis holds)."""
-    return sum(n for t, n in applied_per_topic(dep.settings).items() if t != "annotations")
-
-
-def judged(dep: Deployment, models: tuple[str, ...], until: int, timeout: float = 60) -> None:
-    """Wait until every model's predictions stage of the windows ending by `until` is judged."""
-    try:
-        wait_for(lambda: all((judged_until(dep.settings, m) or 0) >= until for m in models), timeout, 0.3,
-                 what=f"the windows ending by {until} judged for their predictions")
-    except AssertionError as err:
-        raise AssertionError(f"{err}; {progress_report(dep)}") from None
-
-
-def progress_report(dep: Deployment) -> str:
-    """What the watermark was made of, for a failure message: each partition's event time and idleness."""
-    with redis.Redis.from_url(dep.settings.redis_url.get_secret_value()) as r:
-        times = {k.decode(): int(v) for k, v in r.hgetall(keys.EVENT_TIME).items()}
-        idle = sorted(k.decode() for k in r.scan_iter(match=f"{keys.IDLE_PREFIX}*"))
-        judged_ = {m: judged_until(dep.settings, m) for m in MODELS}
-    return f"partition event times {times}, idle {idle}, judged until {judged_}"
-
-
-def assert_exact(dep: Deployment, truth: Expected, ports: list[int], late_before: Counter[str] | None = None
-                 ) -> None:
-    """Every window of the truth holds exactly its counts, no window counted a late event, and no worker did
-    (`late_before`: what workers that are gone counted)."""
-    stored = read_windows(dep.settings, truth.models, truth.starts)
-    late = late_events(dep, ports) + (late_before or Counter())
-    assert stored.counts == truth.counts, f"{describe(truth.counts, stored.counts, stored.late)}; late {dict(late)}"
-    assert stored.late == {}
-    assert not late
 
 
 @pytest.mark.parametrize("workers", [1, 2])

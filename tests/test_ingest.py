@@ -74,11 +74,13 @@ def test_apply_exports_the_flows_of_the_result_the_store_returned() -> None:
         sent.append(offsets)
         return res
 
-    rt = SimpleNamespace(metrics=m, rewinding={}, degraded=None, store=SimpleNamespace(send=send),
-                         topic_of=lambda kind: TOPIC, clock=lambda: datetime.now(timezone.utc))
+    rt = SimpleNamespace(metrics=m, rewinding={}, vouchable={}, seeks=0, degraded=None,
+                         store=SimpleNamespace(send=send), topic_of=lambda kind: TOPIC,
+                         clock=lambda: datetime.now(timezone.utc))
     chunk = Chunk(time.monotonic(), events=[], seen=[((TOPIC, 0), 41, None)])
     prepared = SimpleNamespace(overflow=Counter[str]())
     asyncio.run(ingest.apply(rt, "prediction", chunk, prepared))  # type: ignore[arg-type]
     assert [p.offsets for p in sent] == [{(TOPIC, 0): 42}]
+    assert rt.vouchable == {(TOPIC, 0): (42, None)}  # a chunk applied in full: its worker vouches for it
     assert [value(m, f"trustgap_{n}_events_total", model="claims", signal="outcomes")
             for n in ("counted", "late", "beyond_horizon")] == [7, 3, 2]

@@ -125,3 +125,36 @@ def test_the_tick_reads_the_offsets_redis_holds_with_the_event_time(store: Store
         return out
 
     assert run(go(), store) == [{}, {A: 5, B: 3}, {A: 5, B: 3}, {}]
+
+
+def test_a_partitions_progress_over_buckets_is_their_minimum_and_a_bucket_without_a_record_leaves_it_unknown(
+        ) -> None:
+    from stream.state.progress import merge_min
+
+    assert merge_min([]) == {}
+    assert merge_min([{A: 7, B: 3}, {A: 5, B: 9}, {A: 6, B: 4}]) == {A: 5, B: 3}
+    assert merge_min([{A: 7, B: 3}, {A: 5}]) == {A: 5}  # the second bucket vouches for nothing of B
+
+
+def test_a_chunk_whose_apply_crossed_a_seek_is_not_vouched_for() -> None:
+    # A reconcile (a seek back) while the chunk was in flight: a shard may have lost the chunk's effects after it
+    # answered, so what the chunk claimed is no longer something the worker can vouch for in every bucket.
+    from types import SimpleNamespace
+
+    from stream.reconcile import apply_claiming
+
+    rt: Any = SimpleNamespace(rewinding={}, vouchable={}, seeks=0, degraded=None)
+    seen = [(A, 41, None), (B, 9, None)]
+
+    async def applied(claimed: Progress) -> Progress:
+        return claimed
+
+    async def crossed(claimed: Progress) -> Progress:
+        rt.seeks += 1
+        return claimed
+
+    assert asyncio.run(apply_claiming(rt, seen, applied)).offsets == {A: 42, B: 10}
+    assert rt.vouchable == {A: (42, None), B: (10, None)}
+    rt.vouchable.clear()
+    asyncio.run(apply_claiming(rt, seen, crossed))
+    assert rt.vouchable == {}

@@ -24,12 +24,20 @@ LUA = files("stream.state") / "lua"
 def test_every_lua_file_is_a_named_script_and_every_name_has_its_file() -> None:
     on_disk = {p.name.removesuffix(".lua") for p in LUA.iterdir() if p.name.endswith(".lua")}
     assert on_disk == set(scripts.NAMES)
-    assert {s.name for s in scripts.ALL} == set(scripts.NAMES) - {"guard"}  # the guard only ever runs prepended
+    preludes = {lib for libs in scripts.PRELUDES.values() for lib in libs}
+    assert {s.name for s in scripts.ALL} == set(scripts.NAMES) - preludes  # a prelude only ever runs prepended
 
 
 def test_the_guard_is_prepended_to_the_scripts_that_record_progress_and_to_no_other() -> None:
     for s in scripts.ALL:
         assert ("local function same_server" in s.source) == (s.name in {"apply", "offsets"}), s.name
+        assert ("local function record_progress" in s.source) == (s.name in {"apply", "offsets"}), s.name
+
+
+def test_the_scripts_that_touch_keys_they_do_not_name_check_for_a_slot_migration() -> None:
+    # the apply script's context slots, windows and parked keys, the sweep's parked keys: not in KEYS
+    for s in scripts.ALL:
+        assert ("local function migrating" in s.source) == (s.name in {"apply", "sweep"}), s.name
 
 
 def test_the_source_sent_keeps_every_line_so_an_error_names_the_files_line() -> None:
@@ -37,8 +45,8 @@ def test_the_source_sent_keeps_every_line_so_an_error_names_the_files_line() -> 
     for s in scripts.ALL:
         text = scripts.read(s.name)
         assert "--[[" not in text
-        guard = scripts.read("guard") if s.name in scripts.GUARDED else ""
-        assert s.source.count("\n") == (guard + text).count("\n")
+        preludes = "".join(scripts.read(lib) for lib in scripts.PRELUDES.get(s.name, ()))
+        assert s.source.count("\n") == (preludes + text).count("\n")
         assert "--" not in "".join(line.split("--")[0] for line in s.source.splitlines())  # no comment line left
 
 

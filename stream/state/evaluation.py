@@ -20,7 +20,7 @@ from ..settings import Settings
 from ..windows import partition_watermark
 from . import keys, progress, scripts
 from .progress import Partition
-from .redis_io import as_bytes, as_text
+from .redis_io import as_bytes, as_text, bucket_slots
 
 
 @dataclass(slots=True)
@@ -95,6 +95,7 @@ class Evaluation:
         # Called alone, so through EVALSHA (registered); inside pipelines scripts go with EVAL (see tick).
         self._commit = client.register_script(scripts.COMMIT.source)
         self._lease = client.register_script(scripts.LEASE.source)
+        self._slots = bucket_slots(settings)
 
     async def commit_evaluation(self, model: str, expected_closed: str, closed: str, start_ms: int,
                                 summary: bytes, state: bytes, alerts: Sequence[tuple[str, bytes]],
@@ -142,9 +143,10 @@ class Evaluation:
             if sweep_now_ms is not None:
                 for b in range(n):
                     pipe.eval(scripts.SWEEP.source, 1, keys.bucket_pending(b), str(sweep_now_ms),
-                              keys.parked_prefix(b))
+                              keys.parked_prefix(b), self._slots[b])
+            buckets = n if self.settings.redis_cluster else 0
             if partitions is not None:
-                progress.queue_read(pipe, partitions)
+                progress.queue_read(pipe, partitions, buckets)
             replies = await pipe.execute()
         it = iter(replies)
         tick = Tick(sorted(as_text(m) for m in next(it)))
@@ -159,7 +161,7 @@ class Evaluation:
             swept = [next(it) for _ in range(n)]
             tick.orphans = (sum(int(r[0]) for r in swept), sum(int(r[1]) for r in swept))
         if partitions is not None:
-            read = progress.parse_read(partitions, list(it))
+            read = progress.parse_read(partitions, list(it), buckets)
             tick.partition_time, tick.offsets, tick.idle = read.event_time, read.offsets, read.idle
             tick.event_time = partition_watermark(partitions, tick.partition_time, tick.idle)
         return tick

@@ -57,6 +57,22 @@ def bucket_pending(bucket: int) -> str:
     return f"{bucket_tag(bucket)}:pending"
 
 
+def bucket_offsets(bucket: int) -> str:
+    """Hash, on a Redis Cluster: `<topic>:<partition>` -> next offset to read, as far as this bucket's state goes
+    (everything of the partition below it that belongs to the bucket is applied). Written by the apply call that
+    writes the bucket's effects, and by its worker's vouching (Store.vouch) once every chunk below was applied, so
+    a shard that rolls back rolls the record back with the effects. A partition resumes at the minimum over every
+    bucket's record (a bucket with none: from the first retained offset). One node keeps OFFSETS instead."""
+    return f"{bucket_tag(bucket)}:offsets"
+
+
+def bucket_event_time(bucket: int) -> str:
+    """Hash, on a Redis Cluster: `<topic>:<partition>` -> newest event ms of the partition's messages below the
+    bucket's offset (a monotonic max, written with `bucket_offsets`); a partition's event time is the minimum over
+    every bucket's. One node keeps EVENT_TIME instead."""
+    return f"{bucket_tag(bucket)}:offsets:et"
+
+
 def window_prefix(bucket: int) -> str:
     """Prefix of the bucket's window counter hashes; the apply script appends `<model>:<start_ms>`."""
     return f"{bucket_tag(bucket)}:w:"

@@ -1,11 +1,12 @@
 """The Lua scripts, each read once from `stream/state/lua/<name>.lua` when this module is imported.
 
-Scripts that record progress (`apply`, `offsets`) get the restart guard (`guard.lua`) in front of them here and
-nowhere else. Each script's header says what its KEYS and ARGV are; key names come from `keys.py`.
+Some scripts get shared functions in front of them here and nowhere else (PRELUDES): the restart guard
+(`guard.lua`), the progress recorder (`progress.lua`), the slot migration check (`slot.lua`). Each script's header
+says what its KEYS and ARGV are; key names come from `keys.py`.
 
 The scripts inside pipelines travel with every EVAL (see Store.send), so the source sent has its comment lines
 blanked: a third fewer bytes per call, and an error's line number is still the file's line number (counted from
-the guard's first line for a guarded script).
+the first prelude's first line where a script has preludes).
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ import re
 from dataclasses import dataclass
 from importlib.resources import files
 
-GUARDED = frozenset({"apply", "offsets"})
-"""Scripts that record progress, so must refuse to run on a Redis process other than the one reconciled with."""
+PRELUDES = {"apply": ("guard", "progress", "slot"), "offsets": ("guard", "progress"), "sweep": ("slot",)}
+"""The shared functions put in front of a script: the restart guard and the progress recorder for the scripts that
+record progress (they must refuse to run on a Redis process other than the one reconciled with), the migration
+check for those that touch keys they do not name."""
 
-NAMES = ("guard", "apply", "offsets", "idle", "admit", "close", "commit", "lease", "sweep")
+NAMES = ("guard", "progress", "slot", "apply", "offsets", "idle", "admit", "close", "commit", "lease", "sweep")
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +43,7 @@ _COMMENT_LINE = re.compile(r"^[ \t]*--.*$", re.MULTILINE)  # the scripts use no 
 
 def _build(name: str) -> Script:
     body = read(name)
-    source = _COMMENT_LINE.sub("", read("guard") + body if name in GUARDED else body)
+    source = _COMMENT_LINE.sub("", "".join(read(lib) for lib in PRELUDES.get(name, ())) + body)
     return Script(name, source, hashlib.sha1(source.encode()).hexdigest())
 
 

@@ -15,7 +15,7 @@ import hashlib
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 import redis.asyncio as aioredis
@@ -28,8 +28,12 @@ from . import keys, scripts
 from .evaluation import ClosedWindow, Evaluation, Tick
 from .features import STRING_MAX, FeaturePlan, FeatureStore
 from .labels import OTHER, Admission, Labels, admit_names
-from .progress import PartitionEnd, Progress, assert_idle, by_partition, queue_progress
-from .redis_io import execute
+from .progress import (PartitionEnd, Progress, assert_idle, by_partition, merge_min, parse_read, queue_progress,
+                       queue_read, triples)
+from .redis_io import async_client, bucket_slots, execute
+
+if TYPE_CHECKING:
+    from redis.asyncio.cluster import RedisCluster
 
 
 @dataclass(slots=True)
@@ -144,24 +148,45 @@ class Store:
     def __init__(self, client: aioredis.Redis, settings: Settings) -> None:
         self.redis = client
         self.settings = settings
+        self.cluster = settings.redis_cluster
         self.labels = Admission(client, settings)
         self.features = FeatureStore(client, settings)
         self.evaluation = Evaluation(client, settings)
         self._cfg_cache: dict[str, Any] | None = None
         self._bucket_args = [bucket_args(b) for b in range(settings.state_buckets)]
-        # The Redis process (INFO run_id) whose offsets the worker last reconciled with; None disables the guard.
+        self._slots = bucket_slots(settings)
+        # The Redis process (INFO run_id) whose offsets the worker last reconciled with, on a cluster every
+        # master's (`server_run_id`); None disables the guard.
         self.run_id: str | None = None
+        self._run_ids: tuple[str | None, dict[str, str]] = (None, {})  # run_id parsed, on a cluster
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Store:
-        client = aioredis.Redis.from_url(settings.redis_url.get_secret_value(), socket_timeout=10,
-                                         socket_connect_timeout=5, health_check_interval=30)
-        return cls(client, settings)
+        return cls(async_client(settings), settings)
 
     async def server_run_id(self) -> str:
-        """The Redis process's run_id: it changes on every restart (and on a failover to a replica)."""
-        info = await self.redis.info("server")
-        return str(info["run_id"])
+        """The Redis process's run_id: it changes on every restart (and on a failover to a replica). On a cluster,
+        every master's as `<address>=<run_id>,...`: a master restarted or a replica promoted changes it."""
+        if not self.cluster:
+            info = await self.redis.info("server")
+            return str(info["run_id"])
+        from redis.asyncio.cluster import RedisCluster
+
+        cluster = cast(RedisCluster, self.redis)
+        infos = await cluster.info("server", target_nodes=RedisCluster.PRIMARIES)
+        if "run_id" in infos:  # one master: redis-py answers its reply alone
+            infos = {cluster.get_primaries()[0].name: infos}
+        return ",".join(f"{name}={info['run_id']}" for name, info in sorted(infos.items()))
+
+    def run_id_of(self, key: str) -> str:
+        """The run id the guard expects where `key` lives: on a cluster, of the master serving its slot as this
+        client knows it ('unknown' for a master not reconciled with: the guard refuses, and the worker reconciles)."""
+        if not self.cluster or self.run_id is None:
+            return self.run_id or ""
+        if self._run_ids[0] != self.run_id:
+            self._run_ids = (self.run_id, dict(pair.split("=", 1) for pair in self.run_id.split(",") if "=" in pair))
+        node = cast("RedisCluster", self.redis).get_node_from_key(key)
+        return "unknown" if node is None else self._run_ids[1].get(node.name, "unknown")
 
     def _static_cfg(self) -> dict[str, Any]:
         """The part of apply.lua's cfg that follows from the settings alone."""
@@ -210,22 +235,30 @@ class Store:
 
     async def send(self, prepared: Prepared, progress: Progress, now_ms: int) -> ApplyResult:
         """The Redis half of `apply`: one pipeline with a script per bucket, the HLLs, then the progress."""
-        cfg = orjson.dumps({**self._static_cfg(), "now": now_ms, "run_id": self.run_id or "",
+        cfg = orjson.dumps({**self._static_cfg(), "now": now_ms,
                             "ft": {m: sorted(names) for m, names in prepared.features.tracked.items()}})
+        # on a cluster each bucket's call records the chunk's progress in the bucket's own slot
+        claims = triples(progress) if self.cluster else []
+        # the run ids the guard expects, read with the progress claimed, before anything awaits: a reconcile
+        # between the two could otherwise pair a claim made before it with a run id adopted after it
+        run_ids = {b: self.run_id_of(keys.bucket_meta(b)) for b in prepared.buckets}
+        offsets_run_id = self.run_id
         result = ApplyResult(overflow=prepared.overflow)
         async with self.redis.pipeline(transaction=False) as pipe:
             for bucket, (recs, tri) in prepared.buckets.items():
+                meta = keys.bucket_meta(bucket)
+                record = (keys.bucket_offsets(bucket), keys.bucket_event_time(bucket)) if self.cluster else ()
                 # EVAL, not EVALSHA: a script object in a pipeline makes redis-py send SCRIPT EXISTS first, a
                 # second round trip per batch; EVALSHA alone could fail NOSCRIPT after a Redis restart while the
                 # offsets queued behind it still apply. Redis caches the compiled body by its SHA, so a repeated
                 # EVAL costs the body's transfer and hashing, not a compile.
-                pipe.eval(scripts.APPLY.source, 2, keys.bucket_meta(bucket), keys.bucket_pending(bucket), cfg, recs,
-                          tri, *self._bucket_args[bucket])
+                pipe.eval(scripts.APPLY.source, 2 + len(record), meta, keys.bucket_pending(bucket), *record, cfg,
+                          recs, tri, *self._bucket_args[bucket], run_ids[bucket], self._slots[bucket], *claims)
             self.features.queue(pipe, prepared.features)
             if prepared.models:
                 pipe.sadd(keys.MODELS, *prepared.models)
-            if progress:
-                queue_progress(pipe, progress, self.run_id)
+            if progress and not self.cluster:
+                queue_progress(pipe, progress, offsets_run_id)
             replies = await execute(pipe)
         for reply in replies[: len(prepared.buckets)]:
             result.add(reply)
@@ -233,12 +266,46 @@ class Store:
         return result
 
     async def offsets(self) -> dict[tuple[str, int], int]:
-        """Next offset to read per (topic, partition), as far as Redis's state goes."""
-        return by_partition(await self.redis.hgetall(keys.OFFSETS))
+        """Next offset to read per (topic, partition), as far as Redis's state goes: where a partition resumes.
+
+        On a cluster, the minimum over every bucket's record (progress.merge_min). The annotations' partitions are
+        not among them there: annotations live in their models' slots, on other shards than OFFSETS, so they are
+        re-read from the first retained offset at every assignment and reconciliation (a small topic; storing one
+        twice changes nothing)."""
+        if not self.cluster:
+            return by_partition(await self.redis.hgetall(keys.OFFSETS))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for b in range(self.settings.state_buckets):
+                pipe.hgetall(keys.bucket_offsets(b))
+            replies = await pipe.execute()
+        return merge_min([by_partition(r) for r in replies])
+
+    async def applied(self) -> dict[tuple[str, int], int]:
+        """The offset Redis holds as applied per partition, every topic's (the annotations' too): the consumer lag's
+        measure. On one node the same as `offsets`."""
+        buckets = self.settings.state_buckets if self.cluster else 0
+        async with self.redis.pipeline(transaction=False) as pipe:
+            queue_read(pipe, [], buckets)
+            replies = await pipe.execute()
+        return parse_read([], replies, buckets).offsets
+
+    async def vouch(self, progress: Progress) -> None:
+        """On a cluster, write into every bucket's record the progress of chunks whose apply calls all succeeded
+        (everything below it is applied in every bucket), so that a bucket no recent chunk touched does not hold
+        its partitions' resume point and event time back. Guarded like apply: a shard that restarted since the
+        worker reconciled refuses (RedisRestarted)."""
+        if not self.cluster or not progress:
+            return
+        run_ids = [self.run_id_of(keys.bucket_meta(b)) for b in range(self.settings.state_buckets)]  # see send
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for b, run_id in enumerate(run_ids):
+                queue_progress(pipe, progress, run_id, bucket=b)
+            await execute(pipe)
 
     async def add_annotations(self, annotations: Sequence[Annotation], progress: Progress | None = None) -> int:
         """Store annotations by event_id (a redelivered one keeps the first), then their offsets; returns how many
         were new. Annotations of models over the model cap are dropped (they could explain nothing)."""
+        run_id = self.run_id_of(keys.OFFSETS)  # with the progress claimed, before anything awaits (see send)
         admitted = set()
         if annotations:
             admitted = set(await admit_names(self.redis, keys.MODELS, self.settings.max_models,
@@ -249,14 +316,15 @@ class Store:
                 pipe.hsetnx(keys.model_annotations(a.model), a.event_id, a.model_dump_json())
                 pipe.expire(keys.model_annotations(a.model), keys.MODEL_TTL)
             if progress:
-                queue_progress(pipe, progress, self.run_id)
+                queue_progress(pipe, progress, run_id)
             replies = await execute(pipe)
         return sum(int(r) for r in replies[0: 2 * len(kept): 2])
 
     async def assert_idle(self, ends: Mapping[tuple[str, int], PartitionEnd], now_ms: int, ttl_ms: int
                           ) -> set[tuple[str, int]]:
         """See progress.assert_idle: mark idle the partitions whose Redis offset reached their end."""
-        return await assert_idle(self.redis, ends, now_ms, ttl_ms)
+        held = await self.offsets() if self.cluster else None
+        return await assert_idle(self.redis, ends, now_ms, ttl_ms, held)
 
     # --- the evaluator's calls, kept on the Store so the worker holds one handle ---
 

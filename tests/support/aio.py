@@ -23,7 +23,10 @@ def run(coro: Coroutine[Any, Any, T], *stores: Store) -> T:
             return await coro
         finally:
             for store in stores:
-                await store.redis.connection_pool.disconnect()
+                if store.cluster:  # a cluster client has a pool per node; closed, it reconnects on its next use
+                    await store.redis.aclose()
+                else:
+                    await store.redis.connection_pool.disconnect()
     return asyncio.run(main())
 
 

@@ -97,16 +97,7 @@ class FaultStack:
         Returns the bytes cut. A kill -9 alone loses almost nothing (the AOF is written before replies, only
         fsynced lazily), so the cut is what makes Redis's state actually roll back behind Kafka's commits."""
         assert self.redis is not None
-        os.kill(self.redis.pid, signal.SIGKILL)
-        self.redis.wait()
-        cut = 0
-        if lose_tail_fraction:
-            incr = sorted((self.redis_dir / "appendonlydir").glob("*.incr.aof"))[-1]
-            size = incr.stat().st_size
-            cut = int(size * lose_tail_fraction)
-            with incr.open("r+b") as f:
-                f.truncate(size - cut)
-        return cut
+        return kill_redis(self.redis, self.redis_dir, lose_tail_fraction)
 
     def pause_redis(self) -> None:
         assert self.redis is not None
@@ -142,6 +133,21 @@ def fault_stack(workdir: Path, password: str | None = None) -> Iterator[FaultSta
         yield fs
     finally:
         fs.stop()
+
+
+def kill_redis(proc: subprocess.Popen[bytes], redis_dir: Path, lose_tail_fraction: float = 0.0) -> int:
+    """SIGKILL a redis-server whose AOF is in `redis_dir`, then cut that fraction of its AOF's tail; the bytes cut
+    (FaultStack.kill_redis says why)."""
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    cut = 0
+    if lose_tail_fraction:
+        incr = sorted((redis_dir / "appendonlydir").glob("*.incr.aof"))[-1]
+        size = incr.stat().st_size
+        cut = int(size * lose_tail_fraction)
+        with incr.open("r+b") as f:
+            f.truncate(size - cut)
+    return cut
 
 
 def kill_worker(proc: subprocess.Popen[bytes]) -> None:

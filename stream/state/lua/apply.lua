@@ -1,8 +1,16 @@
 -- Apply one bucket's share of a batch: dedup, join, count, park, record features; one call per bucket per batch.
--- Runs behind the restart guard (scripts.py prepends guard.lua, which defines same_server).
+-- Runs behind the restart guard and the migration check (scripts.py prepends guard.lua, progress.lua, slot.lua).
+-- KEYS: the bucket's meta hash, its pending set, and on a Redis Cluster its progress record (offsets hash,
+-- event-time hash). ARGV: cfg JSON, records JSON, triples JSON, the five key prefixes below, the run id the worker
+-- reconciled with for this bucket's shard, the bucket's cluster slot ('' on one node), then (a cluster) the
+-- progress triples of the chunk (record_progress).
 local meta, pendz = KEYS[1], KEYS[2]
+local record_offsets, record_event_time = KEYS[3], KEYS[4]
 local cfg = cjson.decode(ARGV[1])
-if not same_server(cfg.run_id) then return redis.error_reply('TGRESTART redis restarted') end
+local run_id, slot = ARGV[9], ARGV[10]
+local CLAIMS = 11  -- the first ARGV of the progress triples
+if not same_server(run_id) then return redis.error_reply('TGRESTART redis restarted') end
+if migrating(slot) then return redis.error_reply('TGMIGRATING slot moving') end
 -- The records, one flat JSON array (see encode in store.py): a flat array of scalars decodes into one Lua table,
 -- not one per record. Prediction records name their (model, version, scopes) by index into the call's triples.
 local recs = cjson.decode(ARGV[2])
@@ -494,6 +502,7 @@ for model, start in pairs(first) do
   if start < cur then redis.call('HSET', meta, 'first:' .. model, fmt(start)) end
 end
 redis.call('EXPIRE', meta, cfg.meta_ttl)
+if record_offsets then record_progress(record_offsets, record_event_time, '', CLAIMS) end
 local flows_json = '{}'
 if next(flows) ~= nil then flows_json = cjson.encode(flows) end
 return {applied, dup, pending, late, drained, beyond, flows_json}

@@ -1,8 +1,11 @@
 -- Delete the actions/outcomes parked in one bucket whose prediction did not come by their deadline, and count
 -- them: {actions, outcomes}. At most 1,000 predictions per call; the rest wait for the next tick.
--- KEYS: the bucket's pending set; ARGV: now ms, the prefix of the bucket's parked keys (keys.parked_prefix).
+-- Nothing while the bucket's slot is being migrated (slot.lua, prepended by scripts.py).
+-- KEYS: the bucket's pending set; ARGV: now ms, the prefix of the bucket's parked keys (keys.parked_prefix), the
+-- bucket's cluster slot ('' on one node).
 local pendz = KEYS[1]
-local now, parked_prefix = ARGV[1], ARGV[2]
+local now, parked_prefix, slot = ARGV[1], ARGV[2], ARGV[3]
+if migrating(slot) then return {0, 0} end
 local due = redis.call('ZRANGEBYSCORE', pendz, '-inf', now, 'LIMIT', 0, 1000)
 local actions, outcomes = 0, 0
 for _, pid in ipairs(due) do
