@@ -39,10 +39,17 @@ class ClusterNode:
     def client(self) -> redis.Redis:
         return redis.Redis(port=self.port, socket_timeout=5, socket_connect_timeout=2)
 
+    def node_id(self) -> str:
+        with self.client() as c:
+            return str(c.execute_command("CLUSTER", "MYID").decode())
+
     def start(self) -> None:
         self.proc = start_redis(self.port, self.workdir, self.workdir / "redis.log", appendonly=True, extra=(
             "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-port", str(self.bus_port),
-            "--cluster-node-timeout", str(NODE_TIMEOUT_MS)))
+            "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
+            # a master whose slots all moved away stays a master (by default it turns into a replica of the master
+            # that took its last slot), so slots can move back to it
+            "--cluster-allow-replica-migration", "no"))
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -76,6 +83,54 @@ class RedisClusterProcs:
         with master.client() as c:
             port = int(c.info("replication")["slave0"]["port"])
         return next(n for n in self.nodes if n.port == port)
+
+    def slots_of(self, master: ClusterNode) -> int:
+        """How many slots `master` serves."""
+        with self.client() as client:
+            return sum(1 for nodes in client.nodes_manager.slots_cache.values() if nodes[0].port == master.port)
+
+    def reshard(self, source: ClusterNode, target: ClusterNode, slots: int) -> str:
+        """`redis-cli --cluster reshard`: move `slots` slots from `source` to `target` as an operator would (keys
+        ten at a time, its default), returning its output."""
+        self.wait_agreed()
+        out = subprocess.run(["redis-cli", "--cluster", "reshard", source.address, "--cluster-from", source.node_id(),
+                              "--cluster-to", target.node_id(), "--cluster-slots", str(slots), "--cluster-yes"],
+                             capture_output=True, text=True, timeout=300, check=False)
+        if out.returncode != 0:
+            raise EmbeddedError(f"redis-cli --cluster reshard failed: {out.stdout[-500:]} {out.stderr[-500:]}")
+        return out.stdout
+
+    def wait_agreed(self, timeout: float = 30) -> None:
+        """Until `redis-cli --cluster check` finds every node agreeing on the slots (gossip spreads a move after it
+        is made; redis-cli refuses to reshard before)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            live = next(n for n in self.nodes if n.proc is not None and n.proc.poll() is None)
+            out = subprocess.run(["redis-cli", "--cluster", "check", live.address], capture_output=True, text=True,
+                                 timeout=60, check=False)
+            if out.returncode == 0 and "[OK] All nodes agree" in out.stdout:
+                return
+            if time.monotonic() > deadline:
+                raise EmbeddedError(f"the cluster's nodes did not agree within {timeout:g} s: {out.stdout[-500:]}")
+            time.sleep(0.2)
+
+    def migrate_slot(self, slot: int, source: ClusterNode, target: ClusterNode, pause: float) -> int:
+        """Move one slot the way `redis-cli --cluster reshard --cluster-pipeline 1` does (mark it importing and
+        migrating, MIGRATE its keys one at a time, then give it to `target`), pausing after each key as moving a
+        large key (a context hash of millions of predictions) takes a while; returns the keys moved."""
+        source_id, target_id = source.node_id(), target.node_id()
+        moved = 0
+        with source.client() as src, target.client() as dst:
+            dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+            src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+            while batch := src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 1):
+                src.execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *batch)
+                moved += len(batch)
+                time.sleep(pause)
+        for node in self.masters():
+            with node.client() as c:
+                c.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+        return moved
 
     def masters(self) -> list[ClusterNode]:
         return [n for n in self.nodes if n.proc is not None and n.proc.poll() is None and _role(n) == "master"]

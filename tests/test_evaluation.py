@@ -22,8 +22,11 @@ END = datetime(2026, 11, 20, tzinfo=timezone.utc)
 LATENESS_S = ModelSettings().allowed_lateness_seconds  # the default: two days replayed in seconds need no more
 
 
-@pytest.fixture
-def deployment(deploy: Callable[..., Deployment]) -> Deployment:
+@pytest.fixture(params=["redis", "redis-cluster"])
+def deployment(request: pytest.FixtureRequest) -> Deployment:
+    """State on one redis-server, or on a Redis Cluster (two workers then share buckets on every master)."""
+    deploy: Callable[..., Deployment] = request.getfixturevalue("deploy" if request.param == "redis"
+                                                                else "deploy_cluster")
     return deploy(defaults__min_samples="20", defaults__baseline_windows="24")
 
 

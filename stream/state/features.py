@@ -144,7 +144,9 @@ class FeatureStore:
         names = sorted(sums)
         async with self.redis.pipeline(transaction=False) as pipe:
             for name in names:
-                pipe.pfcount(keys.feature_distinct(model, start_ms, name))
+                # by name: a Redis Cluster pipeline refuses pfcount() (it may name keys of several slots); one key
+                # is one slot
+                pipe.execute_command("PFCOUNT", keys.feature_distinct(model, start_ms, name))
                 for b in buckets:
                     pipe.hgetall(keys.feature_top(b, model, start_ms, name))
             replies = await pipe.execute()

@@ -135,16 +135,24 @@ def fault_stack(workdir: Path, password: str | None = None) -> Iterator[FaultSta
         fs.stop()
 
 
-def kill_redis(proc: subprocess.Popen[bytes], redis_dir: Path, lose_tail_fraction: float = 0.0) -> int:
-    """SIGKILL a redis-server whose AOF is in `redis_dir`, then cut that fraction of its AOF's tail; the bytes cut
-    (FaultStack.kill_redis says why)."""
+def aof_mark(redis_dir: Path) -> tuple[Path, int]:
+    """Where a redis-server's AOF ends now: its newest incremental file and that file's size."""
+    incr = sorted((redis_dir / "appendonlydir").glob("*.incr.aof"))[-1]
+    return incr, incr.stat().st_size
+
+
+def kill_redis(proc: subprocess.Popen[bytes], redis_dir: Path, lose_tail_fraction: float = 0.0,
+               since: tuple[Path, int] | None = None) -> int:
+    """SIGKILL a redis-server whose AOF is in `redis_dir`, then cut that fraction of its AOF's tail (of what was
+    written after `since`, an aof_mark, so a server that lived through earlier tests does not replay their state
+    again); the bytes cut (FaultStack.kill_redis says why)."""
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     cut = 0
     if lose_tail_fraction:
-        incr = sorted((redis_dir / "appendonlydir").glob("*.incr.aof"))[-1]
-        size = incr.stat().st_size
-        cut = int(size * lose_tail_fraction)
+        incr, size = aof_mark(redis_dir)
+        start = since[1] if since is not None and since[0] == incr else 0
+        cut = int((size - start) * lose_tail_fraction)
         with incr.open("r+b") as f:
             f.truncate(size - cut)
     return cut

@@ -21,7 +21,8 @@ import pytest
 
 # Fixtures that stand for the session's real broker and Redis: a test that asks for one is an integration test
 # even when another test already started the processes behind it.
-INTEGRATION_FIXTURES = frozenset({"stack", "tansu_stack", "redis_client", "deploy", "deploy_tansu"})
+INTEGRATION_FIXTURES = frozenset({"stack", "tansu_stack", "redis_client", "deploy", "deploy_tansu", "cluster",
+                                  "deploy_cluster"})
 
 # subprocess (and asyncio's subprocesses, which use it) starts every child in Popen._execute_child; os.fork also
 # covers multiprocessing; the rest are the direct os calls.
