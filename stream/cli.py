@@ -91,10 +91,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def _check_redis(settings: Settings) -> None:
     """Redis answers, and holds no state of an older layout (an empty Redis gets the current layout's mark)."""
-    import redis
-
     from . import preflight
     from .state import keys
+    from .state.redis_io import UNAVAILABLE
 
     try:
         with preflight.check_redis(settings) as client:
@@ -103,7 +102,7 @@ def _check_redis(settings: Settings) -> None:
             if found is None and not client.exists(keys.MODELS, keys.OFFSETS):
                 client.set(keys.LAYOUT, keys.LAYOUT_VERSION, nx=True)
                 found = client.get(keys.LAYOUT)
-    except redis.RedisError as err:
+    except UNAVAILABLE as err:
         raise RedisUnreachable(f"redis unreachable ({type(err).__name__}); check redis_url / TRUSTGAP_REDIS_URL"
                                ) from None
     if found is None or found.decode() != keys.LAYOUT_VERSION:

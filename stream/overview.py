@@ -210,10 +210,9 @@ def read_history(settings: Settings) -> tuple[dict[str, dict[int, Summary]], dic
 
     Three round trips whatever the number of models, windows and buckets: the models, their histories, the late
     counts."""
-    import redis
 
     from .state import keys
-    from .state.redis_io import sync_client
+    from .state.redis_io import UNAVAILABLE, sync_client
 
     r = sync_client(settings)
     try:
@@ -224,7 +223,7 @@ def read_history(settings: Settings) -> tuple[dict[str, dict[int, Summary]], dic
         history = {model: {int(k): Summary.from_json(orjson.loads(v)) for k, v in hist.items()}
                    for model, hist in zip(models, pipe.execute(), strict=True)}
         return history, read_late(r, history, settings.state_buckets)
-    except redis.RedisError as err:
+    except UNAVAILABLE as err:
         raise RedisUnreachable(f"redis unreachable ({type(err).__name__}); check redis_url / TRUSTGAP_REDIS_URL"
                                ) from None
     finally:
@@ -301,10 +300,9 @@ def read_alert_values(settings: Settings, timeout: float = 10.0) -> list[bytes]:
 def read_applied(settings: Settings) -> dict[Partition, int]:
     """The offset Redis holds as applied per partition (the next offset to read: `keys.OFFSETS`, on a cluster the
     minimum over the buckets' records), in one round trip."""
-    import redis
 
     from .state import progress
-    from .state.redis_io import sync_client
+    from .state.redis_io import UNAVAILABLE, sync_client
 
     r = sync_client(settings)
     buckets = settings.state_buckets if settings.redis_cluster else 0
@@ -312,7 +310,7 @@ def read_applied(settings: Settings) -> dict[Partition, int]:
         pipe = r.pipeline(transaction=False)
         progress.queue_read(pipe, [], buckets)
         return progress.parse_read([], pipe.execute(), buckets).offsets
-    except redis.RedisError as err:
+    except UNAVAILABLE as err:
         raise RedisUnreachable(f"redis unreachable ({type(err).__name__}); check redis_url / TRUSTGAP_REDIS_URL"
                                ) from None
     finally:

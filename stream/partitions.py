@@ -58,22 +58,23 @@ def event_partitions(rt: Runtime) -> list[Partition] | None:
     return out
 
 
-async def read_ends(rt: Runtime, mine: list[Any]) -> dict[Partition, PartitionEnd]:
-    """The first and end offsets of the consumer's partitions `mine` (the end: see the module docstring); a
-    partition whose consumer has not fetched it yet is left out (no high watermark to vouch for it)."""
+async def read_ends(rt: Runtime, tps: list[Any], owned: bool = True) -> dict[Partition, PartitionEnd]:
+    """The first and end offsets of partitions `tps` (the end: see the module docstring). Of the consumer's own
+    (`owned`), one it has not fetched yet is left out (no high watermark to vouch for it); otherwise a partition
+    this consumer does not fetch has the broker's answer alone."""
     consumer = rt.app.consumer
     # bounded: aiokafka's offset lookups wait forever for a partition the broker does not know (yet)
-    listed = await asyncio.wait_for(consumer.highwaters(*mine), LOOKUP_TIMEOUT_S)
-    first = await asyncio.wait_for(consumer.earliest_offsets(*mine), LOOKUP_TIMEOUT_S)
+    listed = await asyncio.wait_for(consumer.highwaters(*tps), LOOKUP_TIMEOUT_S)
+    first = await asyncio.wait_for(consumer.earliest_offsets(*tps), LOOKUP_TIMEOUT_S)
     out: dict[Partition, PartitionEnd] = {}
-    for tp in mine:
+    for tp in tps:
         try:
             fetched = consumer.highwater(tp)
-        except Exception:  # noqa: BLE001 - revoked meanwhile, or not fetched yet: not vouched for this time
+        except Exception:  # noqa: BLE001 - revoked meanwhile, not owned here, or not fetched yet
             fetched = None
-        if fetched is None or tp not in listed or tp not in first:
+        if (fetched is None and owned) or tp not in listed or tp not in first:
             continue
-        out[(tp.topic, tp.partition)] = PartitionEnd(first[tp], max(listed[tp], fetched))
+        out[(tp.topic, tp.partition)] = PartitionEnd(first[tp], max(listed[tp], fetched or 0))
     return out
 
 
@@ -85,23 +86,12 @@ async def confirm_idle(rt: Runtime, idle: set[Partition], held: Mapping[Partitio
         return idle
     from faust.types import TP
 
-    consumer = rt.app.consumer
-    tps = [TP(topic, partition) for topic, partition in sorted(idle)]
     try:
-        listed = await asyncio.wait_for(consumer.highwaters(*tps), LOOKUP_TIMEOUT_S)
-        first = await asyncio.wait_for(consumer.earliest_offsets(*tps), LOOKUP_TIMEOUT_S)
+        ends = await read_ends(rt, [TP(topic, partition) for topic, partition in sorted(idle)], owned=False)
     except Exception as err:  # noqa: BLE001 - the broker's failure: nothing is confirmed, so nothing is idle
         log.debug("partition ends unreadable (%s); no idleness confirmed", err)
         return set()
-    ends: dict[Partition, tuple[int, int]] = {}
-    for tp in tps:
-        if tp in listed and tp in first:
-            try:  # an owned partition's last fetch: some brokers' ListOffsets answer lags (see the docstring)
-                fetched = consumer.highwater(tp) or 0
-            except Exception:  # noqa: BLE001 - not owned here, or not fetched yet
-                fetched = 0
-            ends[(tp.topic, tp.partition)] = (first[tp], max(listed[tp], fetched))
-    return confirmed_idle(idle, held, ends)
+    return confirmed_idle(idle, held, {tp: (e.first, e.end) for tp, e in ends.items()})
 
 
 def settled(rt: Runtime, ends: dict[Partition, PartitionEnd], now: float) -> dict[Partition, PartitionEnd]:

@@ -167,13 +167,13 @@ def check_redis(settings: Settings) -> redis.Redis:
     is a ConfigError saying which setting to change."""
     import redis
 
-    from .state.redis_io import sync_client
+    from .state.redis_io import UNAVAILABLE, sync_client
 
     url = settings.redis_url.get_secret_value()
     if settings.redis_cluster:
         try:
             client = sync_client(settings, REDIS_TIMEOUT_S)  # connects to the seed and reads the slot map
-        except redis.RedisError as err:
+        except UNAVAILABLE as err:
             if "cluster mode is not enabled" in str(err).lower():
                 raise ConfigError(f"redis at {_where(url)} is not a Redis Cluster node but redis_cluster is set; "
                                   "unset TRUSTGAP_REDIS_CLUSTER, or name a cluster node in redis_url") from None

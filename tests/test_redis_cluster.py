@@ -7,14 +7,18 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import redis
 from redis.crc import key_slot
 
+from stream.embedded import StackInfo
 from stream.embedded_cluster import RedisClusterProcs
 from stream.events import PredictionEvent
 from stream.settings import load
@@ -53,6 +57,14 @@ def test_an_hours_outage_backlog_is_counted_exactly_by_two_workers_on_a_redis_cl
     caught_up(dep, 120)
     judged(dep, MODELS, boundary)
     assert_exact(dep, truth, [p.web_port for p in procs])  # type: ignore[attr-defined]
+    # `trustgap status` reads the same cluster: every model, and no lag once every bucket's record is at the end
+    status = subprocess.run([sys.executable, "-m", "stream.cli", "status", "--json", "--no-alerts"],
+                            env={**os.environ, **dep.env}, capture_output=True, text=True, timeout=120)
+    assert status.returncode == 0, status.stderr
+    doc = orjson.loads(status.stdout)
+    assert sorted(m["model"] for m in doc["models"]) == sorted(MODELS)
+    lag = doc["consumer_lag"]
+    assert lag["unknown"] is None and set(lag["topics"].values()) == {0}, lag
 
 
 # --- a shard that rolls back --------------------------------------------------------------------------------------
@@ -182,3 +194,23 @@ def test_a_bucket_whose_slot_is_moving_is_written_on_neither_node_until_it_has_m
         finally:
             everywhere("CLUSTER", "SETSLOT", slot, "NODE", target.node_id())
     assert apply().duplicates == 1  # on the target now, with everything the source had
+
+
+# --- the setting that says so -------------------------------------------------------------------------------------
+
+def test_a_cluster_node_named_without_redis_cluster_and_the_reverse_stop_the_worker_with_the_setting_to_change(
+        cluster: RedisClusterProcs, stack: StackInfo, tmp_path: Path) -> None:
+    def worker(**env: str) -> subprocess.CompletedProcess[str]:
+        dep = Deployment(stack, tmp_path, overrides=env)
+        return subprocess.run([sys.executable, "-m", "stream.cli", "worker"], env={**os.environ, **dep.env},
+                              capture_output=True, text=True, timeout=120)
+
+    plain = worker(TRUSTGAP_REDIS_URL=cluster.seed)
+    assert plain.returncode == 2, plain.stderr
+    assert plain.stderr.strip().splitlines() == [
+        f"trustgap: redis at {cluster.seed.removeprefix('redis://').removesuffix('/0')} is a Redis Cluster node; "
+        "set TRUSTGAP_REDIS_CLUSTER=true (redis_url names one node, the seed)"]
+    clustered = worker(TRUSTGAP_REDIS_CLUSTER="true")  # the session's single redis-server
+    assert clustered.returncode == 2, clustered.stderr
+    assert "is not a Redis Cluster node but redis_cluster is set" in clustered.stderr
+    assert len(clustered.stderr.strip().splitlines()) == 1, clustered.stderr
