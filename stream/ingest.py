@@ -7,6 +7,7 @@ flight per event kind, in order; each apply writes the offsets it covers in the 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -20,6 +21,8 @@ from .reconcile import apply_claiming, apply_guarded, progress, with_redis
 from .runtime import Chunk, Runtime
 from .state import ApplyResult, Prepared
 from .times import epoch_ms
+
+log = logging.getLogger("trustgap")
 
 DLQ_RAW_MAX = 4096  # bytes of the offending payload kept in a dead letter
 SEND_TURNS = 3      # event-loop turns an agent yields after starting an apply (see submit)
@@ -88,7 +91,15 @@ async def flush(rt: Runtime, kind: EventKind | None = None) -> None:
     for k in list(rt.chunks):
         running = rt.flushing.get(k)
         if _due(rt, k) and (running is None or running.done()):
-            rt.flushing[k] = asyncio.create_task(submit(rt, k))
+            rt.flushing[k] = task = asyncio.create_task(submit(rt, k))
+            task.add_done_callback(_failed_flush)
+
+
+def _failed_flush(task: asyncio.Task[None]) -> None:
+    """Nobody awaits a flush the timer started: log its failure here, or it would pass unseen (Redis's failures
+    are retried inside it; what ends up here is a defect)."""
+    if not task.cancelled() and (err := task.exception()) is not None:
+        log.error("flushing a chunk failed: %r", err)
 
 
 def _due(rt: Runtime, kind: EventKind) -> bool:

@@ -84,3 +84,18 @@ def test_apply_exports_the_flows_of_the_result_the_store_returned() -> None:
     assert rt.vouchable == {(TOPIC, 0): (42, None)}  # a chunk applied in full: its worker vouches for it
     assert [value(m, f"trustgap_{n}_events_total", model="claims", signal="outcomes")
             for n in ("counted", "late", "beyond_horizon")] == [7, 3, 2]
+
+
+def test_a_flush_the_timer_started_and_nobody_awaits_logs_its_failure(caplog: Any) -> None:
+    async def broken() -> None:
+        raise ValueError("a defect")
+
+    async def run() -> None:
+        task = asyncio.create_task(broken())
+        task.add_done_callback(ingest._failed_flush)
+        await asyncio.wait([task])
+        await asyncio.sleep(0)  # done callbacks run on the next turn
+
+    with caplog.at_level("ERROR", logger="trustgap"):
+        asyncio.run(run())
+    assert "flushing a chunk failed: ValueError('a defect')" in caplog.text
