@@ -38,6 +38,7 @@ class Names:
     cafile: str          # the CA file's key
     cafile_fix: str
     sasl_fix: str
+    address: str         # the broker address's key
     address_fix: str
 
 
@@ -48,13 +49,13 @@ SETTINGS = Names(
     cafile_fix="broker_ssl_cafile / TRUSTGAP_BROKER_SSL_CAFILE",
     sasl_fix=("broker_sasl_username / broker_sasl_password (TRUSTGAP_BROKER_SASL_USERNAME / "
               "TRUSTGAP_BROKER_SASL_PASSWORD) and broker_sasl_mechanism"),
-    address_fix="broker_url / TRUSTGAP_BROKER_URL")
+    address="broker_url", address_fix="broker_url / TRUSTGAP_BROKER_URL")
 """trustgap's settings (a command, or a Client made by Client.from_settings)."""
 
 LIBRDKAFKA = Names(
     protocol="security.protocol", protocol_fix="security.protocol", cafile="ssl.ca.location",
     cafile_fix="ssl.ca.location", sasl_fix="sasl.username / sasl.password and sasl.mechanism",
-    address_fix="bootstrap.servers")
+    address="bootstrap.servers", address_fix="bootstrap.servers")
 """librdkafka's config keys (a Client given `conf`)."""
 
 
@@ -130,7 +131,7 @@ def broker_problem(servers: str, reasons: Sequence[tuple[str, str]], timeout: fl
     if any(PLAINTEXT_LISTENER_HINT in t for t in texts):
         return SecurityMismatch(f"broker {servers} does not speak TLS but {names.protocol} is {security.protocol}; "
                                 f"set {names.protocol_fix} to PLAINTEXT or SASL_PLAINTEXT, or point "
-                                f"{names.address_fix.split(' / ')[0]} at the broker's TLS listener")
+                                f"{names.address} at the broker's TLS listener")
     if listener_speaks_tls:
         return SecurityMismatch(f"broker {servers} expects TLS but {names.protocol} is {security.protocol}; set "
                                 f"{names.protocol_fix} to SSL or SASL_SSL (with {names.cafile_fix})")
