@@ -54,9 +54,7 @@ def test_an_hours_outage_backlog_is_counted_exactly_by_two_workers_on_a_redis_cl
     assert len(truth.starts) == 2 and truth.predictions_in(boundary - HOUR_MS) > 15_000
     produce(dep, traffic.in_time_order())
     procs = start_together(dep, 2)
-    caught_up(dep, 120)
-    judged(dep, MODELS, boundary)
-    assert_exact(dep, truth, [p.web_port for p in procs])  # type: ignore[attr-defined]
+    counted_exactly(dep, truth, boundary, [p.web_port for p in procs])  # type: ignore[attr-defined]
     # `trustgap status` reads the same cluster: every model, and no lag once every bucket's record is at the end
     status = subprocess.run([sys.executable, "-m", "stream.cli", "status", "--json", "--no-alerts"],
                             env={**os.environ, **dep.env}, capture_output=True, text=True, timeout=120)
@@ -68,6 +66,13 @@ def test_an_hours_outage_backlog_is_counted_exactly_by_two_workers_on_a_redis_cl
 
 
 # --- a shard that rolls back --------------------------------------------------------------------------------------
+
+def counted_exactly(dep: Deployment, truth: Expected, boundary: int, ports: list[int]) -> None:
+    """Once the workers on `ports` caught up and judged the first window: every count exact, nothing late."""
+    caught_up(dep, 120)
+    judged(dep, MODELS, boundary)
+    assert_exact(dep, truth, ports)
+
 
 def backlog_started(dep: Deployment) -> tuple[Expected, int, subprocess.Popen[bytes]]:
     """An hour's outage backlog (4 predictions/s: ~40k messages) produced and a worker catching up on it, a fifth
@@ -99,9 +104,7 @@ def test_a_master_killed_with_its_aof_tail_cut_replays_what_it_lost_and_the_coun
             cluster.wait_ok()
         finally:
             replica.config_set("cluster-replica-no-failover", "no")
-    caught_up(dep, 120)
-    judged(dep, MODELS, boundary)
-    assert_exact(dep, truth, [worker.web_port])  # type: ignore[attr-defined]
+    counted_exactly(dep, truth, boundary, [worker.web_port])  # type: ignore[attr-defined]
 
 
 def test_a_master_killed_and_its_lagging_replica_promoted_leaves_exact_counts(
@@ -125,9 +128,7 @@ def test_a_master_killed_and_its_lagging_replica_promoted_leaves_exact_counts(
              what="the replica promoted")
     victim.start()  # it rejoins as the new master's replica
     cluster.wait_ok()
-    caught_up(dep, 120)
-    judged(dep, MODELS, boundary)
-    assert_exact(dep, truth, [worker.web_port])  # type: ignore[attr-defined]
+    counted_exactly(dep, truth, boundary, [worker.web_port])  # type: ignore[attr-defined]
 
 
 # --- slots moving while traffic flows -----------------------------------------------------------------------------
@@ -147,9 +148,7 @@ def test_slots_resharded_while_a_backlog_is_applied_leave_exact_counts(
         assert moved >= 5, moved  # its meta, progress record, contexts, windows, ...: half moved for a while
         cluster.reshard(source, target, slots - 1)
         wait_for(lambda: cluster.slots_of(source) == 0, 30, 0.2, what="every slot moved")
-        caught_up(dep, 120)
-        judged(dep, MODELS, boundary)
-        assert_exact(dep, truth, [worker.web_port])  # type: ignore[attr-defined]
+        counted_exactly(dep, truth, boundary, [worker.web_port])  # type: ignore[attr-defined]
     finally:
         cluster.reshard(target, source, slots)  # the next test finds the buckets on every master again
 
