@@ -39,7 +39,9 @@ class FeaturePlan:
 
     # model -> its tracked names (the apply script counts their values)
     tracked: dict[str, frozenset[str]] = field(default_factory=dict)
-    distinct: dict[str, set[str]] = field(default_factory=dict)
+    # HLL key -> its elements, as bytes: redis-py passes bytes through where each str costs it an encoding step,
+    # and a batch carries an element per distinct value (the largest part of packing the apply pipeline)
+    distinct: dict[str, set[bytes]] = field(default_factory=dict)
     ttl: dict[str, int] = field(default_factory=dict)
     untracked: dict[str, int] = field(default_factory=dict)  # model -> feature values not tracked (over the cap)
 
@@ -103,7 +105,7 @@ class FeatureStore:
                 distinct = {v for fx in values if (v := fx.get(name)) is not None}
                 if distinct:
                     hll = keys.feature_distinct(model, start, name)
-                    plan.distinct[hll] = {"s:" + cut(v) if isinstance(v, str) else "n:" + repr(float(v))
+                    plan.distinct[hll] = {b"s:" + cut(v).encode() if isinstance(v, str) else b"n:%r" % float(v)
                                           for v in distinct}
                     plan.ttl[hll] = ttl
         return plan
