@@ -1,6 +1,6 @@
 """A bare Faust agent that only counts events: Faust's own floor, run as its own process like a worker.
 
-`python -m bench.faust_count BROKER TOPIC GROUP EXPECT MODE [LOOP]` prints one JSON line
+`python -m bench.faust_count BROKER TOPIC GROUP EXPECT MODE LOOP GC_THRESHOLD DATADIR` prints one JSON line
 `{"n": .., "first_n": .., "first": .., "last": ..}` (perf_counter seconds) once EXPECT events were seen.
 MODE `event` iterates the stream one event at a time; `take` uses `stream.take(1000, within=0.05)`.
 """
@@ -11,9 +11,7 @@ import asyncio
 import gc
 import os
 import sys
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import faust
@@ -24,8 +22,8 @@ from bench.group import HEARTBEAT_INTERVAL_S, SESSION_TIMEOUT_S
 
 def main(argv: list[str]) -> None:
     broker, topic_name, group, expect_s, mode = argv[:5]
-    loop_kind = argv[5] if len(argv) > 5 else "asyncio"
-    gc_threshold = int(argv[6]) if len(argv) > 6 else 0  # 0: CPython's default collector settings
+    loop_kind, gc_threshold_s, datadir = argv[5:8]
+    gc_threshold = int(gc_threshold_s)  # 0: CPython's default collector settings
     expect = int(expect_s)
     if loop_kind == "uvloop":
         import uvloop
@@ -34,7 +32,7 @@ def main(argv: list[str]) -> None:
     # Same group timing as trustgap's bench worker (bench/group.py says why these values).
     app = faust.App(group, broker=broker, value_serializer="raw", key_serializer="raw", store="memory://",
                     broker_session_timeout=SESSION_TIMEOUT_S, broker_heartbeat_interval=HEARTBEAT_INTERVAL_S,
-                    web_enabled=False, topic_partitions=4, datadir=str(Path(tempfile.gettempdir()) / f"{group}-data"))
+                    web_enabled=False, topic_partitions=4, datadir=datadir)
     topic = app.topic(topic_name, key_type=bytes, value_type=bytes)
     seen: dict[str, Any] = {"n": 0, "first": None, "first_n": 0}
 

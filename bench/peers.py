@@ -69,7 +69,7 @@ def faust_counter(stack: StackInfo, topic: str, expect: int, mode: str, loop: st
     """The bare Faust counting agent in its own process, like a worker (gc_threshold 0: CPython's defaults)."""
     group = f"bench-faust-{uuid.uuid4().hex[:8]}"
     return _counted(group, [sys.executable, "-m", "bench.faust_count", stack.broker_url, topic, group, str(expect),
-                            mode, loop, str(gc_threshold)], logdir)
+                            mode, loop, str(gc_threshold), str(logdir / f"{group}-data")], logdir)
 
 
 def quix_missing() -> str | None:
