@@ -35,6 +35,17 @@ Choice of test, for a reviewer:
   p-value is its Holm-adjusted one times L (capped at 1), compared with alpha. Measured on stationary data
   (tests/test_detect.py, scripts/detection_report.py) the share of windows with any false candidate at any look
   stays well under alpha: the looks overlap, so the union bound is loose.
+- A segment value's share of the model's predictions (segment_shift) is not a binomial sample from window to
+  window: who arrives moves with the hour and the weekday, so the baseline windows' shares scatter far more than
+  binomial noise allows, and an exact test against the pooled share would flag every evening. `share_rise` is
+  the quasi-binomial test (McCullagh & Nelder): the logistic model of the baseline windows and the current one
+  (an intercept and a "this window" indicator), its variance scaled by the Pearson dispersion of the baseline
+  windows around their pooled share, a Wald statistic on the indicator referred to Student's t with the
+  residual degrees of freedom (baseline windows - 1); it is the p-value statsmodels' GLM gives with
+  `scale="X2"` and `use_t=True` (tests/test_stats.py pins it). Binomial noise alone makes the dispersion ~1,
+  where the logistic Wald test is optimistic far in the tail; so the decisive p-value is the larger of that and
+  Fisher's exact one (each must reject: the intersection-union rule). A value never seen in the baseline has no
+  spread to measure: its share (with every other new value of the dimension) gets the exact test alone.
 Normal tails use math.erfc (exact to double precision) rather than scipy, to keep a window's evaluation in
 microseconds; the tests pin every figure against scipy.
 """
@@ -43,8 +54,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 
+from scipy.special import stdtr, stdtrit
 from scipy.stats import hypergeom
 
 _SQRT2 = math.sqrt(2.0)
@@ -148,3 +161,50 @@ def holm(pvalues: Sequence[float]) -> list[float]:
         running = max(running, min(1.0, (m - rank) * pvalues[i]))
         adjusted[i] = running
     return adjusted
+
+
+@dataclass(frozen=True, slots=True)
+class ShareTest:
+    """A share's rise over its baseline windows (`share_rise`): the decisive p-value, the quasi-binomial one, the
+    Pearson dispersion of the baseline windows and the test's degrees of freedom."""
+
+    p: float
+    p_quasi: float
+    dispersion: float
+    df: int
+
+
+def share_rise(k: int, n: int, windows: Sequence[tuple[int, int]]) -> ShareTest:
+    """One-sided test that the share k/n is above the share of the baseline `windows` ((k_i, n_i) each), with their
+    window-to-window spread (see the module docstring). Needs two or more baseline windows with trials."""
+    windows = [(bk, bn) for bk, bn in windows if bn > 0]
+    bk, bn = sum(w[0] for w in windows), sum(w[1] for w in windows)
+    df = len(windows) - 1
+    if df < 1 or n <= 0:
+        raise ValueError("share_rise needs a current window and two or more baseline windows with trials")
+    exact = rise_pvalue(k, n, bk, bn)
+    p0, share = bk / bn, k / n
+    if bk in (0, bn) or k == 0:  # no spread to measure, or nothing in the window: the exact test alone
+        return ShareTest(exact, exact, 1.0, df)
+    dispersion = sum((wk - wn * p0) ** 2 / (wn * p0 * (1 - p0)) for wk, wn in windows) / df
+    if k == n:  # the logit of a share of 1 is infinite: as far in the tail as the data can go
+        return ShareTest(exact, 0.0, dispersion, df)
+    var = dispersion * (1 / (n * share * (1 - share)) + 1 / (bn * p0 * (1 - p0)))
+    if var <= 0:  # every baseline window exactly at the pooled share: nothing scatters
+        return ShareTest(exact, exact, dispersion, df)
+    t = (math.log(share / (1 - share)) - math.log(p0 / (1 - p0))) / math.sqrt(var)
+    quasi = float(stdtr(df, -t))  # P(T > t)
+    return ShareTest(max(exact, quasi), quasi, dispersion, df)
+
+
+def share_interval(k: int, n: int, windows: Sequence[tuple[int, int]], dispersion: float, df: int,
+                   confidence: float) -> tuple[float, float]:
+    """Interval of a share's gap over its baseline windows' pooled share: Newcombe's, widened by the dispersion's
+    square root and Student's t quantile where the baseline windows scatter more than binomial noise."""
+    bk, bn = sum(w[0] for w in windows), sum(w[1] for w in windows)
+    lo, hi = newcombe(k, n, bk, bn, confidence)
+    if dispersion <= 1:
+        return lo, hi
+    gap = k / n - bk / bn
+    widen = math.sqrt(dispersion) * float(stdtrit(df, 1 - (1 - confidence) / 2)) / normal_isf((1 - confidence) / 2)
+    return gap - (gap - lo) * widen, gap + (hi - gap) * widen

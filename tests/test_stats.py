@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
+import statsmodels.api as sm
 from scipy import stats as ss
 
 from stream import stats
@@ -87,3 +89,49 @@ def test_difference_in_differences_rise_by_hand() -> None:
 ])
 def test_holm_adjusted_pvalues(pvalues: list[float], adjusted: list[float]) -> None:
     assert stats.holm(pvalues) == pytest.approx(adjusted)
+
+
+# (k, n) of the current window, then the baseline windows'
+SHARES = [
+    ((480, 1000), [(20, 1000), (25, 1000), (15, 900), (30, 1100)]),             # a new cohort: far above
+    ((60, 1000), [(20, 1000), (60, 1000), (15, 900), (90, 1100), (40, 950)]),   # inside a wide day-night swing
+    ((140, 1000), [(100, 1000), (96, 1010), (104, 990), (99, 1000)] * 6),       # binomial scatter, 24 windows
+    ((30, 400), [(20, 1000), (25, 1000), (15, 900)]),                           # a small rise
+]
+
+
+@pytest.mark.parametrize("current,windows", SHARES)
+def test_share_rise_is_statsmodels_quasi_binomial_glm(current: tuple[int, int],
+                                                      windows: list[tuple[int, int]]) -> None:
+    k, n = current
+    rows = [*windows, current]
+    # shares weighted by their trials: the form whose Pearson chi-square is the binomial one
+    shares, trials = np.array([a / b for a, b in rows]), np.array([b for _, b in rows], dtype=float)
+    exog = np.column_stack([np.ones(len(rows)), [0] * len(windows) + [1]])
+    fit = sm.GLM(shares, exog, family=sm.families.Binomial(), var_weights=trials).fit(scale="X2", use_t=True)
+    expected = ss.t.sf(fit.tvalues[1], fit.df_resid)  # one-sided: the share rose
+    got = stats.share_rise(k, n, windows)
+    assert got.df == fit.df_resid
+    assert got.dispersion == pytest.approx(fit.scale, rel=1e-9)
+    assert got.p_quasi == pytest.approx(expected, rel=1e-6, abs=1e-300)
+    # the decisive p-value also needs Fisher's exact test to reject
+    fisher = ss.fisher_exact([[k, n - k], [sum(w[0] for w in windows), sum(w[1] - w[0] for w in windows)]],
+                             alternative="greater").pvalue
+    assert got.p == pytest.approx(max(expected, fisher), rel=1e-6, abs=1e-300)
+
+
+def test_share_rise_of_a_value_never_seen_is_the_exact_test() -> None:
+    got = stats.share_rise(50, 1000, [(0, 1000), (0, 900), (0, 1100)])
+    assert got.p == got.p_quasi == pytest.approx(
+        ss.fisher_exact([[50, 950], [0, 3000]], alternative="greater").pvalue, rel=1e-9)
+    with pytest.raises(ValueError):
+        stats.share_rise(50, 1000, [(3, 1000)])  # one baseline window: no spread to measure
+
+
+def test_share_interval_widens_with_the_dispersion() -> None:
+    windows = [(20, 1000), (60, 1000), (15, 900), (90, 1100), (40, 950)]
+    test = stats.share_rise(120, 1000, windows)
+    lo, hi = stats.share_interval(120, 1000, windows, test.dispersion, test.df, 0.99)
+    nlo, nhi = stats.newcombe(120, 1000, sum(w[0] for w in windows), sum(w[1] for w in windows), 0.99)
+    assert test.dispersion > 10 and lo < nlo and hi > nhi
+    assert stats.share_interval(120, 1000, windows, 0.8, test.df, 0.99) == (nlo, nhi)
