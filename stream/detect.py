@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
-from . import stats
+from . import segments, stats
 from .events import AlertWindow, AlignmentAlert, Annotation, Recommendation, Signal
 from .settings import ModelSettings
 from .times import epoch_ms, from_ms
@@ -45,9 +45,10 @@ RATE_SIGNALS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 }
 PROXY_RATE = (("m:proxy",), ("o:proxy",))
 SIGNALS: tuple[Signal, ...] = ("override_rate", "outcome_mismatch", "proxy_divergence")
-# the signals each follow-up kind's looks test, and the counter prefixes of that kind
-KIND_SIGNALS: dict[str, tuple[Signal, ...]] = {"a": ("override_rate",),
+# the signals each look kind tests: the predictions' look ('n') the segment shares, each follow-up kind's its rates
+KIND_SIGNALS: dict[str, tuple[Signal, ...]] = {"n": ("segment_shift",), "a": ("override_rate",),
                                                "o": ("outcome_mismatch", "proxy_divergence")}
+ORDER: dict[str, int] = {s: i for i, s in enumerate((*SIGNALS, "segment_shift"))}  # signal-major, as alerts go
 KIND_COUNTERS: dict[str, tuple[str, ...]] = {"a": ("a:",), "o": ("o:", "m:")}
 # rates exported as metrics (the proxy's own mismatch rate shows what proxy_divergence compares)
 EXPORTED_RATES = {**RATE_SIGNALS, "proxy_mismatch": PROXY_RATE}
@@ -173,7 +174,10 @@ class Measure:
         return self.gap * self.n
 
     def interval(self, confidence: float) -> tuple[float, float]:
-        """Interval of the gap: Newcombe for a rate, Wald for the proxy difference-in-differences."""
+        """Interval of the gap: Newcombe for a rate, Wald for the proxy difference-in-differences, for a segment
+        share Newcombe widened by its baseline windows' spread (segments.Share)."""
+        if self.signal == "segment_shift":
+            return cast(segments.Share, self.raw[0]).interval(confidence)
         if self.signal == "proxy_divergence":
             t, q, t0, q0 = self.raw
             return stats.did_rise(t, q, t0, q0, confidence)[2]
@@ -351,6 +355,9 @@ def recommend(signal: str, scope: str, classification: str, ctx: Context,
     if classification == "transient":
         return "exclude_window_from_training", "too short to be sustained so far: a blip; keep this window out " \
                                                "of training data"
+    if signal == "segment_shift":
+        return "review_segments", ("who the model sees changed, not how it decides: re-segment or redefine the "
+                                   "modelling universe before retraining on this mix")
     if signal == "proxy_divergence":
         return "review_objective", ("the proxy improved against its baseline relationship with the truth while the "
                                     "truth did not: the model is optimising the proxy; review the objective")
@@ -401,19 +408,18 @@ class Look:
     looks: int
 
 
-WHOLE = Look(("a", "o"), 1 << 30, 0, True, 1)
+WHOLE = Look(("n", "a", "o"), 1 << 30, 0, True, 1)
 """One look at every signal on all the window's counts: a window judged once, complete (`evaluate` without a
 stage; the tests of the decision rules and tools that judge finished windows use it)."""
 
 
-def look_of(stage: Stage | None, ms: ModelSettings) -> Look | None:
-    """The look a stage takes (None for 'n': predictions carry no rate test); WHOLE without a stage."""
+def look_of(stage: Stage | None, ms: ModelSettings) -> Look:
+    """The look a stage takes: at 'n' (the window's predictions, complete) the segment shares, at a follow-up
+    checkpoint its kind's rates; WHOLE without a stage. A window's looks are its follow-up checkpoints and 'n'."""
     if stage is None:
         return WHOLE
-    if stage.kind == "n":
-        return None
     return Look((stage.kind,), stage.index, stage.age_ms, stage.final,
-                len(ms.checkpoints_ms("a")) + len(ms.checkpoints_ms("o")))
+                len(ms.checkpoints_ms("a")) + len(ms.checkpoints_ms("o")) + 1)
 
 
 def evaluate(model: str, window: Window, counts: Mapping[tuple[str, str, str], int], history: Sequence[Summary],
@@ -427,9 +433,6 @@ def evaluate(model: str, window: Window, counts: Mapping[tuple[str, str, str], i
     excluded = set(own.excluded) if own else set()
     done = own.decided if own else frozenset()
     look = look_of(stage, ms)
-    if look is None:
-        return Evaluation(Summary(summary.start, summary.end, summary.version, summary.scopes, frozenset(excluded),
-                                  done), state, [])
     baseline = sorted((h for h in history if h.start < window.start), key=lambda s: s.start)[-ms.baseline_windows:]
     measures, overlapping = _measure_all(summary, baseline, annotations, window, look, ms)
     excluded |= {k for k, a in overlapping.items() if a}
@@ -476,6 +479,13 @@ def _measure_all(summary: Summary, baseline_windows: Sequence[Summary], annotati
     measures: dict[str, Measure] = {}
     overlapping: dict[str, list[Annotation]] = {}
     for kind in look.kinds:
+        if kind == "n":
+            for key, share in segments.measure_all(summary.scopes, [(h.excluded, h.scopes) for h in baseline_windows],
+                                                   ms).items():
+                measures[key] = Measure("segment_shift", share.scope, share.share, share.baseline, share.n,
+                                        share.baseline_n, len(share.windows), share.test.p, True, (share,))
+                overlapping[key] = [a for a in annotations if _covers(a, window, share)]
+            continue
         for scope in scopes:
             current = at_look(summary.scopes.get(scope, {}), kind, look.index)
             looked = [(h.excluded, at_look(h.scopes.get(scope, {}), kind, look.index)) for h in baseline_windows]
@@ -485,9 +495,24 @@ def _measure_all(summary: Summary, baseline_windows: Sequence[Summary], annotati
                 m = measure(signal, scope, current, [c for excluded, c in looked if key not in excluded], ms)
                 if m is not None:
                     measures[key] = m
-    order: dict[str, int] = {s: i for i, s in enumerate(SIGNALS)}  # signal-major, the order alerts always had
-    keys = sorted(measures, key=lambda k: (order[k.split("|", 1)[0]], scopes.index(k.split("|", 1)[1])))
-    return {k: measures[k] for k in keys}, overlapping
+    position = {scope: i for i, scope in enumerate(scopes)}  # a dimension's never-seen values go after its scopes
+
+    def order(key: str) -> tuple[int, int, str]:
+        signal, scope = key.split("|", 1)
+        return ORDER[signal], position.get(scope, len(position)), scope
+    return {k: measures[k] for k in sorted(measures, key=order)}, overlapping
+
+
+def _covers(a: Annotation, window: Window, share: segments.Share) -> bool:
+    """Whether an annotation explains a segment share: it overlaps the window and names no segment, or the value
+    itself; for the never-seen values together, one of them."""
+    if not _overlaps(a, window, ""):
+        return False
+    if not a.segment:
+        return True
+    if share.value == segments.NEW:
+        return a.segment.get(share.dimension) in {v for v, _ in share.new_values}
+    return a.segment.get(share.dimension) == share.value
 
 
 def _advance(state: State, measures: Mapping[str, Measure], candidates: set[str],
@@ -497,8 +522,9 @@ def _advance(state: State, measures: Mapping[str, Measure], candidates: set[str]
     a candidate, or clean (gap under min_gap / 2). Returns the new state, the (key, status, classification)
     changes to publish and the keys decided. An untested or undecided key holds (no data is no evidence); at the
     final look a key still shifted by min_gap / 2 keeps a sustained alert from counting towards its resolution.
-    A window's key joins `excluded` when it is decided inside a sustained (or expected) alert, or stays undecided
-    to the end of one: exclusion is settled with the window's decision, never by a later window's."""
+    A window's key joins `excluded` when it is decided inside a sustained (or expected) alert (a segment share's
+    already as a candidate), or stays undecided to the end of one: exclusion is settled with the window's
+    decision, never by a later window's."""
     new = State({k: Track(t.streak, t.clean, t.status, t.recommendation) for k, t in state.tracks.items()})
     news: list[tuple[str, str, str]] = []
     decided: set[str] = set()
@@ -511,8 +537,12 @@ def _advance(state: State, measures: Mapping[str, Measure], candidates: set[str]
             change = step(track, key in candidates, bool(overlapping[key]), ms, m.gap)
             if change:
                 news.append((key, *change))
-            if track.status in ("sustained", "expected"):
-                excluded.add(key)  # a shifted window must not become the baseline it is judged against
+            if track.status in ("sustained", "expected") or (key in candidates and m.signal == "segment_shift"):
+                # a shifted window must not become the baseline it is judged against. A rate's transient window
+                # stays in (one window moves a pooled rate little); a share's leaves at once: one window where a
+                # never-seen value was half the traffic would make it "seen", and the spread it adds to the
+                # baseline windows would hide the next ones
+                excluded.add(key)
         elif final and track.status == "sustained":
             track.clean = 0  # still shifted, if not significantly: not clean (the hysteresis of `step`)
             excluded.add(key)
@@ -545,7 +575,8 @@ def _concentrated(measures: Mapping[str, Measure], candidates: set[str], active:
 def _severity(signal: str, classification: str) -> str:
     if classification != "sustained":
         return "info"
-    return "ticket" if signal == "proxy_divergence" else "page"
+    # a changed objective or a changed population is work for the owners, not a pager
+    return "ticket" if signal in ("proxy_divergence", "segment_shift") else "page"
 
 
 def age_text(age_ms: int) -> str:
@@ -564,9 +595,11 @@ def _diagnosis(m: Measure, p_adj: float, tests: int, look: Look, track: Track, c
         (tk, tn), (qk, qn), (tk0, tn0), (qk0, qn0) = m.raw
         what = (f"truth mismatch {tk / tn:.1%} vs proxy mismatch {qk / qn:.1%} (baseline {tk0 / tn0:.1%} vs "
                 f"{qk0 / qn0:.1%}); their difference")
-    # a staged look names the age its counts stand at: the baseline windows are taken at the same age
-    at = "" if look is WHOLE else f"at age {age_text(look.age_ms)} (follow-ups within {age_text(look.age_ms)} " \
-        "of their prediction): "
+    elif m.signal == "segment_shift":
+        what = f"share of predictions in {m.scope}"
+    # a staged follow-up look names the age its counts stand at: the baseline windows are taken at the same age
+    at = "" if look is WHOLE or look.kinds == ("n",) else \
+        f"at age {age_text(look.age_ms)} (follow-ups within {age_text(look.age_ms)} of their prediction): "
     over = f"{tests} tests" if look.looks == 1 else f"{tests} tests at this look, x{look.looks} looks"
     lines = [f"{at}{what} {m.observed:.1%} vs baseline {m.baseline:.1%} over {m.windows} windows "
              f"(n={m.n}, baseline n={m.baseline_n}): gap {m.gap:+.1%}, {1 - ms.alpha:.0%} interval "
@@ -575,6 +608,8 @@ def _diagnosis(m: Measure, p_adj: float, tests: int, look: Look, track: Track, c
         lines.append(f"{track.streak} consecutive windows (persistence {ms.persistence})")
     elif classification == "transient":
         lines.append(f"{track.streak} consecutive window(s), {ms.persistence} make it sustained")
+    if m.signal == "segment_shift" and status == "firing":
+        lines.append(cast(segments.Share, m.raw[0]).describe())
     if not m.scope and status == "firing":
         c = concentration(m, {x.scope: x for x in measures.values() if x.signal == m.signal and x.scope})
         if c is not None:

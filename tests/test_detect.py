@@ -231,7 +231,7 @@ def test_a_key_is_decided_once_per_window_at_its_first_deciding_look() -> None:
     assert evs[-1][2].summary.decided == {"override_rate|"}
     first = next(a for _, _, e in evs for a in e.alerts)
     assert first.diagnosis[0].startswith("at age 1h ")
-    assert "x6 looks" in first.diagnosis[0]  # three action looks and three outcome looks
+    assert "x7 looks" in first.diagnosis[0]  # three action looks, three outcome looks and the predictions' one
 
 
 def test_a_key_too_thin_at_the_first_look_is_decided_at_a_later_one() -> None:
@@ -258,8 +258,8 @@ def test_the_p_value_is_corrected_over_the_windows_looks() -> None:
     m = detect.measure("override_rate", "", {"a:override": 60, "a:accept": 40},
                        [{"a:override": 10, "a:accept": 90}] * 8, LOOKS)
     assert m is not None
-    looks = len(LOOKS.checkpoints_ms("a")) + len(LOOKS.checkpoints_ms("o"))
-    assert alert.p_value == pytest.approx(min(1.0, m.p * looks))
+    looks = len(LOOKS.checkpoints_ms("a")) + len(LOOKS.checkpoints_ms("o")) + 1  # and the predictions' look
+    assert alert.p_value == pytest.approx(min(1.0, m.p * looks), rel=1e-9, abs=0)
 
 
 def test_the_predictions_stage_tests_no_rate() -> None:
@@ -273,7 +273,8 @@ def test_the_predictions_stage_tests_no_rate() -> None:
 # --- false alarms on stationary data ------------------------------------------------------------------------
 #
 # Bound: a model-window's family is every test at every one of its looks (stream.stats): Bonferroni over its five
-# follow-up looks, Holm within each, controls the family-wise error at alpha whatever the dependence between the
+# follow-up looks and its predictions' look (the shops' shares of the predictions, stream.segments), Holm within
+# each, controls the family-wise error at alpha whatever the dependence between the
 # looks and the overlapping scopes, so on stationary data at most alpha = 1% of windows may hold any candidate
 # (transient) at any look; a sustained alert needs `persistence` = 3 consecutive candidates of one key, which for
 # independent windows is ~alpha^3 per key-window: far below one in the 50 x 40 = 2,000 model-windows simulated
@@ -291,8 +292,8 @@ def _stationary_run(seed: int, ms: ModelSettings) -> tuple[int, int]:
     rng = np.random.default_rng(seed)
     windows = []
     for _ in range(WINDOWS):
-        n = rng.integers(80, 160, size=SCOPES)
-        scopes: dict[str, dict[str, int]] = {f"shop={s}": {} for s in range(SCOPES)}
+        n = rng.integers(80, 160, size=SCOPES)  # each shop's predictions: shares that scatter beyond binomial noise
+        scopes: dict[str, dict[str, int]] = {f"shop={s}": {"n": int(n[s])} for s in range(SCOPES)}
         for p, num, den, kind in ((0.1, "a:override", "a:accept", "a"), (0.1, "m:truth", "o:truth", "o"),
                                   (0.3, "m:proxy", "o:proxy", "o")):
             looks = len(ms.checkpoints_ms(kind))  # type: ignore[arg-type]
@@ -328,6 +329,19 @@ def test_stationary_data_stays_under_the_false_alarm_bound() -> None:
 def test_without_the_multiple_testing_correction_the_bound_is_broken(monkeypatch: pytest.MonkeyPatch) -> None:
     # proves the property test can fail: 75 uncorrected tests per window at 1% each
     monkeypatch.setattr(stats, "holm", lambda ps: list(ps))
+    results = [_stationary_run(seed, STATIONARY) for seed in range(10)]
+    windows = 10 * WINDOWS
+    assert sum(r[0] for r in results) > windows * 0.01 + 3 * (windows * 0.01 * 0.99) ** 0.5
+
+
+def test_without_the_shares_spread_the_bound_is_broken(monkeypatch: pytest.MonkeyPatch) -> None:
+    # proves the shops' share tests run in the property test, and that their window-to-window spread is what
+    # keeps them quiet: the same shares tested as binomial samples (Fisher's exact test alone) break the bound
+    def exact_only(k: int, n: int, windows: list[tuple[int, int]]) -> stats.ShareTest:
+        p = stats.rise_pvalue(k, n, sum(w[0] for w in windows), sum(w[1] for w in windows))
+        return stats.ShareTest(p, p, 1.0, len(windows) - 1)
+
+    monkeypatch.setattr(stats, "share_rise", exact_only)
     results = [_stationary_run(seed, STATIONARY) for seed in range(10)]
     windows = 10 * WINDOWS
     assert sum(r[0] for r in results) > windows * 0.01 + 3 * (windows * 0.01 * 0.99) ** 0.5
