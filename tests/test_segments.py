@@ -126,4 +126,4 @@ def test_the_shares_join_the_windows_family() -> None:
     adjusted = dict(zip(measured, stats.holm([m.test.p for m in measured.values()]), strict=True))
     key = f"segment_shift|channel={segments.NEW}"
     assert alert.p_value == pytest.approx(adjusted[key], rel=1e-9, abs=0)
-    assert alert.p_value > measured[key].test.p
+    assert alert.p_value is not None and alert.p_value > measured[key].test.p
