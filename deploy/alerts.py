@@ -41,11 +41,12 @@ FOR: dict[str, str] = {
     "degraded": "5m",
 }
 
-# Rate signals that trustgap can page on; the alert's severity comes from trustgap itself.
+# Signals tested against a baseline that trustgap can alert on; the alert's severity comes from trustgap itself.
 GAP_SIGNALS: dict[str, str] = {
     "override_rate": "TrustgapOverrideRateGap",
     "outcome_mismatch": "TrustgapOutcomeMismatchGap",
     "proxy_divergence": "TrustgapProxyDivergenceGap",
+    "segment_shift": "TrustgapSegmentShift",
 }
 
 

@@ -58,7 +58,7 @@ def model_variable(multi: bool) -> dash.QueryVariable:
 # --- overview panels ------------------------------------------------------------------------------------------
 
 def rate_vs_baseline() -> timeseries.Panel:
-    sel = 'model=~"$model"'
+    sel = 'model=~"$model", signal!="segment_shift"'
     return series("Window rate vs baseline", "percentunit",
                   query(f"max by (model, signal, scope) (trustgap_window_rate{{{sel}}})",
                         "{{model}} {{signal}} {{scope}}"),
@@ -155,16 +155,26 @@ def overview() -> dash.Dashboard:
 # --- model drill-down panels ----------------------------------------------------------------------------------
 
 def by_scope(dimension: str, scopes: str) -> timeseries.Panel:
-    sel = f'model="$model", {scopes}'
+    sel = f'model="$model", signal!="segment_shift", {scopes}'
     return series(f"Rates by {dimension}", "percentunit",
                   query(f"max by (signal, scope) (trustgap_window_rate{{{sel}}})", "{{signal}} {{scope}}"),
                   query(f"max by (signal, scope) (trustgap_baseline_rate{{{sel}}})", "{{signal}} {{scope}} baseline"),
                   span=12)
 
 
+def shares(scopes: str) -> timeseries.Panel:
+    sel = f'model="$model", signal="segment_shift", {scopes}'
+    return series("Share of the predictions by segment", "percentunit",
+                  query(f"max by (scope) (trustgap_window_rate{{{sel}}})", "{{scope}}"),
+                  query(f"max by (scope) (trustgap_baseline_rate{{{sel}}})", "{{scope}} baseline"),
+                  span=24, description="Each segment value's share of the newest judged window's predictions; "
+                  "a baseline line appears for the values segment_shift alerted on (dimension=*new*: the values "
+                  "never seen in the baseline, together).")
+
+
 def samples(dimension: str, scopes: str) -> timeseries.Panel:
     return series(f"Trials per window by {dimension}", "none", query(
-        f'max by (signal, scope) (trustgap_window_samples{{model="$model", {scopes}}})',
+        f'max by (signal, scope) (trustgap_window_samples{{model="$model", signal!="segment_shift", {scopes}}})',
         "{{signal}} {{scope}}"), span=12, description="How many actions/outcomes the newest judged window's rate "
         "rests on: thin scopes are not tested.")
 
@@ -207,6 +217,7 @@ def model_detail() -> dash.Dashboard:
             .with_panel(by_scope("band", BANDS)).with_panel(samples("band", BANDS))
             .with_row(dash.Row("By segment"))
             .with_panel(by_scope("segment", SEGMENTS)).with_panel(samples("segment", SEGMENTS))
+            .with_panel(shares(SEGMENTS))
             .with_row(dash.Row("Evaluation"))
             .with_panel(windows_evaluated()).with_panel(alerts_published()))
 

@@ -15,7 +15,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from . import detect, features
+from . import detect, features, segments
 from .events import AlignmentAlert, Annotation
 from .judge import Closed, Memory, Verdict, decode, judge
 from .partitions import confirm_idle, event_partitions, export_lag
@@ -152,14 +152,13 @@ async def commit(rt: Runtime, model: str, cursor: str, due: Due, verdict: Verdic
 
 
 def export(rt: Runtime, model: str, due: Due, verdict: Verdict, before: Memory) -> None:
-    """Export a committed stage's metrics: feature health and the window count at stage 'n', the rates of the
-    signals it judged and their alerts at the others."""
+    """Export a committed stage's metrics: feature health, the window count and the segment shares at stage 'n',
+    the rates of the signals it judged at the others, and the alerts of each."""
     if due.stage.kind == "n":
         rt.metrics.windows.labels(model).inc()
         rt.metrics.closed.labels(model).set(due.window.end / 1000)
         export_features(rt, model, verdict.feature, before.feature)
-    else:
-        export_rates(rt, model, due, verdict.rate)
+    export_rates(rt, model, due, verdict.rate)
 
 
 def export_features(rt: Runtime, model: str, result: features.Evaluation, before: features.State) -> None:
@@ -176,8 +175,8 @@ def export_features(rt: Runtime, model: str, result: features.Evaluation, before
 
 
 def export_rates(rt: Runtime, model: str, due: Due, result: detect.Evaluation) -> None:
-    """The rates the stage judged per scope (at its checkpoint's age), and the baselines and lifetimes of its
-    alerts.
+    """The rates the stage judged per scope (at its checkpoint's age; at 'n' each segment value's share of the
+    predictions, as the rate of `segment_shift`), and the baselines and lifetimes of its alerts.
 
     The rate and baseline gauges show the newest window judged for the signal, at its latest look: a later
     checkpoint of an older window (judged after the first look at newer ones) must not put its rate next to a
@@ -192,11 +191,21 @@ def export_rates(rt: Runtime, model: str, due: Due, result: detect.Evaluation) -
         scope = ",".join(f"{k}={v}" for k, v in alert.scope.items()) or "all"
         if newest:
             m.baseline.labels(model, alert.signal, scope).set(alert.baseline)
+            if alert.signal == segments.SIGNAL:  # a dimension's never-seen values have no counter to read it from
+                m.rate.labels(model, alert.signal, scope).set(alert.observed)
         labels = (model, alert.signal, scope, alert.classification, alert.severity, alert.recommendation)
         # Only sustained alerts have a lifetime (firing .. resolved); transient and expected are one-off news.
         if alert.classification == "sustained":
             m.alert_active.labels(*labels).set(1 if alert.status == "firing" else 0)
     if not newest:
+        return
+    if due.stage.kind == "n":
+        total = result.summary.scopes.get("", {}).get("n", 0)
+        for dim, values in segments.dimensions(result.summary.scopes).items():
+            for value, k in values.items():
+                if total:
+                    m.rate.labels(model, segments.SIGNAL, f"{dim}={value}").set(k / total)
+                    m.samples.labels(model, segments.SIGNAL, f"{dim}={value}").set(total)
         return
     for scope, raw in result.summary.scopes.items():
         counts = detect.at_look(raw, due.stage.kind, due.stage.index)

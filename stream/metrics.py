@@ -32,7 +32,8 @@ class Metrics:
         self.orphans = Counter("trustgap_orphaned_events", "Actions/outcomes whose prediction never arrived",
                                ["kind"], registry=r)
         self.rate = Gauge("trustgap_window_rate", "Rate in the newest window judged for the signal, at its latest "
-                          "look", ["model", "signal", "scope"], registry=r)
+                          "look (segment_shift: the scope's share of the window's predictions)",
+                          ["model", "signal", "scope"], registry=r)
         self.baseline = Gauge("trustgap_baseline_rate", "Baseline the newest judged window's alert was compared "
                               "with", ["model", "signal", "scope"], registry=r)
         self.samples = Gauge("trustgap_window_samples", "Trials behind trustgap_window_rate",
