@@ -43,6 +43,8 @@ class Behaviour:
 
 
 Scenario = Callable[[float, dict[str, str], str], Behaviour]
+Mix = Callable[[random.Random, float], dict[str, str]]
+"""Who arrives: a prediction's segment drawn for a moment (hours since the start)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +65,7 @@ class Plan:
     annotations: tuple[dict[str, Any], ...] = ()  # Annotation bodies without schema_version/event_id/model
     expect: str = ""  # what trustgap should say, for the README, the tests and the detection report
     delays: Delays = Delays()
+    mix: Mix | None = None  # None: every region and channel equally likely, all run long
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +171,20 @@ def blip(total_hours: float, start: datetime) -> Plan:
                        "sustained alert")
 
 
+def cohort_shift(total_hours: float, start: datetime) -> Plan:
+    """From 70% of the run on, a partner campaign brings new customers through a channel never seen before, 45% of
+    the traffic; they are decided as well as everyone else: only who the model sees changed."""
+    change = _hour_after(start, 0.7 * total_hours)
+
+    def mix(rng: random.Random, hours: float) -> dict[str, str]:
+        region = rng.choice(REGIONS)
+        if hours >= change and rng.random() < 0.45:
+            return {"region": region, "channel": "campaign"}
+        return {"region": region, "channel": rng.choice(CHANNELS)}
+    return Plan(quiet, change, expect="segment_shift sustained (ticket) for channel=*new* naming channel=campaign "
+                "-> review_segments; no rate alert", mix=mix)
+
+
 DAY = 86400
 
 
@@ -203,6 +220,7 @@ SCENARIOS: dict[str, Callable[[float, datetime], Plan]] = {
     "feature_rescale": feature_rescale,
     "flash_sale": flash_sale,
     "slow_claims": slow_claims,
+    "cohort_shift": cohort_shift,
 }
 
 PROFILES: dict[str, Profile] = {
@@ -278,7 +296,8 @@ def generate(scenario: str, days: float = 30.0, rate: float = 120.0, seed: int =
     while t < end:
         t += timedelta(seconds=rng.expovariate(1.0) * step.total_seconds())
         hours = (t - start).total_seconds() / 3600
-        segment = {"region": rng.choice(REGIONS), "channel": rng.choice(CHANNELS)}
+        segment = layout.mix(rng, hours) if layout.mix else {"region": rng.choice(REGIONS),
+                                                             "channel": rng.choice(CHANNELS)}
         score = rng.random()
         band = next(name for cut, name in BANDS if score < cut)
         b = behave(hours, segment, band)

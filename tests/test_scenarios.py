@@ -42,6 +42,7 @@ STORY: dict[str, tuple[set[tuple[str, str, str]], set[str], set[str]]] = {
     "blip": (set(), {"transient"}, {"sustained"}),
     "flash_sale": (set(), {"transient"}, {"sustained", "expected"}),
     "slow_claims": ({("outcome_mismatch", "retrain_candidate", "page")}, {"sustained"}, set()),
+    "cohort_shift": (set(), {"sustained"}, {"expected"}),
 }
 
 
@@ -67,6 +68,14 @@ def check_story(scenario: str, alerts: list[dict[str, Any]]) -> None:
         days = sorted({a["window"]["start"] for a in alerts})
         assert len(days) == 2 and {a["signal"] for a in alerts} == {"override_rate", "outcome_mismatch"}
         assert {a["recommendation"] for a in alerts} == {"exclude_window_from_training"}
+    if scenario == "cohort_shift":
+        # one cause, one ticket: the never-seen channel, named, and no rate signal moved
+        sustained = [a for a in alerts if a["classification"] == "sustained" and a["status"] == "firing"]
+        assert [(a["signal"], a["scope"], a["recommendation"], a["severity"]) for a in sustained] == [
+            ("segment_shift", {"channel": "*new*"}, "review_segments", "ticket")]
+        assert any(d.startswith("values of channel never seen in the baseline went from 0% to 4")
+                   and "channel=campaign" in d for d in sustained[0]["diagnosis"])
+        assert {a["signal"] for a in alerts} == {"segment_shift"}
     if scenario == "slow_claims":
         # claims settle 1-6 days after the decision: nothing at age 1d, the first look with enough claims is 2d
         first = next(a for a in alerts if not a["scope"])
