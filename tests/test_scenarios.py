@@ -70,11 +70,11 @@ def check_story(scenario: str, alerts: list[dict[str, Any]]) -> None:
         assert {a["recommendation"] for a in alerts} == {"exclude_window_from_training"}
     if scenario == "cohort_shift":
         # one cause, one ticket: the never-seen channel, named, and no rate signal moved
-        sustained = [a for a in alerts if a["classification"] == "sustained" and a["status"] == "firing"]
-        assert [(a["signal"], a["scope"], a["recommendation"], a["severity"]) for a in sustained] == [
+        tickets = [a for a in alerts if a["classification"] == "sustained" and a["status"] == "firing"]
+        assert [(a["signal"], a["scope"], a["recommendation"], a["severity"]) for a in tickets] == [
             ("segment_shift", {"channel": "*new*"}, "review_segments", "ticket")]
         assert any(d.startswith("values of channel never seen in the baseline went from 0% to 4")
-                   and "channel=campaign" in d for d in sustained[0]["diagnosis"])
+                   and "channel=campaign" in d for d in tickets[0]["diagnosis"])
         assert {a["signal"] for a in alerts} == {"segment_shift"}
     if scenario == "slow_claims":
         # claims settle 1-6 days after the decision: nothing at age 1d, the first look with enough claims is 2d
