@@ -46,6 +46,16 @@ Choice of test, for a reviewer:
   where the logistic Wald test is optimistic far in the tail; so the decisive p-value is the larger of that and
   Fisher's exact one (each must reject: the intersection-union rule). A value never seen in the baseline has no
   spread to measure: its share (with every other new value of the dimension) gets the exact test alone.
+- A money value per prediction (outcome_value: claim amounts, revenue) is a ratio of a sum to a count, and the
+  sum is skewed: most outcomes are small, a few are huge, so one large claim moves a window's sum further than
+  any binomial or normal model of single values expects, and the spread differs from model to model.
+  `value_rise` is the quasi-Poisson test of the rate (value per prediction) with the predictions as exposure:
+  the log-linear model of the baseline windows' sums and the current one's, its variance scaled by the Pearson
+  dispersion of the baseline windows' sums around the pooled rate (which absorbs whatever skew and
+  window-to-window swing the money has), a Wald statistic on the log rate ratio referred to Student's t with
+  baseline windows - 1 degrees of freedom; statsmodels' GLM (Poisson family, `exposure`, `scale="X2"`,
+  `use_t=True`) gives the same p-value (tests/test_stats.py pins it). Only the sums per window are needed, so
+  Redis keeps one number per scope and checkpoint. Amounts must not be negative (a quasi-Poisson mean is not).
 Normal tails use math.erfc (exact to double precision) rather than scipy, to keep a window's evaluation in
 microseconds; the tests pin every figure against scipy.
 """
@@ -208,3 +218,37 @@ def share_interval(k: int, n: int, windows: Sequence[tuple[int, int]], dispersio
     gap = k / n - bk / bn
     widen = math.sqrt(dispersion) * float(stdtrit(df, 1 - (1 - confidence) / 2)) / normal_isf((1 - confidence) / 2)
     return gap - (gap - lo) * widen, gap + (hi - gap) * widen
+
+
+@dataclass(frozen=True, slots=True)
+class ValueTest:
+    """A value per prediction against its baseline windows (`value_rise`): the one-sided p-value in the direction
+    asked, the Pearson dispersion of the baseline windows' sums and the test's degrees of freedom."""
+
+    p: float
+    dispersion: float
+    df: int
+
+
+def value_rise(total: float, n: int, windows: Sequence[tuple[float, int]], higher: bool = True) -> ValueTest:
+    """One-sided quasi-Poisson test that the value per prediction `total / n` is above (`higher`) or below the
+    baseline `windows`' ((sum_i, n_i) each) pooled value per prediction (see the module docstring). Needs two or
+    more baseline windows with predictions and non-negative sums, their pooled sum above 0."""
+    windows = [(s, k) for s, k in windows if k > 0]
+    df = len(windows) - 1
+    base_total, base_n = sum(w[0] for w in windows), sum(w[1] for w in windows)
+    if df < 1 or n <= 0 or base_total <= 0 or total < 0 or any(s < 0 for s, _ in windows):
+        raise ValueError("value_rise needs a window, two or more baseline windows with predictions, and "
+                         "non-negative sums with a positive baseline")
+    rate0 = base_total / base_n
+    dispersion = sum((s - rate0 * k) ** 2 / (rate0 * k) for s, k in windows) / df
+    if total == 0:
+        # no value at all: the log rate ratio is -inf; the score statistic (observed minus expected, in the
+        # dispersion-scaled Poisson spread) stays finite
+        t = -math.sqrt(rate0 * n / dispersion) if dispersion > 0 else -math.inf
+    else:
+        var = dispersion * (1 / total + 1 / base_total)
+        ratio = math.log((total / n) / rate0)
+        t = ratio / math.sqrt(var) if var > 0 else math.copysign(math.inf, ratio) if ratio else 0.0
+    p = float(stdtr(df, -t)) if higher else float(stdtr(df, t))
+    return ValueTest(p, dispersion, df)

@@ -135,3 +135,36 @@ def test_share_interval_widens_with_the_dispersion() -> None:
     nlo, nhi = stats.newcombe(120, 1000, sum(w[0] for w in windows), sum(w[1] for w in windows), 0.99)
     assert test.dispersion > 10 and lo < nlo and hi > nhi
     assert stats.share_interval(120, 1000, windows, 0.8, test.df, 0.99) == (nlo, nhi)
+
+
+# (sum, predictions) of the current window, then the baseline windows': claim amounts, lognormal-ish
+VALUES = [
+    ((52_000.0, 400), [(20_100.0, 410), (18_700.0, 395), (24_900.0, 402), (19_800.0, 388)]),  # twice the losses
+    ((26_000.0, 400), [(20_100.0, 410), (31_700.0, 395), (14_900.0, 402), (19_800.0, 388)]),  # within a wide swing
+    ((9_000.0, 400), [(20_100.0, 410), (18_700.0, 395), (24_900.0, 402), (19_800.0, 388)] * 5),  # revenue fell
+]
+
+
+@pytest.mark.parametrize("current,windows", VALUES)
+@pytest.mark.parametrize("higher", [True, False])
+def test_value_rise_is_statsmodels_quasi_poisson_glm(current: tuple[float, int], windows: list[tuple[float, int]],
+                                                     higher: bool) -> None:
+    total, n = current
+    rows = [*windows, current]
+    sums, exposure = np.array([s for s, _ in rows]), np.array([k for _, k in rows], dtype=float)
+    exog = np.column_stack([np.ones(len(rows)), [0] * len(windows) + [1]])
+    fit = sm.GLM(sums, exog, family=sm.families.Poisson(), exposure=exposure).fit(scale="X2", use_t=True)
+    expected = ss.t.sf(fit.tvalues[1], fit.df_resid) if higher else ss.t.cdf(fit.tvalues[1], fit.df_resid)
+    got = stats.value_rise(total, n, windows, higher)
+    assert got.df == fit.df_resid
+    assert got.dispersion == pytest.approx(fit.scale, rel=1e-9)
+    assert got.p == pytest.approx(expected, rel=1e-6, abs=1e-300)
+
+
+def test_value_rise_of_a_window_without_value_and_what_it_refuses() -> None:
+    windows = [(20_100.0, 410), (18_700.0, 395), (24_900.0, 402), (19_800.0, 388)]
+    assert stats.value_rise(0.0, 400, windows, higher=False).p < 0.01  # all revenue gone: far below
+    assert stats.value_rise(0.0, 400, windows, higher=True).p > 0.99
+    for bad in ([(20_100.0, 410)], [(0.0, 410), (0.0, 395)], [(-5.0, 410), (20.0, 395)]):
+        with pytest.raises(ValueError):
+            stats.value_rise(100.0, 400, bad)
