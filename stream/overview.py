@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from pydantic import ValidationError
 
-from . import detect
+from . import detect, segments
 from .detect import RATE_SIGNALS, Summary
 from .errors import BrokerUnreachable, RedisUnreachable, Unreachable
 from .events import TOPIC_OF, AlignmentAlert
@@ -69,6 +69,7 @@ class WindowRow:
     predictions: int
     rates: dict[str, Rate]
     late: Late = field(default_factory=dict)  # by stage kind; empty when none came (or Redis no longer keeps it)
+    segments: dict[str, dict[str, int]] = field(default_factory=dict)  # dimension -> value -> predictions
 
     def late_by_signal(self) -> dict[str, int]:
         """Late events per signal name (predictions, actions, outcomes), 0 where none came."""
@@ -164,7 +165,8 @@ def window_rows(history: Mapping[int, Summary], baseline_windows: int,
                     if f"{signal}|" not in b.excluded]
             rates[signal] = Rate(k, n, sum(b[0] for b in base), sum(b[1] for b in base))
         came_late = {kind: n for kind, n in late.get(s.start, {}).items() if n}
-        rows.append(WindowRow(s.start, s.end, s.version, s.scopes.get("", {}).get("n", 0), rates, came_late))
+        rows.append(WindowRow(s.start, s.end, s.version, s.scopes.get("", {}).get("n", 0), rates, came_late,
+                              segments.dimensions(s.scopes)))
     return rows
 
 

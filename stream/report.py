@@ -1,16 +1,20 @@
 """`trustgap report`: one self-contained HTML page per model (inline SVG plots, inline CSS, no script, no network).
 
 One plot per rate signal: the window's rate, the trailing baseline, and the alerts as shaded windows (colour by
-severity). Below, the alerts table, the windows with late events, and the feature-health section.
+severity); one per segment dimension: each value's share of the predictions, with the segment_shift alerts. Below,
+the alerts table, the windows with late events, and the feature-health section.
 """
 
 from __future__ import annotations
 
 import html
 import io
+from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 from .detect import RATE_SIGNALS
+from .events import AlignmentAlert
 from .overview import ModelOverview
 from .times import from_ms, minute
 from .windows import STAGE_SIGNAL
@@ -55,16 +59,7 @@ def signal_svg(ov: ModelOverview, signal: str) -> str:
         else:
             ax.text(0.5, 0.5, "no closed windows yet", ha="center", va="center", transform=ax.transAxes,
                     color="#666")
-        seen: set[str] = set()
-        for a in ov.alerts:
-            if a.signal != signal or a.status != "firing":
-                continue
-            colour = SEVERITY_COLOUR.get(a.severity, "#999")
-            label = f"alert: {a.severity}" if a.severity not in seen else None
-            seen.add(a.severity)
-            ax.axvspan(a.window.start, a.window.end, color=colour, alpha=0.18, lw=0, label=label)  # type: ignore[arg-type]
-            ax.scatter([a.window.start + (a.window.end - a.window.start) / 2], [a.observed], marker="v", s=36,  # type: ignore[arg-type]
-                       color=colour, zorder=3)
+        seen = _shade(ax, ov, lambda a: a.signal == signal)
         ax.margins(y=0.12)
         ax.yaxis.set_major_formatter(PercentFormatter(1.0))
         ax.set_ylabel("rate")
@@ -75,6 +70,80 @@ def signal_svg(ov: ModelOverview, signal: str) -> str:
         fig.savefig(buf, format="svg")
     text = buf.getvalue()
     return text[text.index("<svg"):]
+
+
+SHARE_LINES = 8  # values of a dimension drawn one by one (the largest overall); the rest as one line
+
+
+def _shade(ax: Any, ov: ModelOverview, keep: Callable[[AlignmentAlert], bool]) -> set[str]:
+    """Shade the windows of the firing alerts `keep` selects (colour by severity), ▼ at their observed value;
+    returns the severities drawn."""
+    seen: set[str] = set()
+    for a in ov.alerts:
+        if a.status != "firing" or not keep(a):
+            continue
+        colour = SEVERITY_COLOUR.get(a.severity, "#999")
+        label = f"alert: {a.severity}" if a.severity not in seen else None
+        seen.add(a.severity)
+        ax.axvspan(a.window.start, a.window.end, color=colour, alpha=0.18, lw=0, label=label)
+        ax.scatter([a.window.start + (a.window.end - a.window.start) / 2], [a.observed], marker="v", s=36,
+                   color=colour, zorder=3)
+    return seen
+
+
+def segment_svg(ov: ModelOverview, dimension: str) -> str:
+    """Each value's share of the model's predictions per window, for one segment dimension, as an inline <svg>."""
+    import matplotlib
+
+    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import PercentFormatter
+
+    rows = [w for w in ov.windows if w.predictions]
+    totals: dict[str, int] = {}
+    for w in rows:
+        for value, k in w.segments.get(dimension, {}).items():
+            totals[value] = totals.get(value, 0) + k
+    drawn = sorted(totals, key=lambda v: (-totals[v], v))[:SHARE_LINES]
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": f"trustgap-{ov.model}-seg-{dimension}"}):
+        fig = Figure(figsize=(10, 3.2), layout="constrained")
+        ax = fig.add_subplot()
+        mid = [from_ms((w.start + w.end) // 2) for w in rows]
+        for value in drawn:
+            ax.plot(mid, [w.segments.get(dimension, {}).get(value, 0) / w.predictions for w in rows],  # type: ignore[arg-type]
+                    marker="o", markersize=2, lw=1.2, label=f"{dimension}={value}")
+        if len(totals) > len(drawn):
+            rest = [sum(k for v, k in w.segments.get(dimension, {}).items() if v not in drawn) / w.predictions
+                    for w in rows]
+            ax.plot(mid, rest, lw=1.2, color="#999", label=f"{len(totals) - len(drawn)} more values")  # type: ignore[arg-type]
+        seen = _shade(ax, ov, lambda a: a.signal == "segment_shift" and dimension in a.scope)
+        locator = AutoDateLocator(maxticks=10)  # type: ignore[no-untyped-call]
+        ax.xaxis.set_major_locator(locator)
+        ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))  # type: ignore[no-untyped-call]
+        ax.margins(y=0.12)
+        ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+        ax.set_ylabel("share of predictions")
+        ax.grid(alpha=0.3)
+        if drawn or seen:
+            ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+        buf = io.StringIO()
+        fig.savefig(buf, format="svg")
+    text = buf.getvalue()
+    return text[text.index("<svg"):]
+
+
+def segments_section(ov: ModelOverview) -> list[str]:
+    """One share plot per segment dimension the windows carry; nothing when they carry none."""
+    dims = sorted({d for w in ov.windows for d in w.segments})
+    if not dims:
+        return []
+    e = html.escape
+    parts = ["<h2 id='segments'>Who the model sees: segment shares</h2>"]
+    for dim in dims:
+        parts.append(f"<figure class='segment-plot' data-dimension='{e(dim)}'><figcaption><b>{e(dim)}</b> — each "
+                     "value's share of the window's predictions; shaded: windows with a firing segment_shift "
+                     f"alert on {e(dim)}, ▼ the share it saw</figcaption>{segment_svg(ov, dim)}</figure>")
+    return parts
 
 
 def late_section(ov: ModelOverview) -> list[str]:
@@ -113,6 +182,7 @@ def render(ov: ModelOverview, generated: datetime, has_feature_data: bool = Fals
         parts.append(f"<figure class='signal-plot' data-signal='{e(signal)}'><figcaption><b>{e(signal)}</b> — "
                      f"{e(caption)}; shaded: windows with a firing alert (any scope), ▼ its observed rate"
                      f"</figcaption>{signal_svg(ov, signal)}</figure>")
+    parts += segments_section(ov)
     parts.append("<h2>Alerts</h2>")
     if ov.alerts:
         parts.append("<table><tr><th>window (UTC)</th><th>status</th><th>severity</th><th>signal</th><th>scope</th>"

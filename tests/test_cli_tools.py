@@ -220,7 +220,10 @@ def test_report_is_one_self_contained_page_with_a_plot_per_signal(history: Deplo
     page = out.read_text()
     assert page.count("<figure class='signal-plot'") == len(RATE_SIGNALS)
     assert [m for m in re.findall(r"data-signal='([^']+)'", page)] == list(RATE_SIGNALS)
-    assert page.count("<svg") == len(RATE_SIGNALS)
+    # and who the model sees: one share plot per segment dimension the windows carry (region, all of it eu)
+    assert re.findall(r"<figure class='segment-plot' data-dimension='([^']+)'", page) == ["region"]
+    assert page.count("<svg") == len(RATE_SIGNALS) + 1
+    assert "region=eu" in page.split("data-dimension='region'")[1].split("</figure>")[0]
     assert "id='no-feature-data'" in page
     assert page.count("<tr><td>2026-11-20") == len(ALERTS)
     assert re.findall(r"<tr class='late'>(.*?)</tr>", page) == [
@@ -232,7 +235,7 @@ def test_report_is_one_self_contained_page_with_a_plot_per_signal(history: Deplo
 def test_report_opens_in_headless_chromium_without_errors(history: Deployment, tmp_path: Path) -> None:
     out = tmp_path / "claims.html"
     assert trustgap(history, "report", "--model", "claims", "--out", str(out)).returncode == 0
-    seen = visit(out, "[...document.querySelectorAll('figure.signal-plot svg')]"
+    seen = visit(out, "[...document.querySelectorAll('figure.signal-plot svg, figure.segment-plot svg')]"
                       ".filter(s => s.getBoundingClientRect().height > 100).length")
     assert seen.errors == []
-    assert seen.answer == len(RATE_SIGNALS)  # every plot is rendered at a visible size
+    assert seen.answer == len(RATE_SIGNALS) + 1  # every plot is rendered at a visible size
