@@ -166,10 +166,9 @@ def shares(scopes: str) -> timeseries.Panel:
     sel = f'model="$model", signal="segment_shift", {scopes}'
     return series("Share of the predictions by segment", "percentunit",
                   query(f"max by (scope) (trustgap_window_rate{{{sel}}})", "{{scope}}"),
-                  query(f"max by (scope) (trustgap_baseline_rate{{{sel}}})", "{{scope}} baseline"),
-                  span=24, description="Each segment value's share of the newest judged window's predictions; "
-                  "a baseline line appears for the values segment_shift alerted on (dimension=*new*: the values "
-                  "never seen in the baseline, together).")
+                  span=24, description="Each segment value's share of the newest judged window's predictions "
+                  "(dimension=*new*: the values never seen in the baseline, together, while segment_shift alerts "
+                  "on them); the firing table says what segment_shift makes of a change.")
 
 
 def samples(dimension: str, scopes: str) -> timeseries.Panel:
