@@ -172,8 +172,16 @@ async def apply_claiming(rt: Runtime, seen: Sequence[tuple[Partition, int, datet
 
 
 async def vouch(rt: Runtime) -> None:
-    """On a Redis Cluster, write what the worker can vouch for into every bucket's record (Store.vouch)."""
+    """On a Redis Cluster, write what the worker can vouch for into every bucket's record (Store.vouch), for the
+    partitions it owns now. A chunk collected before a rebalance can complete after it, for a partition that went to
+    another worker: its claim is true, but old, and vouched for again at every tick it would pull every bucket's
+    record back below what the new owner applied (the consumer lag then shows the partition unread)."""
     if not rt.store.cluster or not rt.vouchable:
+        return
+    owned = {(tp.topic, tp.partition) for tp in rt.app.consumer.assignment()}
+    for tp in [tp for tp in rt.vouchable if tp not in owned]:
+        del rt.vouchable[tp]
+    if not rt.vouchable:
         return
 
     def attempt() -> Awaitable[None]:  # read at each attempt: a reconcile in between forgets what it held
