@@ -34,13 +34,28 @@ def _pct(x: float | None) -> str:
     return "—" if x is None else f"{x:.1%}"
 
 
+def _finish(fig: Any, ax: Any, ylabel: str, legend: bool) -> str:
+    """A plot's percent axis, grid and legend, rendered as an inline <svg> element."""
+    from matplotlib.ticker import PercentFormatter
+
+    ax.margins(y=0.12)
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    if legend:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg")
+    text = buf.getvalue()
+    return text[text.index("<svg"):]
+
+
 def signal_svg(ov: ModelOverview, signal: str) -> str:
     """One signal's rate vs baseline over the model's windows as an inline <svg> element."""
     import matplotlib
 
     from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
     from matplotlib.figure import Figure
-    from matplotlib.ticker import PercentFormatter
 
     # Text as <text> (small, selectable); a salt per signal keeps clip-path ids unique across the page's plots.
     with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": f"trustgap-{ov.model}-{signal}"}):
@@ -60,16 +75,7 @@ def signal_svg(ov: ModelOverview, signal: str) -> str:
             ax.text(0.5, 0.5, "no closed windows yet", ha="center", va="center", transform=ax.transAxes,
                     color="#666")
         seen = _shade(ax, ov, lambda a: a.signal == signal)
-        ax.margins(y=0.12)
-        ax.yaxis.set_major_formatter(PercentFormatter(1.0))
-        ax.set_ylabel("rate")
-        ax.grid(alpha=0.3)
-        if rows or seen:
-            ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
-        buf = io.StringIO()
-        fig.savefig(buf, format="svg")
-    text = buf.getvalue()
-    return text[text.index("<svg"):]
+        return _finish(fig, ax, "rate", bool(rows or seen))
 
 
 SHARE_LINES = 8  # values of a dimension drawn one by one (the largest overall); the rest as one line
@@ -97,7 +103,6 @@ def segment_svg(ov: ModelOverview, dimension: str) -> str:
 
     from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
     from matplotlib.figure import Figure
-    from matplotlib.ticker import PercentFormatter
 
     rows = [w for w in ov.windows if w.predictions]
     totals: dict[str, int] = {}
@@ -120,16 +125,7 @@ def segment_svg(ov: ModelOverview, dimension: str) -> str:
         locator = AutoDateLocator(maxticks=10)  # type: ignore[no-untyped-call]
         ax.xaxis.set_major_locator(locator)
         ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))  # type: ignore[no-untyped-call]
-        ax.margins(y=0.12)
-        ax.yaxis.set_major_formatter(PercentFormatter(1.0))
-        ax.set_ylabel("share of predictions")
-        ax.grid(alpha=0.3)
-        if drawn or seen:
-            ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
-        buf = io.StringIO()
-        fig.savefig(buf, format="svg")
-    text = buf.getvalue()
-    return text[text.index("<svg"):]
+        return _finish(fig, ax, "share of predictions", bool(drawn or seen))
 
 
 def segments_section(ov: ModelOverview) -> list[str]:
