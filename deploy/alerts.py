@@ -47,7 +47,9 @@ GAP_SIGNALS: dict[str, str] = {
     "outcome_mismatch": "TrustgapOutcomeMismatchGap",
     "proxy_divergence": "TrustgapProxyDivergenceGap",
     "segment_shift": "TrustgapSegmentShift",
+    "outcome_value": "TrustgapOutcomeValueGap",
 }
+AMOUNT_SIGNALS = {"outcome_value"}  # a value per prediction (money), not a share: formatted as a number
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,7 @@ def _recommendation() -> str:
 
 
 def gap_alert(signal: str, name: str) -> Alert:
+    fmt = "humanize" if signal in AMOUNT_SIGNALS else "humanizePercentage"
     return Alert(
         name=name,
         expr=(f'max by (model, signal, scope, severity) '
@@ -94,8 +97,8 @@ def gap_alert(signal: str, name: str) -> Alert:
         for_key="gap",
         summary=f"Sustained {signal} gap on model {{{{ $labels.model }}}} ({{{{ $labels.scope }}}})",
         description=(f"{signal} of model {{{{ $labels.model }}}} in scope {{{{ $labels.scope }}}} was "
-                     f"{_query_value('trustgap_window_rate', 'humanizePercentage')} in the newest judged window "
-                     f"against a baseline of {_query_value('trustgap_baseline_rate', 'humanizePercentage')}, "
+                     f"{_query_value('trustgap_window_rate', fmt)} in the newest judged window "
+                     f"against a baseline of {_query_value('trustgap_baseline_rate', fmt)}, "
                      f"for several windows in a row. trustgap recommends: {_recommendation()}."),
         anchor=signal.replace("_", "-"))
 

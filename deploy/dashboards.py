@@ -57,8 +57,11 @@ def model_variable(multi: bool) -> dash.QueryVariable:
 
 # --- overview panels ------------------------------------------------------------------------------------------
 
+RATES = 'signal!~"segment_shift|outcome_value"'  # the percentages: a share and an amount have panels of their own
+
+
 def rate_vs_baseline() -> timeseries.Panel:
-    sel = 'model=~"$model", signal!="segment_shift"'
+    sel = f'model=~"$model", {RATES}'
     return series("Window rate vs baseline", "percentunit",
                   query(f"max by (model, signal, scope) (trustgap_window_rate{{{sel}}})",
                         "{{model}} {{signal}} {{scope}}"),
@@ -155,7 +158,7 @@ def overview() -> dash.Dashboard:
 # --- model drill-down panels ----------------------------------------------------------------------------------
 
 def by_scope(dimension: str, scopes: str) -> timeseries.Panel:
-    sel = f'model="$model", signal!="segment_shift", {scopes}'
+    sel = f'model="$model", {RATES}, {scopes}'
     return series(f"Rates by {dimension}", "percentunit",
                   query(f"max by (signal, scope) (trustgap_window_rate{{{sel}}})", "{{signal}} {{scope}}"),
                   query(f"max by (signal, scope) (trustgap_baseline_rate{{{sel}}})", "{{signal}} {{scope}} baseline"),
@@ -171,9 +174,18 @@ def shares(scopes: str) -> timeseries.Panel:
                   "on them); the firing table says what segment_shift makes of a change.")
 
 
+def values() -> timeseries.Panel:
+    sel = 'model="$model", signal="outcome_value"'
+    return series("Truth outcome value per prediction", "none",
+                  query(f"max by (scope) (trustgap_window_rate{{{sel}}})", "{{scope}}"),
+                  span=24, description="The truth outcomes' values (claim amounts, revenue) per prediction of the "
+                  "newest judged window at its latest look: the whole model ('all'), each band and segment; the "
+                  "firing table says what outcome_value makes of a change.")
+
+
 def samples(dimension: str, scopes: str) -> timeseries.Panel:
     return series(f"Trials per window by {dimension}", "none", query(
-        f'max by (signal, scope) (trustgap_window_samples{{model="$model", signal!="segment_shift", {scopes}}})',
+        f'max by (signal, scope) (trustgap_window_samples{{model="$model", {RATES}, {scopes}}})',
         "{{signal}} {{scope}}"), span=12, description="How many actions/outcomes the newest judged window's rate "
         "rests on: thin scopes are not tested.")
 
@@ -217,6 +229,7 @@ def model_detail() -> dash.Dashboard:
             .with_row(dash.Row("By segment"))
             .with_panel(by_scope("segment", SEGMENTS)).with_panel(samples("segment", SEGMENTS))
             .with_panel(shares(SEGMENTS))
+            .with_row(dash.Row("Outcome value")).with_panel(values())
             .with_row(dash.Row("Evaluation"))
             .with_panel(windows_evaluated()).with_panel(alerts_published()))
 

@@ -44,17 +44,21 @@ RATE_SIGNALS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "outcome_mismatch": (("m:truth",), ("o:truth",)),
 }
 PROXY_RATE = (("m:proxy",), ("o:proxy",))
-SIGNALS: tuple[Signal, ...] = ("override_rate", "outcome_mismatch", "proxy_divergence")
+VALUE = "truth"  # the outcome kind whose values outcome_value tests (keys.window_counts: `v:truth`, `vn:truth`...)
+SIGNALS: tuple[Signal, ...] = ("override_rate", "outcome_mismatch", "proxy_divergence", "outcome_value")
+"""The signals whose model-level excess can concentrate in one scope (Concentration)."""
 # the signals each look kind tests: the predictions' look ('n') the segment shares, each follow-up kind's its rates
+# (and the outcomes' value per prediction)
 KIND_SIGNALS: dict[str, tuple[Signal, ...]] = {"n": ("segment_shift",), "a": ("override_rate",),
-                                               "o": ("outcome_mismatch", "proxy_divergence")}
+                                               "o": ("outcome_mismatch", "proxy_divergence", "outcome_value")}
 ORDER: dict[str, int] = {s: i for i, s in enumerate((*SIGNALS, "segment_shift"))}  # signal-major, as alerts go
-KIND_COUNTERS: dict[str, tuple[str, ...]] = {"a": ("a:",), "o": ("o:", "m:")}
+KIND_COUNTERS: dict[str, tuple[str, ...]] = {"a": ("a:",), "o": ("o:", "m:", "v:", "vn:", "vl:", "vq:")}
 # rates exported as metrics (the proxy's own mismatch rate shows what proxy_divergence compares)
 EXPORTED_RATES = {**RATE_SIGNALS, "proxy_mismatch": PROXY_RATE}
 # what one unit of excess is, for the diagnosis ("region=eu carries 82% of the excess overrides")
-_EXCESS_NOUN = {"override_rate": "overrides", "outcome_mismatch": "mismatched outcomes",
-                "proxy_divergence": "proxy-truth divergence"}
+_EXCESS_NOUN = {"override_rate": "excess overrides", "outcome_mismatch": "excess mismatched outcomes",
+                "proxy_divergence": "excess proxy-truth divergence", "outcome_value": "excess outcome value"}
+_SHORTFALL = "outcome value lost"  # outcome_value's excess where lower is worse (revenue)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +69,7 @@ class Summary:
     start: int
     end: int
     version: str
-    scopes: dict[str, dict[str, int]]
+    scopes: dict[str, dict[str, float]]  # counts are whole; `v:` counters are sums of outcome values
     excluded: frozenset[str] = frozenset()  # "signal|scope" keys kept out of later baselines
     decided: frozenset[str] = frozenset()   # "signal|scope" keys whose state machine this window already stepped
 
@@ -82,10 +86,10 @@ class Summary:
                    frozenset(d.get("decided", ())))
 
 
-def summarise(window: Window, counts: Mapping[tuple[str, str, str], int]) -> Summary:
+def summarise(window: Window, counts: Mapping[tuple[str, str, str], float]) -> Summary:
     """Sum version-level counters per scope; the window's version is the one with most predictions."""
-    scopes: dict[str, dict[str, int]] = {}
-    per_version: dict[str, int] = {}
+    scopes: dict[str, dict[str, float]] = {}
+    per_version: dict[str, float] = {}
     for (version, scope, counter), n in counts.items():
         c = scopes.setdefault(scope, {})
         c[counter] = c.get(counter, 0) + n
@@ -95,14 +99,14 @@ def summarise(window: Window, counts: Mapping[tuple[str, str, str], int]) -> Sum
     return Summary(window.start, window.end, version, scopes)
 
 
-def at_look(counts: Mapping[str, int], kind: str, k: int) -> dict[str, int]:
+def at_look(counts: Mapping[str, float], kind: str, k: int) -> dict[str, float]:
     """A scope's counters as they stood at look k of a follow-up kind ('a' or 'o'): each of the kind's counters
     summed over checkpoint indexes <= k, without its index (`a:override#0` + `a:override#1` -> `a:override`);
     counters of no kind (`n`) as they are, the other kind's indexed counters left out.
 
     The sums are exact once look k was judged: the store counts a later follow-up of index <= k into a later
     checkpoint (and as late). A follow-up counter without an index counts from the first look on."""
-    out: dict[str, int] = {}
+    out: dict[str, float] = {}
     prefixes = KIND_COUNTERS[kind]
     for name, n in counts.items():
         cut = name.find("#")
@@ -114,21 +118,29 @@ def at_look(counts: Mapping[str, int], kind: str, k: int) -> dict[str, int]:
     return out
 
 
-def totals(counts: Mapping[str, int]) -> dict[str, int]:
+def totals(counts: Mapping[str, float]) -> dict[str, float]:
     """A scope's counters summed over every checkpoint index (the window's counts so far), for rates and
     reports that show a window as a whole: `rate(totals(c), signal)`."""
-    out: dict[str, int] = {}
+    out: dict[str, float] = {}
     for name, n in counts.items():
         base = name.partition("#")[0]
         out[base] = out.get(base, 0) + n
     return out
 
 
-def rate(counts: Mapping[str, int], signal: str) -> tuple[int, int]:
+def rate(counts: Mapping[str, float], signal: str) -> tuple[int, int]:
     """(successes, trials) of a rate (a RATE_SIGNALS or EXPORTED_RATES name) in one scope's unsuffixed counts
     (`at_look` or `totals` of the raw ones)."""
     num, den = EXPORTED_RATES[signal]
-    return sum(counts.get(c, 0) for c in num), sum(counts.get(c, 0) for c in den)
+    return int(sum(counts.get(c, 0) for c in num)), int(sum(counts.get(c, 0) for c in den))
+
+
+def value(counts: Mapping[str, float]) -> stats.Amounts:
+    """The truth outcomes' values in one scope's unsuffixed counts, with the predictions as exposure:
+    outcome_value's value per prediction is `total / n` (a loss ratio when the values are claim amounts over
+    unit premiums)."""
+    return stats.Amounts(int(counts.get("n", 0)), counts.get(f"v:{VALUE}", 0.0), int(counts.get(f"vn:{VALUE}", 0)),
+                         counts.get(f"vl:{VALUE}", 0.0), counts.get(f"vq:{VALUE}", 0.0))
 
 
 def scope_dict(scope: str) -> dict[str, str]:
@@ -163,6 +175,7 @@ class Measure:
     p: float            # one-sided p-value before the multiple-testing correction
     direction_ok: bool  # proxy_divergence only: the proxy says better (or flat) and the truth is not better
     raw: tuple[Any, ...]
+    worse: int = 1      # which way is bad: -1 for an outcome value where lower is worse (revenue)
 
     @property
     def gap(self) -> float:
@@ -170,8 +183,9 @@ class Measure:
 
     @property
     def excess(self) -> float:
-        """Events above what the baseline rate predicts for this window's trials."""
-        return self.gap * self.n
+        """Events (value, for outcome_value) beyond what the baseline predicts for this window's trials, in the bad
+        direction."""
+        return self.worse * self.gap * self.n
 
     def interval(self, confidence: float) -> tuple[float, float]:
         """Interval of the gap: Newcombe for a rate, Wald for the proxy difference-in-differences, for a segment
@@ -181,18 +195,36 @@ class Measure:
         if self.signal == "proxy_divergence":
             t, q, t0, q0 = self.raw
             return stats.did_rise(t, q, t0, q0, confidence)[2]
+        if self.signal == "outcome_value":
+            now, _, windows, _ = self.raw
+            spread = stats.value_rise(now.total, now.n, windows)
+            return stats.value_interval(now.total, now.n, windows, spread, confidence)
         k, n, bk, bn = self.raw
         return stats.newcombe(k, n, bk, bn, confidence)
 
 
-def _sum(windows: Sequence[Mapping[str, int]], signal: str) -> tuple[int, int]:
+def _sum(windows: Sequence[Mapping[str, float]], signal: str) -> tuple[int, int]:
     pairs = [rate(w, signal) for w in windows]
     return sum(p[0] for p in pairs), sum(p[1] for p in pairs)
 
 
-def measure(signal: Signal, scope: str, current: Mapping[str, int], baseline: Sequence[Mapping[str, int]],
+def measure(signal: Signal, scope: str, current: Mapping[str, float], baseline: Sequence[Mapping[str, float]],
             ms: ModelSettings) -> Measure | None:
-    """Test one (signal, scope); None when the window or its baseline has fewer than `min_samples`."""
+    """Test one (signal, scope); None when the window or its baseline has fewer than `min_samples` (an outcome
+    value: predictions; or fewer than two baseline windows, no value in them, or a negative sum)."""
+    if signal == "outcome_value":
+        now = value(current)
+        each = [value(b) for b in baseline]
+        then = sum(each, stats.Amounts(0, 0.0, 0, 0.0, 0.0))
+        windows = tuple((a.total, a.n) for a in each if a.n > 0)
+        # the interval's model needs two baseline windows and money in them; no negative sums (refunds)
+        if now.n < ms.min_samples or then.n < ms.min_samples or len(windows) < 2 or then.total <= 0 \
+                or now.total < 0 or any(w[0] < 0 for w in windows):
+            return None
+        higher = ms.outcome_value_worse == "higher"
+        test = stats.amount_rise(now, then, higher)
+        return Measure(signal, scope, now.total / now.n, then.total / then.n, now.n, then.n, len(baseline), test.p,
+                       True, (now, then, windows, test), 1 if higher else -1)
     if signal == "proxy_divergence":
         # truth mismatch minus proxy mismatch: how much worse the truth is than the proxy claims
         t, q = rate(current, "outcome_mismatch"), rate(current, "proxy_mismatch")
@@ -225,10 +257,19 @@ class Concentration:
     traffic: float   # of the dimension's trials
     rest_gap: float  # gap of the model without this scope: near 0 when the scope alone moved
     rest_p: float    # one-sided p-value of that gap
+    excess: str = ""  # what the excess is ("excess overrides"); '' for the signal's usual name
+
+    def what(self, signal: str) -> str:
+        return self.excess or _EXCESS_NOUN[signal]
 
 
 def rest(whole: Measure, part: Measure) -> tuple[float, float]:
     """(gap, one-sided p-value) of the model's trials outside `part` (whole minus part) against their baseline."""
+    if whole.signal == "outcome_value":
+        now, then = whole.raw[0] - part.raw[0], whole.raw[1] - part.raw[1]
+        if now.n <= 0 or then.n <= 0:
+            return 0.0, 1.0
+        return now.total / now.n - then.total / then.n, stats.amount_rise(now, then, whole.worse > 0).p
     if whole.signal == "proxy_divergence":
         t, q, t0, q0 = [(a[0] - b[0], a[1] - b[1]) for a, b in zip(whole.raw, part.raw, strict=True)]
         if min(t[1], q[1], t0[1], q0[1]) <= 0:
@@ -254,7 +295,8 @@ def concentration(whole: Measure, segments: Mapping[str, Measure]) -> Concentrat
         if total <= 0 or trials <= 0:
             continue
         top = max(sorted(ms), key=lambda s: ms[s].excess)
-        c = Concentration(top, max(0.0, ms[top].excess) / total, ms[top].n / trials, *rest(whole, ms[top]))
+        c = Concentration(top, max(0.0, ms[top].excess) / total, ms[top].n / trials, *rest(whole, ms[top]),
+                          _SHORTFALL if whole.worse < 0 else "")
         if best is None or c.share > best.share:
             best = c
     return best
@@ -290,13 +332,21 @@ class Evaluation:
     alerts: list[AlignmentAlert]
 
 
-def step(track: Track, candidate: bool, annotated: bool, ms: ModelSettings, gap: float = 0.0
+def practical(m: Measure, ms: ModelSettings) -> tuple[float, float]:
+    """(shift, practical minimum) of a measure: for a rate or share its gap and `min_gap`; for an outcome value its
+    relative change in the bad direction and `outcome_value_min_change` (money has no scale-free absolute gap)."""
+    if m.signal == "outcome_value":
+        return m.worse * (m.observed / m.baseline - 1), ms.outcome_value_min_change
+    return m.gap, ms.min_gap
+
+
+def step(track: Track, candidate: bool, annotated: bool, ms: ModelSettings, shifted: bool = False
          ) -> tuple[str, str] | None:
     """Advance one key's state machine by a tested window; (status, classification) when there is news.
 
-    Hysteresis: a sustained alert starts on significance and `min_gap`, but a window counts as clean only when
-    its gap is back under half of `min_gap`; a shifted window that merely missed significance (a small segment
-    has little power) neither resolves nor restarts anything.
+    Hysteresis: a sustained alert starts on significance and the practical minimum, but a window counts as clean
+    only when its shift is back under half of it (`shifted` says it is not); a shifted window that merely missed
+    significance (a small segment has little power) neither resolves nor restarts anything.
     """
     if candidate:
         track.clean = 0
@@ -316,7 +366,7 @@ def step(track: Track, candidate: bool, annotated: bool, ms: ModelSettings, gap:
         return "firing", "transient"
     track.streak = 0
     if track.status == "sustained":
-        if gap >= ms.min_gap / 2:
+        if shifted:
             track.clean = 0
             return None
         track.clean += 1
@@ -361,12 +411,12 @@ def recommend(signal: str, scope: str, classification: str, ctx: Context,
     if signal == "proxy_divergence":
         return "review_objective", ("the proxy improved against its baseline relationship with the truth while the "
                                     "truth did not: the model is optimising the proxy; review the objective")
-    if signal == "outcome_mismatch" and ctx.proxy_active:
+    if signal in ("outcome_mismatch", "outcome_value") and ctx.proxy_active:
         return "review_objective", ("proxy divergence co-occurs: retraining on the proxy would double down on it; "
                                     "review the objective first")
     c = ctx.concentrated.get(signal)
     if c is not None:
-        return "investigate_segment", (f"{c.scope} carries {c.share:.0%} of the excess {_EXCESS_NOUN[signal]} "
+        return "investigate_segment", (f"{c.scope} carries {c.share:.0%} of the {c.what(signal)} "
                                        f"with {c.traffic:.0%} of the traffic: look at what changed there")
     if scope and signal not in ctx.model_moved:
         return "investigate_segment", f"confined to {scope}: the model as a whole did not move"
@@ -374,7 +424,7 @@ def recommend(signal: str, scope: str, classification: str, ctx: Context,
         if scope in ctx.mismatch_rising or "" in ctx.mismatch_rising:
             rec, why = recommend("outcome_mismatch", scope if scope in ctx.mismatch_rising else "", "sustained",
                                  ctx)
-            return rec, f"outcome mismatch rose too, so the overrides look justified; for the mismatch: {why}"
+            return rec, f"the outcomes got worse too, so the overrides look justified; for the outcomes: {why}"
         return "investigate_trust", ("overrides rose while outcome mismatch did not: people stopped trusting "
                                      "decisions that are still right; talk to the reviewers before the model")
     return "retrain_candidate", ("a broad rise that nothing else explains: no scope carries most of it, features "
@@ -422,7 +472,7 @@ def look_of(stage: Stage | None, ms: ModelSettings) -> Look:
                 len(ms.checkpoints_ms("a")) + len(ms.checkpoints_ms("o")) + 1)
 
 
-def evaluate(model: str, window: Window, counts: Mapping[tuple[str, str, str], int], history: Sequence[Summary],
+def evaluate(model: str, window: Window, counts: Mapping[tuple[str, str, str], float], history: Sequence[Summary],
              state: State, annotations: Sequence[Annotation], ms: ModelSettings, now: datetime,
              feature_alerts: Collection[str] = (), stage: Stage | None = None) -> Evaluation:
     """Take one look at one window of one model (see the module docstring): `history` holds the trailing windows
@@ -440,16 +490,18 @@ def evaluate(model: str, window: Window, counts: Mapping[tuple[str, str, str], i
     # look of the window
     holm = stats.holm([m.p for m in measures.values()])
     adjusted = {k: min(1.0, p * look.looks) for k, p in zip(measures, holm, strict=True)}
-    candidates = {k for k, m in measures.items() if adjusted[k] <= ms.alpha and m.gap >= ms.min_gap
+    shifts = {k: practical(m, ms) for k, m in measures.items()}
+    candidates = {k for k, m in measures.items() if adjusted[k] <= ms.alpha and shifts[k][0] >= shifts[k][1]
                   and m.direction_ok}
-    new, news, decided = _advance(state, measures, candidates, overlapping, excluded, done, look.final, ms)
+    new, news, decided = _advance(state, measures, shifts, candidates, overlapping, excluded, done, look.final, ms)
     active = {k for k, t in new.tracks.items() if t.status in ("sustained", "transient")} | candidates
     ctx = Context(feature_alerts=frozenset(feature_alerts),
                   proxy_active=any(k.startswith("proxy_divergence|") for k in active),
                   concentrated=_concentrated(measures, candidates, active, new, ms),
                   model_moved={k.split("|")[0] for k in active if k.endswith("|")}
-                  | {m.signal for m in measures.values() if not m.scope and m.gap >= ms.min_gap / 2},
-                  mismatch_rising={k.split("|", 1)[1] for k in active if k.startswith("outcome_mismatch|")})
+                  | {m.signal for k, m in measures.items() if not m.scope and shifts[k][0] >= shifts[k][1] / 2},
+                  mismatch_rising={k.split("|", 1)[1] for k in active
+                                   if k.startswith(("outcome_mismatch|", "outcome_value|"))})
     alerts = []
     for key, status, classification in news:
         name, scope = key.split("|", 1)
@@ -515,13 +567,15 @@ def _covers(a: Annotation, window: Window, share: segments.Share) -> bool:
     return a.segment.get(share.dimension) == share.value
 
 
-def _advance(state: State, measures: Mapping[str, Measure], candidates: set[str],
+def _advance(state: State, measures: Mapping[str, Measure], shifts: Mapping[str, tuple[float, float]],
+             candidates: set[str],
              overlapping: Mapping[str, list[Annotation]], excluded: set[str], done: Collection[str], final: bool,
              ms: ModelSettings) -> tuple[State, list[tuple[str, str, str]], set[str]]:
     """Step the track of every measured key this look decides and an earlier look of the window did not (`done`):
-    a candidate, or clean (gap under min_gap / 2). Returns the new state, the (key, status, classification)
-    changes to publish and the keys decided. An untested or undecided key holds (no data is no evidence); at the
-    final look a key still shifted by min_gap / 2 keeps a sustained alert from counting towards its resolution.
+    a candidate, or clean (its `practical` shift under half the minimum). Returns the new state, the (key, status,
+    classification) changes to publish and the keys decided. An untested or undecided key holds (no data is no
+    evidence); at the final look a key still shifted by half the minimum keeps a sustained alert from counting
+    towards its resolution.
     A window's key joins `excluded` when it is decided inside a sustained (or expected) alert (a segment share's
     already as a candidate), or stays undecided to the end of one: exclusion is settled with the window's
     decision, never by a later window's."""
@@ -532,9 +586,10 @@ def _advance(state: State, measures: Mapping[str, Measure], candidates: set[str]
         track = new.tracks.setdefault(key, Track())
         if key in done:
             continue
-        if key in candidates or m.gap < ms.min_gap / 2:
+        shift, minimum = shifts[key]
+        if key in candidates or shift < minimum / 2:
             decided.add(key)
-            change = step(track, key in candidates, bool(overlapping[key]), ms, m.gap)
+            change = step(track, key in candidates, bool(overlapping[key]), ms, shift >= minimum / 2)
             if change:
                 news.append((key, *change))
             if track.status in ("sustained", "expected") or (key in candidates and m.signal == "segment_shift"):
@@ -597,13 +652,20 @@ def _diagnosis(m: Measure, p_adj: float, tests: int, look: Look, track: Track, c
                 f"{qk0 / qn0:.1%}); their difference")
     elif m.signal == "segment_shift":
         what = f"share of predictions in {m.scope}"
+    elif m.signal == "outcome_value":
+        what = "truth outcome value per prediction"
     # a staged follow-up look names the age its counts stand at: the baseline windows are taken at the same age
     at = "" if look is WHOLE or look.kinds == ("n",) else \
         f"at age {age_text(look.age_ms)} (follow-ups within {age_text(look.age_ms)} of their prediction): "
     over = f"{tests} tests" if look.looks == 1 else f"{tests} tests at this look, x{look.looks} looks"
-    lines = [f"{at}{what} {m.observed:.1%} vs baseline {m.baseline:.1%} over {m.windows} windows "
-             f"(n={m.n}, baseline n={m.baseline_n}): gap {m.gap:+.1%}, {1 - ms.alpha:.0%} interval "
-             f"[{lo:+.1%}, {hi:+.1%}], p={p_adj:.2g} Holm-adjusted over {over}"]
+    if m.signal == "outcome_value":  # money in its own unit, and the change relative: 1.2 -> 1.5 is +25%
+        figures = (f"{m.observed:.4g} vs baseline {m.baseline:.4g} over {m.windows} windows (n={m.n}, baseline "
+                   f"n={m.baseline_n}): {m.observed / m.baseline - 1:+.0%} (gap {m.gap:+.4g}), {1 - ms.alpha:.0%} "
+                   f"interval [{lo:+.4g}, {hi:+.4g}]")
+    else:
+        figures = (f"{m.observed:.1%} vs baseline {m.baseline:.1%} over {m.windows} windows (n={m.n}, baseline "
+                   f"n={m.baseline_n}): gap {m.gap:+.1%}, {1 - ms.alpha:.0%} interval [{lo:+.1%}, {hi:+.1%}]")
+    lines = [f"{at}{what} {figures}, p={p_adj:.2g} Holm-adjusted over {over}"]
     if status == "firing" and classification == "sustained":
         lines.append(f"{track.streak} consecutive windows (persistence {ms.persistence})")
     elif classification == "transient":
@@ -613,8 +675,9 @@ def _diagnosis(m: Measure, p_adj: float, tests: int, look: Look, track: Track, c
     if not m.scope and status == "firing":
         c = concentration(m, {x.scope: x for x in measures.values() if x.signal == m.signal and x.scope})
         if c is not None:
-            lines.append(f"{c.scope} carries {c.share:.0%} of the excess {_EXCESS_NOUN[m.signal]} with "
-                         f"{c.traffic:.0%} of the traffic; the rest of the model moved {c.rest_gap:+.1%}")
+            moved = f"{c.rest_gap:+.4g} per prediction" if m.signal == "outcome_value" else f"{c.rest_gap:+.1%}"
+            lines.append(f"{c.scope} carries {c.share:.0%} of the {c.what(m.signal)} with {c.traffic:.0%} of the "
+                         f"traffic; the rest of the model moved {moved}")
     lines.append(why)
     return lines
 

@@ -18,6 +18,7 @@ from typing import Any
 from . import detect, features, segments
 from .events import AlignmentAlert, Annotation
 from .judge import Closed, Memory, Verdict, decode, judge
+from .metrics import Metrics
 from .partitions import confirm_idle, event_partitions, export_lag
 from .reconcile import with_redis
 from .runtime import Partition, Runtime
@@ -120,6 +121,16 @@ def due_windows(rt: Runtime, model: str, seen: ModelTick, event_time: int | None
                       MAX_WINDOWS_PER_TICK)
 
 
+def export_value(m: Metrics, model: str, scope: str, counts: Mapping[str, float]) -> None:
+    """The truth outcomes' value per prediction of a scope at an outcome look, as the rate of `outcome_value`
+    (only where the model's outcomes carry values)."""
+    if f"v:{detect.VALUE}" in counts:
+        amounts = detect.value(counts)
+        if amounts.n:
+            m.rate.labels(model, "outcome_value", scope).set(amounts.total / amounts.n)
+            m.samples.labels(model, "outcome_value", scope).set(amounts.n)
+
+
 def export_partitions(rt: Runtime, tick: Tick, partitions: Sequence[Partition]) -> None:
     """Each partition's newest event time and idleness, as the tick read them (the watermark's inputs)."""
     m = rt.metrics
@@ -176,7 +187,8 @@ def export_features(rt: Runtime, model: str, result: features.Evaluation, before
 
 def export_rates(rt: Runtime, model: str, due: Due, result: detect.Evaluation) -> None:
     """The rates the stage judged per scope (at its checkpoint's age; at 'n' each segment value's share of the
-    predictions, as the rate of `segment_shift`), and the baselines and lifetimes of its alerts.
+    predictions, as the rate of `segment_shift`; at an outcome stage the truth outcomes' value per prediction, as
+    the rate of `outcome_value`), and the baselines and lifetimes of its alerts.
 
     The rate and baseline gauges show the newest window judged for the signal, at its latest look: a later
     checkpoint of an older window (judged after the first look at newer ones) must not put its rate next to a
@@ -214,6 +226,7 @@ def export_rates(rt: Runtime, model: str, due: Due, result: detect.Evaluation) -
             if n:
                 m.rate.labels(model, signal, scope or "all").set(k / n)
                 m.samples.labels(model, signal, scope or "all").set(n)
+        export_value(m, model, scope or "all", counts)
 
 
 async def publish(rt: Runtime, model: str, entries: Mapping[str, bytes]) -> bool:

@@ -27,8 +27,8 @@ from .events import Annotation
 from .settings import ModelSettings
 from .windows import Stage, Window
 
-Counts = Mapping[tuple[str, str, str], int]
-"""A window's counters: (version, scope, counter) -> count."""
+Counts = Mapping[tuple[str, str, str], float]
+"""A window's counters: (version, scope, counter) -> count (a `v:` counter: a sum of outcome values)."""
 
 
 @dataclass(slots=True)
@@ -103,7 +103,7 @@ def history_from(window: Window, stage: Stage, ms: ModelSettings) -> int:
 
 def dominant_version(counts: Counts) -> str:
     """The model version with most predictions in the window (ties: the greatest name); '' with none."""
-    per_version: dict[str, int] = {}
+    per_version: dict[str, float] = {}
     for (version, scope, counter), k in counts.items():
         if scope == "" and counter == "n":
             per_version[version] = per_version.get(version, 0) + k

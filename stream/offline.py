@@ -12,6 +12,7 @@ and are not computed here, so the twin's feature detector sees no data and publi
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from .simulate import PROFILES, generate, plan
 from .times import epoch_ms, from_ms, parse_ms
 from .windows import Cursor, Due, checkpoint_of, due_stages, window_start
 
-Counts = dict[tuple[str, str, str], int]
+Counts = dict[tuple[str, str, str], float]
 
 
 @dataclass(slots=True)
@@ -87,12 +88,19 @@ class Twin:
             self._bump(p, start, f"o:{event['kind']}#{into}")
             if event["label"] != p["label"]:
                 self._bump(p, start, f"m:{event['kind']}#{into}")
+            x = event.get("value")
+            if x is not None:
+                self._bump(p, start, f"v:{event['kind']}#{into}", x)
+                if x > 0:
+                    self._bump(p, start, f"vn:{event['kind']}#{into}")
+                    self._bump(p, start, f"vl:{event['kind']}#{into}", math.log(x))
+                    self._bump(p, start, f"vq:{event['kind']}#{into}", math.log(x) ** 2)
 
-    def _bump(self, p: dict[str, Any], start: int, counter: str) -> None:
+    def _bump(self, p: dict[str, Any], start: int, counter: str, by: float = 1) -> None:
         w = self.counts.setdefault(start, {})
         for scope in ["", f"band={p['band']}", *(f"{k}={v}" for k, v in sorted(p["segment"].items()))]:
             key = (p["model_version"], scope, counter)
-            w[key] = w.get(key, 0) + 1
+            w[key] = w.get(key, 0) + by
 
     def advance(self, watermark_ms: int) -> list[tuple[Due, Verdict]]:
         """Judge every (window, stage) the watermark has passed, in (due, order) order, as the evaluator does."""

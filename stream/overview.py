@@ -165,7 +165,7 @@ def window_rows(history: Mapping[int, Summary], baseline_windows: int,
                     if f"{signal}|" not in b.excluded]
             rates[signal] = Rate(k, n, sum(b[0] for b in base), sum(b[1] for b in base))
         came_late = {kind: n for kind, n in late.get(s.start, {}).items() if n}
-        rows.append(WindowRow(s.start, s.end, s.version, s.scopes.get("", {}).get("n", 0), rates, came_late,
+        rows.append(WindowRow(s.start, s.end, s.version, int(s.scopes.get("", {}).get("n", 0)), rates, came_late,
                               segments.dimensions(s.scopes)))
     return rows
 

@@ -75,30 +75,30 @@ def key(scope: str) -> str:
     return f"{SIGNAL}|{scope}"
 
 
-def dimensions(scopes: Mapping[str, Mapping[str, int]]) -> dict[str, dict[str, int]]:
+def dimensions(scopes: Mapping[str, Mapping[str, float]]) -> dict[str, dict[str, int]]:
     """Segment dimension -> value -> predictions, from a window's scopes (`dim=value`; bands and the model left
     out)."""
     out: dict[str, dict[str, int]] = {}
     for scope, counts in scopes.items():
         dim, sep, value = scope.partition("=")
         if sep and dim != "band":
-            out.setdefault(dim, {})[value] = counts.get("n", 0)
+            out.setdefault(dim, {})[value] = int(counts.get("n", 0))
     return out
 
 
-def measure_all(current: Mapping[str, Mapping[str, int]],
-                baseline: Sequence[tuple[frozenset[str], Mapping[str, Mapping[str, int]]]],
+def measure_all(current: Mapping[str, Mapping[str, float]],
+                baseline: Sequence[tuple[frozenset[str], Mapping[str, Mapping[str, float]]]],
                 ms: ModelSettings) -> dict[str, Share]:
     """Every segment value's share test of one window, by detector key (`segment_shift|dim=value`).
 
     `current` is the window's scopes, `baseline` each baseline window's (excluded keys, scopes). A key is left out
     (no data) when the window or its baseline windows have fewer than `min_samples` predictions, or fewer than two
     baseline windows are left for it."""
-    n = current.get("", {}).get("n", 0)
+    n = int(current.get("", {}).get("n", 0))
     if n < ms.min_samples:
         return {}
     now = dimensions(current)
-    then = [(excluded, scopes.get("", {}).get("n", 0), dimensions(scopes)) for excluded, scopes in baseline]
+    then = [(excluded, int(scopes.get("", {}).get("n", 0)), dimensions(scopes)) for excluded, scopes in baseline]
     out: dict[str, Share] = {}
     for dim in sorted(set(now) | {d for _, _, dims in then for d in dims}):
         values = now.get(dim, {})

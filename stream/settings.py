@@ -57,6 +57,11 @@ class ModelSettings(_Strict):
     feature_scale_factor: float = Field(10.0, gt=1, description="RMS ratio vs baseline that is a scale shift")
     feature_missing_gap: float = Field(0.2, gt=0, le=1,
                                        description="null/absent rate above the baseline's that is a feature_missing")
+    outcome_value_worse: Literal["higher", "lower"] = Field(
+        "higher", description="which way a move of the truth outcomes' value per prediction is bad: `higher` for a "
+                              "loss ratio or claim cost, `lower` for revenue or minutes watched")
+    outcome_value_min_change: float = Field(0.1, gt=0, description="practical minimum relative change of the value "
+                                            "per prediction worth an alert (0.1: 10%)")
     concentration_share: float = Field(0.7, gt=0.5, le=1,
                                        description="share of a model-level excess one scope must carry to be "
                                                    "named the place to investigate")

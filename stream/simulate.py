@@ -11,6 +11,7 @@ send, so a month of traffic replays in seconds. Each scenario's `expect` says wh
 from __future__ import annotations
 
 import heapq
+import math
 import random
 import uuid
 from collections.abc import Callable, Iterator
@@ -40,6 +41,9 @@ class Behaviour:
     frozen: tuple[str, ...] = ()  # features stuck at their last value (the upstream stopped updating)
     missing: tuple[str, ...] = ()  # features that are null or absent in 70% of predictions
     rescaled: tuple[tuple[str, float], ...] = ()  # (feature, factor): a new unit upstream
+    claims: float = 0.3           # P(a truth outcome reports a claim); above 0 every truth outcome carries its
+    #                               `value`, the amount paid (0 without a claim)
+    severity: float = 1000.0      # median claim amount (lognormal, sigma 1: most small, a few huge)
 
 
 Scenario = Callable[[float, dict[str, str], str], Behaviour]
@@ -78,9 +82,12 @@ class Profile:
     settings: dict[str, Any]
 
 
+CALM = Behaviour()
+
+
 def quiet(hours: float, segment: dict[str, str], band: str) -> Behaviour:
     """Nothing changes: the false-alarm baseline."""
-    return Behaviour()
+    return CALM
 
 
 def _hour_after(start: datetime, hours: float) -> float:
@@ -185,6 +192,19 @@ def cohort_shift(total_hours: float, start: datetime) -> Plan:
                 "-> review_segments; no rate alert", mix=mix)
 
 
+def loss_ratio_low_band(total_hours: float, start: datetime) -> Plan:
+    """Every truth outcome reports the amount paid on it (30% carry a claim); from 70% of the run on, claims in the
+    low-risk band cost three times as much (a repair-cost surge the score does not price); how often claims come,
+    and every label, stay as they were."""
+    change = _hour_after(start, 0.7 * total_hours)
+    dearer = Behaviour(severity=3000.0)
+
+    def behaviour(hours: float, segment: dict[str, str], band: str) -> Behaviour:
+        return dearer if hours >= change and band == "low" else CALM
+    return Plan(behaviour, change, expect="outcome_value sustained (page) for band=low -> investigate_segment "
+                "(band=low carries the excess); no other signal")
+
+
 DAY = 86400
 
 
@@ -221,6 +241,7 @@ SCENARIOS: dict[str, Callable[[float, datetime], Plan]] = {
     "flash_sale": flash_sale,
     "slow_claims": slow_claims,
     "cohort_shift": cohort_shift,
+    "loss_ratio_low_band": loss_ratio_low_band,
 }
 
 PROFILES: dict[str, Profile] = {
@@ -269,6 +290,13 @@ def plan(scenario: str, days: float, end: datetime) -> Plan:
     return SCENARIOS[scenario](days * 24, end - timedelta(hours=days * 24))
 
 
+def _paid(rng: random.Random, b: Behaviour) -> dict[str, float]:
+    """A truth outcome's `value`: the amount paid on it (0 without a claim); none where the cohort has no claims."""
+    if b.claims <= 0:
+        return {}
+    return {"value": round(rng.lognormvariate(math.log(b.severity), 1.0), 2) if rng.random() < b.claims else 0.0}
+
+
 def _ts(t: datetime) -> str:
     return t.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -279,10 +307,10 @@ def generate(scenario: str, days: float = 30.0, rate: float = 120.0, seed: int =
     scenario's annotations come first."""
     rng = random.Random(seed)
     frng = random.Random(seed * 7919 + 4)  # features draw from their own stream: the events stay as they were
+    vrng = random.Random(seed * 104729 + 7)  # and so do claim amounts
     last: dict[str, Any] = {}
-    total_hours = days * 24
     end = end or utcnow().replace(microsecond=0)
-    start = end - timedelta(hours=total_hours)
+    start = end - timedelta(hours=days * 24)
     layout = plan(scenario, days, end)
     behave, delays = layout.behaviour, layout.delays
     pending: list[tuple[datetime, int, EventKind, dict[str, Any]]] = []
@@ -322,7 +350,7 @@ def generate(scenario: str, days: float = 30.0, rate: float = 120.0, seed: int =
         if rng.random() < b.truth:
             at = t + timedelta(minutes=rng.uniform(*delays.truth))
             emit(at, "outcome", {"prediction_id": pid, "ts": _ts(at), "kind": "truth",
-                                 "label": other if rng.random() < b.mismatch else label})
+                                 "label": other if rng.random() < b.mismatch else label, **_paid(vrng, b)})
         if rng.random() < b.proxy:
             at = t + timedelta(minutes=rng.uniform(*delays.proxy))
             emit(at, "outcome", {"prediction_id": pid, "ts": _ts(at), "kind": "proxy",

@@ -106,7 +106,7 @@ def test_trust_decay_pages_through_alertmanager_and_every_panel_query_returns_da
         queries = [(name, title, expr) for name in sorted(dashboards.DASHBOARDS) for title, expr in
                    dashboards.panel_queries(json.loads(
                        (DEPLOY / "grafana" / "dashboards" / f"{name}.json").read_text()))]
-        assert len(queries) == 25
+        assert len(queries) == 26
         def without_data() -> list[str]:
             empty = []
             for name, title, expr in queries:

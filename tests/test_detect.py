@@ -17,8 +17,9 @@ MS = ModelSettings(persistence=3, resolve_after=2, min_gap=0.05, min_samples=50,
 HOUR = 3600 * 1000
 NOW = datetime(2026, 11, 20, tzinfo=timezone.utc)
 
-C, C_ANN, CLEAN, CLEAN_ANN, HIGH = (True, False, 0.0), (True, True, 0.2), (False, False, 0.0), (False, True, 0.0), \
-    (False, False, 0.04)
+# (candidate, annotated, still shifted by half the practical minimum)
+C, C_ANN, CLEAN, CLEAN_ANN, HIGH = (True, False, False), (True, True, True), (False, False, False), \
+    (False, True, False), (False, False, True)
 
 
 @pytest.mark.parametrize("windows,news", [
@@ -42,9 +43,9 @@ C, C_ANN, CLEAN, CLEAN_ANN, HIGH = (True, False, 0.0), (True, True, 0.2), (False
     # an annotation arriving during a sustained alert does not turn a page into "expected"
     ([C, C, C, C_ANN], [("firing", "transient"), ("firing", "transient"), ("firing", "sustained"), None]),
 ])
-def test_state_machine(windows: list[tuple[bool, bool, float]], news: list[tuple[str, str] | None]) -> None:
+def test_state_machine(windows: list[tuple[bool, bool, bool]], news: list[tuple[str, str] | None]) -> None:
     track = Track()
-    assert [step(track, cand, ann, MS, gap) for cand, ann, gap in windows] == news
+    assert [step(track, cand, ann, MS, shifted) for cand, ann, shifted in windows] == news
 
 
 ANN = Annotation.model_validate({"schema_version": 1, "event_id": "a1", "model": "m", "kind": "campaign",
@@ -169,6 +170,67 @@ def test_proxy_getting_worse_with_the_truth_is_not_divergence() -> None:
     assert sustained == {"proxy_divergence": "review_objective", "outcome_mismatch": "review_objective"}
 
 
+# --- outcome_value: claim amounts per prediction, per band ---------------------------------------------------
+
+def _valued(rng: np.random.Generator, severity: dict[str, float], n: int = 1000, rate: float = 0.05
+            ) -> dict[tuple[str, str, str], float]:
+    """One window: `n` predictions per band, `rate` of them with a claim, lognormal amounts of median
+    severity[band] (truth outcomes, whole model the sum of the bands)."""
+    scopes: dict[str, dict[str, float]] = {}
+    for band, median in severity.items():
+        claims = rng.lognormal(np.log(median), 1.0, size=rng.binomial(n, rate))
+        unindexed = {c.partition("#")[0]: x for c, x in _claims(claims, 0).items()}
+        scopes[f"band={band}"] = {"n": n, "o:truth": n, **unindexed}
+    scopes[""] = {c: sum(sc[c] for sc in scopes.values()) for c in scopes[f"band={next(iter(severity))}"]}
+    return _counts(scopes)  # type: ignore[arg-type]
+
+
+CALM = {"low": 1000.0, "high": 5000.0}
+
+
+def test_claims_growing_in_one_band_are_an_outcome_value_alert_that_names_the_band() -> None:
+    rng = np.random.default_rng(3)
+    evs = _run([_valued(rng, CALM) for _ in range(12)] + [_valued(rng, {"low": 4000.0, "high": 5000.0})
+                                                         for _ in range(3)])
+    assert [a for e in evs[:12] for a in e.alerts] == []
+    last = {(a.signal, tuple(a.scope.items())): a for a in evs[14].alerts}
+    low = last[("outcome_value", (("band", "low"),))]
+    assert (low.classification, low.severity, low.recommendation) == ("sustained", "page", "investigate_segment")
+    assert low.observed > 2 * low.baseline and low.interval is not None and low.interval[0] > 0
+    assert "truth outcome value per prediction" in low.diagnosis[0] and "%" in low.diagnosis[0]
+    whole = last.get(("outcome_value", ()))
+    if whole is not None:
+        assert any("band=low carries" in d and "excess outcome value" in d for d in whole.diagnosis)
+    assert ("outcome_value", (("band", "high"),)) not in last
+
+
+def test_outcome_value_follows_the_configured_direction_and_needs_min_samples() -> None:
+    revenue = MS.model_copy(update={"outcome_value_worse": "lower"})
+    rng = np.random.default_rng(4)
+    calm = [_valued(rng, CALM) for _ in range(12)]
+    fell = [_valued(rng, {"low": 1000.0, "high": 1500.0}) for _ in range(3)]
+    assert {a.signal for e in _run(calm + fell) for a in e.alerts} == set()  # cheaper claims: good news
+    alerts = [a for e in _run(calm + fell, ms=revenue) for a in e.alerts]
+    assert {(a.signal, a.classification) for a in alerts} >= {("outcome_value", "sustained")}
+    assert all(a.gap < 0 for a in alerts if a.signal == "outcome_value")
+    thin = [_valued(rng, {"low": 4000.0, "high": 5000.0}, n=20) for _ in range(3)]  # 20 < min_samples per band
+    evs = _run(calm + thin)
+    assert [a for e in evs for a in e.alerts if a.scope] == []
+
+
+def test_an_annotated_claim_surge_is_expected_and_a_model_without_values_tests_none() -> None:
+    ann = Annotation.model_validate({"schema_version": 1, "event_id": "a", "model": "m", "kind": "data_fix",
+                                     "start": "1970-01-01T12:00:00Z", "segment": {"band": "low"},
+                                     "note": "claims backlog processed"})
+    rng = np.random.default_rng(5)
+    windows = [_valued(rng, CALM) for _ in range(12)] + [_valued(rng, {"low": 4000.0, "high": 5000.0})
+                                                        for _ in range(3)]
+    low = [a for e in _run(windows, [ann]) for a in e.alerts if a.scope == {"band": "low"}]
+    assert [(a.signal, a.classification, a.recommendation) for a in low] == [("outcome_value", "expected", "none")]
+    plain = [{k: v for k, v in w.items() if not k[2].startswith("v")} for w in windows]
+    assert not any(k.startswith("outcome_value|") for e in _run(plain) for k in e.state.tracks)
+
+
 # --- looks: counts at an age, one decision per window and key -------------------------------------------------
 
 @pytest.mark.parametrize("kind,k,counts,expected", [
@@ -284,12 +346,20 @@ def test_the_predictions_stage_tests_no_rate() -> None:
 # min_gap is 0 here so that the statistics alone are tested (a practical minimum only removes candidates).
 
 SCOPES, WINDOWS, SEEDS = 24, 40, 25  # 1,000 model-windows, each judged at its seven stages (about a minute)
-STATIONARY = ModelSettings(min_gap=0.0, alpha=0.01, min_samples=50)  # 1 h windows, 5 looks
+STATIONARY = ModelSettings(min_gap=0.0, outcome_value_min_change=1e-9, alpha=0.01, min_samples=50)  # 5 looks
+
+
+def _claims(amounts: np.ndarray, k: int) -> dict[str, float]:
+    """The value counters of truth outcomes worth `amounts` at checkpoint k (keys.window_counts)."""
+    logs = np.log(amounts[amounts > 0])
+    return {f"v:truth#{k}": float(amounts.sum()), f"vn:truth#{k}": len(logs), f"vl:truth#{k}": float(logs.sum()),
+            f"vq:truth#{k}": float((logs ** 2).sum())}
 
 
 def _stationary_run(seed: int, ms: ModelSettings) -> tuple[int, int]:
     """(windows holding any alert at any of their looks, sustained alerts) for one model of SCOPES shops over
-    WINDOWS windows, each judged at every stage in (due, order) order; follow-ups spread over the checkpoints."""
+    WINDOWS windows, each judged at every stage in (due, order) order; follow-ups spread over the checkpoints, a
+    mismatched truth outcome carrying a claim amount (lognormal: most small, a few huge)."""
     rng = np.random.default_rng(seed)
     windows = []
     for _ in range(WINDOWS):
@@ -307,6 +377,8 @@ def _stationary_run(seed: int, ms: ModelSettings) -> tuple[int, int]:
                         scopes[f"shop={s}"] |= {f"{num}#{k}": int(hits[k]), f"{den}#{k}": int(trials[k] - hits[k])}
                     else:
                         scopes[f"shop={s}"] |= {f"{num}#{k}": int(hits[k]), f"{den}#{k}": int(trials[k])}
+                    if num == "m:truth":  # a mismatched truth outcome is a claim: its amount is heavy-tailed
+                        scopes[f"shop={s}"] |= _claims(rng.lognormal(np.log(2000), 1.2, size=int(hits[k])), k)
         scopes[""] = {key: sum(c[key] for c in scopes.values()) for key in scopes["shop=0"]}
         windows.append(scopes)
     noisy: set[int] = set()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -159,12 +160,60 @@ def test_value_rise_is_statsmodels_quasi_poisson_glm(current: tuple[float, int],
     assert got.df == fit.df_resid
     assert got.dispersion == pytest.approx(fit.scale, rel=1e-9)
     assert got.p == pytest.approx(expected, rel=1e-6, abs=1e-300)
+    # the gap's interval is the same model's Wald interval of the log rate ratio, in value per prediction
+    rate0 = math.exp(fit.params[0])
+    lo, hi = np.exp(fit.conf_int(alpha=0.01)[1]) * rate0 - rate0
+    assert stats.value_interval(total, n, windows, got, 0.99) == pytest.approx((lo, hi), rel=1e-6)
 
 
 def test_value_rise_of_a_window_without_value_and_what_it_refuses() -> None:
     windows = [(20_100.0, 410), (18_700.0, 395), (24_900.0, 402), (19_800.0, 388)]
     assert stats.value_rise(0.0, 400, windows, higher=False).p < 0.01  # all revenue gone: far below
     assert stats.value_rise(0.0, 400, windows, higher=True).p > 0.99
+    test = stats.value_rise(0.0, 400, windows, higher=False)
+    lo, hi = stats.value_interval(0.0, 400, windows, test, 0.99)
+    rate0 = sum(s for s, _ in windows) / sum(k for _, k in windows)
+    assert lo == -rate0 < hi < 0  # nothing can fall further than all of it, and the window did fall
     for bad in ([(20_100.0, 410)], [(0.0, 410), (0.0, 395)], [(-5.0, 410), (20.0, 395)]):
         with pytest.raises(ValueError):
             stats.value_rise(100.0, 400, bad)
+
+
+def _amounts(n: int, values: np.ndarray) -> stats.Amounts:
+    logs = np.log(values[values > 0])
+    return stats.Amounts(n, float(values.sum()), len(logs), float(logs.sum()), float((logs ** 2).sum()))
+
+
+@pytest.mark.parametrize("claims", [30, 80])  # as often as the baseline's 6%, and 20%: the exact test's side
+@pytest.mark.parametrize("higher", [True, False])
+def test_amount_rise_is_an_exact_frequency_test_and_a_t_test_on_the_log_severity(higher: bool, claims: int) -> None:
+    rng = np.random.default_rng(5)
+    now = _amounts(400, np.concatenate([rng.lognormal(8.5, 1.2, claims), np.zeros(10)]))
+    then = _amounts(8000, np.concatenate([rng.lognormal(7.6, 1.2, 480), np.zeros(200)]))
+    got = stats.amount_rise(now, then, higher)
+    side = "greater" if higher else "less"
+    mean1, var1 = now.log_moments()
+    mean0, var0 = then.log_moments()
+    student = ss.ttest_ind_from_stats(mean1, math.sqrt(var1), now.count, mean0, math.sqrt(var0), then.count,
+                                    equal_var=True, alternative=side)
+    table = [[now.count, now.n - now.count], [then.count, then.n - then.count]]
+    fisher = ss.fisher_exact(table, alternative=side).pvalue
+    assert got.p_severity == pytest.approx(student.pvalue, rel=1e-9)
+    if fisher <= stats.ZTEST_ONLY_ABOVE:  # the exact test where it can matter (rise_pvalue)
+        assert got.p_frequency == pytest.approx(fisher, rel=1e-6)
+    else:
+        assert got.p_frequency > stats.ZTEST_ONLY_ABOVE
+    assert got.p == pytest.approx(min(1.0, 2 * min(student.pvalue, got.p_frequency)), rel=1e-9)
+    assert (got.p < 0.01) is higher  # severity rose: larger claims, and as many
+
+
+def test_one_huge_claim_moves_the_log_severity_little() -> None:
+    rng = np.random.default_rng(6)
+    base = rng.lognormal(7.6, 1.2, 2000)
+    values = rng.lognormal(7.6, 1.2, 8)
+    values[0] = base.max() * 20  # one claim twenty times the largest of the baseline's
+    now, then = _amounts(100, values), _amounts(25_000, base)
+    assert now.total / now.n > 3 * then.total / then.n  # the loss ratio tripled on one claim
+    assert stats.amount_rise(now, then).p > 0.01
+    assert now - now == stats.Amounts(0, 0.0, 0, 0.0, 0.0)
+    assert dataclasses.astuple(now + then - then) == pytest.approx(dataclasses.astuple(now))

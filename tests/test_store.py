@@ -5,6 +5,7 @@ expiry."""
 from __future__ import annotations
 
 import asyncio
+import math
 from datetime import datetime, timezone
 from typing import Any
 
@@ -37,9 +38,9 @@ def action(i: int, ms: int, kind: str = "override", eid: str | None = None) -> H
                                             "prediction_id": f"id{i}", "ts": iso(ms), "action": kind})
 
 
-def outcome(i: int, ms: int, label: str, kind: str = "truth") -> OutcomeEvent:
+def outcome(i: int, ms: int, label: str, kind: str = "truth", value: float | None = None) -> OutcomeEvent:
     return OutcomeEvent.model_validate({"schema_version": 1, "event_id": f"o{i}{kind}", "prediction_id": f"id{i}",
-                                        "ts": iso(ms), "label": label, "kind": kind})
+                                        "ts": iso(ms), "label": label, "kind": kind, "value": value})
 
 
 @pytest.fixture
@@ -58,7 +59,7 @@ async def _flows(store: Store, events: list[Any]) -> dict[tuple[str, str], tuple
     return {k: (f.counted, f.late, f.beyond_horizon) for k, f in r.flows.items()}
 
 
-async def _window(store: Store, start: int) -> dict[tuple[str, str, str], int]:
+async def _window(store: Store, start: int) -> dict[tuple[str, str, str], float]:
     return await window_counts(store, "m", start)
 
 
@@ -82,6 +83,28 @@ def test_a_replayed_batch_changes_nothing(store: Store) -> None:
         assert after[("v1", scope, "a:override#0")] == 1
         assert after[("v1", scope, "o:truth#0")] == 1 and after[("v1", scope, "m:truth#0")] == 1
         assert after[("v1", scope, "o:proxy#0")] == 1 and ("v1", scope, "m:proxy#0") not in after
+
+
+def test_outcome_values_are_summed_once_with_the_logs_of_the_positive_ones_parked_or_not(store: Store) -> None:
+    first = [outcome(5, T0 + 40, "a", value=300.0),  # before its prediction: parked with its value
+             pred(3, T0 + 10), outcome(3, T0 + 30, "a", value=1200.5), pred(6, T0 + 12),
+             outcome(6, T0 + 50, "b", value=0.0),  # a truth outcome that paid nothing: in the sum, not a claim
+             pred(7, T0 + 13), outcome(7, T0 + 60, "a")]  # no value at all
+
+    async def go() -> tuple[Any, Any]:
+        await _apply(store, first)
+        replayed = await _apply(store, [*first, pred(5, T0 + 14)])
+        return replayed, await _window(store, T0)
+
+    replayed, w = run(go(), store)
+    assert replayed == (1, 7, 0, 0, 1)  # the parked outcome drained once its prediction came; the rest duplicates
+    for scope in ("", "band=low", "region=eu"):
+        assert w[("v1", scope, "o:truth#0")] == 4
+        assert w[("v1", scope, "v:truth#0")] == 1500.5
+        assert w[("v1", scope, "vn:truth#0")] == 2
+        assert w[("v1", scope, "vl:truth#0")] == pytest.approx(math.log(1200.5) + math.log(300.0), rel=1e-15)
+        assert w[("v1", scope, "vq:truth#0")] == pytest.approx(math.log(1200.5) ** 2 + math.log(300.0) ** 2,
+                                                                rel=1e-15)
 
 
 def test_actions_before_their_prediction_wait_and_count_in_its_window_once_it_arrives(store: Store) -> None:

@@ -25,9 +25,10 @@ from .redis_io import as_bytes, as_text, bucket_slots
 
 @dataclass(slots=True)
 class WindowCounts:
-    """Counters of one closed window: (version, scope, counter) -> count, summed over buckets."""
+    """Counters of one closed window: (version, scope, counter) -> count, summed over buckets (the outcome value
+    sums, keys.FLOAT_COUNTERS, are floats)."""
 
-    counts: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    counts: dict[tuple[str, str, str], float] = field(default_factory=dict)
     late: dict[str, int] = field(default_factory=dict)  # stage kind (n/a/o) -> events that came after its stage
 
     def merge(self, flat: Sequence[bytes]) -> None:
@@ -39,7 +40,8 @@ class WindowCounts:
                 continue
             version, scope, counter = name.split("|", 2)
             key = (version, scope, counter)
-            self.counts[key] = self.counts.get(key, 0) + int(flat[i + 1])
+            x = float(flat[i + 1]) if counter.startswith(keys.FLOAT_COUNTERS) else int(flat[i + 1])
+            self.counts[key] = self.counts.get(key, 0) + x
 
 
 @dataclass(slots=True)

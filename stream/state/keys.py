@@ -79,8 +79,14 @@ def window_prefix(bucket: int) -> str:
 
 
 def window_counts(bucket: int, model: str, start_ms: int) -> str:
-    """Hash: `<version>|<scope>|<counter>` -> count of one window in one bucket. TTL `window_ttl`."""
+    """Hash: `<version>|<scope>|<counter>` -> count of one window in one bucket. The outcomes that carry a value
+    add `v:<outcome kind>#<k>` their values' sum and, of the positive ones, `vn:` their count, `vl:` and `vq:`
+    the sum and sum of squares of their natural logs (FLOAT_COUNTERS are floats). TTL `window_ttl`."""
     return f"{window_prefix(bucket)}{model}:{start_ms}"
+
+
+FLOAT_COUNTERS = ("v:", "vl:", "vq:")
+"""Prefixes of the window counters that hold sums of outcome values (floats) rather than counts."""
 
 
 LATE_FIELD = "~late|"

@@ -97,7 +97,8 @@ def follower_record(event: HumanActionEvent | OutcomeEvent) -> tuple[Any, ...]:
     ts = epoch_ms(event.ts)
     if isinstance(event, HumanActionEvent):
         return "a", event.prediction_id, event.event_id, dedup_token(event.event_id), ts, event.action
-    return "o", event.prediction_id, event.event_id, dedup_token(event.event_id), ts, event.label, event.kind
+    return ("o", event.prediction_id, event.event_id, dedup_token(event.event_id), ts, event.label, event.kind,
+            event.value)
 
 
 def encode(events: Sequence[Event], labels: Sequence[Labels], stamps: Sequence[int],

@@ -30,7 +30,7 @@ def run(coro: Coroutine[Any, Any, T], *stores: Store) -> T:
     return asyncio.run(main())
 
 
-async def window_counts(store: Store, model: str, start: int) -> dict[tuple[str, str, str], int]:
+async def window_counts(store: Store, model: str, start: int) -> dict[tuple[str, str, str], float]:
     """A window's counts summed over buckets, without closing it: plain reads of the keys keys.py names."""
     counts = WindowCounts()
     for b in range(store.settings.state_buckets):

@@ -103,6 +103,15 @@ local function count(w, model, version, scopes, counter)
   if first[model] == nil or w.start < first[model] then first[model] = w.start end
 end
 
+-- add an outcome's value into window w's value sums for the model, its version and every scope: floats, summed
+-- in the call and written once at its end with the feature sums (`fsum`, by key)
+local fsum = {}
+local function add_value(w, version, scopes, counter, x)
+  local sums = fsum[w.key]
+  if sums == nil then sums = {}; fsum[w.key] = sums end
+  for _, f in ipairs(fields_of(version, scopes, counter)) do sums[f] = (sums[f] or 0) + x end
+end
+
 -- a late event of window w (its stage of the window was judged), counted in the window as keys.LATE_FIELD says
 local function count_late(w, kind)
   local f = cfg.late_field .. kind
@@ -207,18 +216,18 @@ end
 
 -- An action or outcome as the script handles it. Parked ones are stored as JSON under the one-letter names they
 -- have always had in Redis (k kind, p prediction_id, e event_id, h token, t ts, a action, l label, o outcome
--- kind), which the sweep reads too; `park` and `unpark` are the only places that know those letters.
+-- kind, v value), which the sweep reads too; `park` and `unpark` are the only places that know those letters.
 local function park(r)
   if r.kind == 'a' then
     return cjson.encode({k = 'a', p = r.prediction_id, e = r.event_id, h = r.token, t = r.ts, a = r.action})
   end
   return cjson.encode({k = 'o', p = r.prediction_id, e = r.event_id, h = r.token, t = r.ts, l = r.label,
-                       o = r.outcome})
+                       o = r.outcome, v = r.value})
 end
 local function unpark(json)
   local q = cjson.decode(json)
   return {kind = q.k, prediction_id = q.p, event_id = q.e, token = q.h, ts = q.t, action = q.a, label = q.l,
-          outcome = q.o}
+          outcome = q.o, value = q.v}
 end
 
 -- the checkpoint ages of a model's actions ('a') or outcomes ('o'), ascending (Settings.checkpoints_ms)
@@ -264,13 +273,25 @@ local function follow(model, version, scopes, label, pts, r)
   end
   count(w, model, version, scopes, 'o:' .. r.outcome .. suffix)
   if r.label ~= label then count(w, model, version, scopes, 'm:' .. r.outcome .. suffix) end
+  -- an outcome without a value is sent as null (cjson.null), one parked before values existed has none (nil);
+  -- a positive value is also counted, and its log summed and squared (stream.stats.Amounts: claim severity)
+  local x = r.value
+  if type(x) == 'number' then
+    add_value(w, version, scopes, 'v:' .. r.outcome .. suffix, x)
+    if x > 0 then
+      local lx = math.log(x)
+      count(w, model, version, scopes, 'vn:' .. r.outcome .. suffix)
+      add_value(w, version, scopes, 'vl:' .. r.outcome .. suffix, lx)
+      add_value(w, version, scopes, 'vq:' .. r.outcome .. suffix, lx * lx)
+    end
+  end
 end
 
 -- Feature statistics of a prediction this call newly stored in an open window; being newly stored is the
 -- once-guard, so a duplicate, a replay after a crash, or two workers racing record them once. Like the window
 -- counters they are summed per (key, field) in the call and written once at its end: counts into `incr`, float
 -- sums, minima and maxima here, string values per top-value hash in first-seen order.
-local fsum, flo, fhi, tops, top_keys = {}, {}, {}, {}, {}
+local flo, fhi, tops, top_keys = {}, {}, {}, {}
 local fnames = {}  -- feature name -> its field names in the statistics hash
 local function names_of(f)
   local n = fnames[f]
@@ -475,7 +496,7 @@ end
 
 -- the records: 'p', prediction_id, triple index, ts, label, features object or false (the model tracks none)
 --            | 'a', prediction_id, event_id, token, ts, action
---            | 'o', prediction_id, event_id, token, ts, label, outcome kind
+--            | 'o', prediction_id, event_id, token, ts, label, outcome kind, value (a number or null)
 local i, last = 1, #recs
 while i <= last do
   local kind = recs[i]
@@ -488,8 +509,8 @@ while i <= last do
     i = i + 6
   else
     join({kind = 'o', prediction_id = recs[i + 1], event_id = recs[i + 2], token = recs[i + 3], ts = recs[i + 4],
-          label = recs[i + 5], outcome = recs[i + 6]})
-    i = i + 7
+          label = recs[i + 5], outcome = recs[i + 6], value = recs[i + 7]})
+    i = i + 8
   end
 end
 
