@@ -109,8 +109,8 @@ ALIGNMENT = [gap_alert(s, n) for s, n in GAP_SIGNALS.items()] + [Alert(
     for_key="feature",
     summary="Feature health: {{ $labels.signal }} on model {{ $labels.model }}",
     description=("trustgap reports {{ $labels.signal }} for model {{ $labels.model }} ({{ $labels.scope }}): an "
-                 "upstream input is dead, frozen, rescaled or missing. Outcome alerts of this model are held "
-                 "back while this fires; fix the feature before retraining."),
+                 "upstream input is dead, frozen, rescaled, missing or out of its categories. Outcome alerts of "
+                 "this model are held back while this fires; fix the feature before retraining."),
     anchor="feature-health")]
 
 PIPELINE = [

@@ -13,13 +13,13 @@ event that tripped it.
   (overridden or bypassed) and per truth and proxy outcome (mismatched), in event-time order. (Fed one value per
   window instead, ADWIN never fires on these runs: its Hoeffding bound needs hundreds of values per side.)
 - The band sees the per-window rates trustgap sees at each look: every window's model-level rate at each
-  checkpoint (override rate at the action looks; outcome mismatch and truth-minus-proxy mismatch at the outcome
-  looks); it alarms when a window's rate is above the mean + 3 sigma of the `baseline_windows` windows before it
-  (ten at least).
-Both watch the whole model only, trustgap every scope. An alarm is false when it is about data from before the
-change (a window that ended before it, an event whose prediction came before it). Feature statistics are not
-simulated in memory (their scenarios are measured end to end in tests/test_feature_pipeline.py): their rows show
-the rate signals only.
+  checkpoint (override rate at the action looks; outcome mismatch, truth-minus-proxy mismatch and the truth
+  outcomes' value per prediction at the outcome looks); it alarms when a window's rate is above the mean + 3 sigma
+  of the `baseline_windows` windows before it (ten at least).
+Both watch the whole model's follow-ups only, trustgap every scope, the shares of the segments and the features
+too (the twin's feature statistics are exact where the store's distinct counts and top values are estimates). An
+alarm is false when it is about data from before the change (a window that ended before it, an event whose
+prediction came before it).
 """
 
 from __future__ import annotations
@@ -68,7 +68,8 @@ def looks(twin: Twin) -> Iterator[list[tuple[int, int, float]]]:
     for stage in ms.stages():
         if stage.kind == "n":
             continue
-        for signal in ("override_rate",) if stage.kind == "a" else ("outcome_mismatch", "proxy_divergence"):
+        for signal in ("override_rate",) if stage.kind == "a" else ("outcome_mismatch", "proxy_divergence",
+                                                                     "outcome_value"):
             points = []
             for start in sorted(twin.counts):
                 whole = {k: v for (_, scope, k), v in twin.counts[start].items() if scope == ""}
@@ -78,6 +79,11 @@ def looks(twin: Twin) -> Iterator[list[tuple[int, int, float]]]:
                     (t, tn), (q, qn) = detect.rate(counts, "outcome_mismatch"), detect.rate(counts, "proxy_mismatch")
                     if tn and qn:
                         points.append((start, due, t / tn - q / qn))
+                    continue
+                if signal == "outcome_value":
+                    amounts = detect.value(counts)
+                    if amounts.n and amounts.total:
+                        points.append((start, due, amounts.total / amounts.n))
                     continue
                 k, n = detect.rate(counts, signal)
                 if n:
@@ -135,8 +141,8 @@ def measure(scenario: str, seed: int, days: float, rate: float) -> dict[str, Ala
     layout = plan(scenario, days, END_AT)
     change = None if layout.change_hours is None else END - int(days * 24 * HOUR) + int(layout.change_hours * HOUR)
     size, lateness = ms.window_seconds * 1000, ms.allowed_lateness_seconds * 1000
-    firing = [(d.due + lateness, a) for d, a in ((d, a) for d, v in twin.judged for a in v.rate.alerts)
-              if a.status == "firing"]
+    firing = [(d.due + lateness, a) for d, a in ((d, a) for d, v in twin.judged
+                                                 for a in [*v.rate.alerts, *v.feature.alerts]) if a.status == "firing"]
     tg = [(epoch_ms(a.window.start), t) for t, a in firing]
     pages = [(epoch_ms(a.window.start), t) for t, a in firing if a.severity == "page"]
     band = [x for points in looks(twin) for x in band_alarms(points, ms.baseline_windows)]

@@ -309,7 +309,8 @@ def _parse_elements(kind: EventKind, raw: bytes, limits: Limits) -> tuple[list[E
 # --- what trustgap publishes -------------------------------------------------------------------------------
 
 Signal = Literal["override_rate", "outcome_mismatch", "proxy_divergence", "feature_frozen", "feature_scale_shift",
-                 "feature_missing", "segment_shift", "outcome_value"]
+                 "feature_missing", "segment_shift", "outcome_value",
+                 "feature_novel_values"]
 Recommendation = Literal["fix_upstream_feature", "exclude_window_from_training", "investigate_segment",
                          "investigate_trust", "review_objective", "retrain_candidate", "review_segments", "none"]
 

@@ -4,7 +4,14 @@ An upstream metric that is deprecated rarely errors: it freezes at its last valu
 goes null. Each detector compares a feature's closed window with the same feature's trailing baseline windows:
 - `feature_frozen`: one distinct value (or no spread) in a feature that varied in its baseline;
 - `feature_scale_shift`: the root mean square moves by `feature_scale_factor` or more while values still vary;
-- `feature_missing`: the null-or-absent rate rises `feature_missing_gap` above the baseline's.
+- `feature_missing`: the null-or-absent rate rises `feature_missing_gap` above the baseline's;
+- `feature_novel_values`: a string feature carries more of its traffic in values its baseline never carried (or in
+  a catch-all such as `other`): a categorisation gone stale. Known values are those among the top values
+  (`FEATURE_TOP_K` per bucket, Space-Saving) of the baseline windows; a window's novel count is measured at its
+  own judgement against its own baseline and kept in history, so the baseline windows' novelty (the churn of a
+  feature with many values) is measured the same way as the window's. The share of novel values is tested with
+  the share test of segment_shift (stats.share_rise: the windows' spread, or the exact test where the baseline
+  never had any), Holm-corrected over the window's string features, and needs `feature_novel_gap` as well.
 Each needs `min_samples`, and alerts go through the same transient / sustained / resolved / expected steps as
 the rate signals. No I/O: the store reads the statistics, the evaluator in app.py commits the result.
 """
@@ -14,17 +21,17 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from . import detect
+from . import detect, stats as tests
 from .events import AlertWindow, AlignmentAlert, Annotation, Signal
 from .settings import ModelSettings
 from .times import epoch_ms, from_ms, iso_ms
 from .windows import Window
 
-SIGNALS: tuple[Signal, ...] = ("feature_frozen", "feature_scale_shift", "feature_missing")
+SIGNALS: tuple[Signal, ...] = ("feature_frozen", "feature_scale_shift", "feature_missing", "feature_novel_values")
 STATE_KEY = "_features"
 """Where the feature detector's state and window summaries ride inside the model's state and history JSON, so
 that they are committed by the same compare-and-set as the rate detector's."""
@@ -33,6 +40,18 @@ FROZEN_SHARE = 0.99        # a string feature whose top value holds this share h
 FLAT_SPREAD = 1e-3         # a numeric spread below this fraction of the baseline's is "no spread"
 VARIED_FRACTION = 0.1      # a baseline varied when fewer than this fraction of its windows looked frozen
 VALUE_MAX = 100            # characters of a string value kept for the diagnosis
+TOPS_KEPT = 16             # merged top values a window keeps in history: the known values of later baselines
+NAMED_MAX = 3              # novel values the diagnosis names
+
+
+STRING_MAX = 256  # bytes of a string value counted (the top-value hash field and the HLL element), cut at a character
+
+
+def cut(value: str) -> str:
+    """A string value's first STRING_MAX bytes, cut back to a character boundary (as the apply script's `cut`)."""
+    if len(value) * 4 <= STRING_MAX:  # at most 4 bytes per character in UTF-8
+        return value
+    return value.encode()[:STRING_MAX].decode("utf-8", "ignore")
 
 
 def watched(name: str, ms: ModelSettings) -> bool:
@@ -57,6 +76,8 @@ class FeatureStats:
     distinct: int = 0         # approximate (HyperLogLog) distinct values, numbers and strings together
     top_value: str | None = None
     top_count: int = 0        # Space-Saving estimate of the top string value's count
+    tops: tuple[tuple[str, int], ...] = ()  # the top string values and their estimated counts, largest first
+    novel: int = -1           # string values outside the known ones or catch-alls (-1: not measured)
 
     @property
     def present(self) -> int:
@@ -100,12 +121,16 @@ class FeatureStats:
         return self.top_share >= FROZEN_SHARE
 
     def to_json(self) -> list[Any]:
-        return [self.values, self.total, self.squares, self.lo, self.hi, self.strings, self.explicit_nulls,
-                self.distinct, self.top_value, self.top_count]
+        out: list[Any] = [self.values, self.total, self.squares, self.lo, self.hi, self.strings,
+                          self.explicit_nulls, self.distinct, self.top_value, self.top_count]
+        if self.tops or self.novel >= 0:  # written only where known: older entries read (and re-encode) the same
+            out += [[list(t) for t in self.tops], self.novel]
+        return out
 
     @classmethod
     def from_json(cls, n: int, d: Sequence[Any]) -> FeatureStats:
-        return cls(n, *d)
+        head, tops, novel = d[:10], d[10] if len(d) > 10 else [], d[11] if len(d) > 11 else -1
+        return cls(n, *head, tops=tuple((v, c) for v, c in tops), novel=novel)  # type: ignore[misc]
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +168,7 @@ class Finding:
     n: int
     baseline_n: int
     detail: str = ""  # what the diagnosis says about it: the frozen value, the factor, the rates
+    p: float | None = None  # a tested finding's one-sided p-value (the candidate also needs it, after Holm)
 
 
 def frozen(cur: FeatureStats, base: Sequence[FeatureStats], ms: ModelSettings) -> Finding | None:
@@ -196,7 +222,37 @@ def missing(cur: FeatureStats, base: Sequence[FeatureStats], ms: ModelSettings) 
     return Finding(observed - baseline >= ms.feature_missing_gap, observed, baseline, cur.n, base_n, detail)
 
 
-DETECTORS = {"feature_frozen": frozen, "feature_scale_shift": scale_shift, "feature_missing": missing}
+def known_values(base: Sequence[FeatureStats]) -> set[str]:
+    """The values a feature carried in its baseline windows: every top value of theirs."""
+    return {v for b in base for v, _ in b.tops}
+
+
+def novel_count(cur: FeatureStats, known: set[str], ms: ModelSettings) -> int:
+    """The window's string values outside `known`, or in a catch-all: its top values' estimated counts (a value
+    below every bucket's top-K is not seen: the count is a lower bound, as is the baseline windows')."""
+    return min(cur.strings, sum(c for v, c in cur.tops if v not in known or v in ms.feature_catch_all))
+
+
+def novel_values(cur: FeatureStats, base: Sequence[FeatureStats], ms: ModelSettings) -> Finding | None:
+    """A string feature's share of novel values (`novel`, see the module docstring) rises above its baseline's."""
+    if cur.strings < ms.min_samples or cur.novel < 0:
+        return None
+    windows = [(b.novel, b.strings) for b in base if b.novel >= 0 and b.strings > 0]
+    if len(windows) < 2 or sum(w[1] for w in windows) < ms.min_samples:
+        return None
+    test = tests.share_rise(cur.novel, cur.strings, windows)
+    bk, bn = sum(w[0] for w in windows), sum(w[1] for w in windows)
+    known = known_values(base)
+    named = ", ".join(f"{v[:VALUE_MAX]!r} {c / cur.strings:.0%}" for v, c in
+                      [(v, c) for v, c in cur.tops if v not in known or v in ms.feature_catch_all][:NAMED_MAX])
+    share, baseline = cur.novel / cur.strings, bk / bn
+    detail = (f"carries {share:.0%} of its values in values its baseline never carried or in catch-alls "
+              f"(baseline {baseline:.1%}): {named or 'none named'}")
+    return Finding(share - baseline >= ms.feature_novel_gap, share, baseline, cur.strings, bn, detail, test.p)
+
+
+DETECTORS = {"feature_frozen": frozen, "feature_scale_shift": scale_shift, "feature_missing": missing,
+             "feature_novel_values": novel_values}
 
 
 @dataclass(slots=True)
@@ -247,31 +303,39 @@ def evaluate(model: str, version: str, window: Window, n: int, stats: Mapping[st
     new = State({k: Track(t.streak, t.clean, t.status, since=t.since) for k, t in state.tracks.items()})
     excluded: set[str] = set()
     alerts: list[AlignmentAlert] = []
+    findings: dict[tuple[str, Signal], Finding] = {}
     for feature in sorted(names):
-        cur = current.get(feature)
         # a window where any of the feature's signals fired is out of all its baselines: once income froze,
         # its frozen windows must not make the next rescale look small either
         broken = {f"{signal}|{feature}" for signal in SIGNALS}
+        base = [h.get(feature) for h in baseline_windows if not h.excluded & broken]
+        cur = current.get(feature)
+        if cur.strings and sum(1 for b in base if b.strings) >= 2:  # measured against its own baseline, kept
+            cur = current.stats[feature] = replace(cur, novel=novel_count(cur, known_values(base), ms))
         for signal in SIGNALS:
-            key = f"{signal}|{feature}"
-            base = [h.get(feature) for h in baseline_windows if not h.excluded & broken]
             finding = DETECTORS[signal](cur, base, ms)
-            if finding is None:  # too few samples to judge: the track neither advances nor heals
-                continue
-            track = new.tracks.setdefault(key, Track())
-            if finding.candidate:
-                excluded.add(key)
-                if track.streak == 0:
-                    track.since = window.start
-            # the rate signals' state machine: transient per candidate window, sustained / expected / resolved once
-            news = detect.step(track, finding.candidate, bool(overlapping), ms)
-            if track.status == "sustained":
-                excluded.add(key)  # kept out of later baselines until it resolves
-            if news is not None:
-                status, classification = news
-                alerts.append(_alert(model, version, signal, feature, window, status, classification, track,
-                                     finding, overlapping if classification == "expected" else [], now))
-    summary = WindowFeatures(window.start, n, dict(stats), frozenset(excluded))
+            if finding is not None:  # else too few samples to judge: the track neither advances nor heals
+                findings[(feature, signal)] = finding
+    # the tested findings (novel values) are a family per window: Holm over the window's string features
+    tested = [k for k, f in findings.items() if f.p is not None]
+    for k, p in zip(tested, tests.holm([cast(float, findings[k].p) for k in tested]), strict=True):
+        findings[k] = replace(findings[k], candidate=findings[k].candidate and p <= ms.alpha, p=p)
+    for (feature, signal), finding in findings.items():
+        key = f"{signal}|{feature}"
+        track = new.tracks.setdefault(key, Track())
+        if finding.candidate:
+            excluded.add(key)
+            if track.streak == 0:
+                track.since = window.start
+        # the rate signals' state machine: transient per candidate window, sustained / expected / resolved once
+        news = detect.step(track, finding.candidate, bool(overlapping), ms)
+        if track.status == "sustained":
+            excluded.add(key)  # kept out of later baselines until it resolves
+        if news is not None:
+            status, classification = news
+            alerts.append(_alert(model, version, signal, feature, window, status, classification, track,
+                                 finding, overlapping if classification == "expected" else [], now))
+    summary = WindowFeatures(window.start, n, current.stats, frozenset(excluded))
     return Evaluation(summary, new, alerts)
 
 
@@ -284,6 +348,8 @@ def _alert(model: str, version: str, signal: Signal, feature: str, window: Windo
         diagnosis = [f"feature {feature!r} healthy again for {track.clean or 'several'} windows: {finding.detail}"]
     else:
         diagnosis = [f"feature {feature!r} {finding.detail}; changed in the window starting {since}",
+                     "the categorisation is out of date: update the feature's categories before trusting or "
+                     "retraining on these windows" if signal == "feature_novel_values" else
                      "upstream data, not the model: fix the feature before trusting or retraining on these windows"]
     return AlignmentAlert(
         alert_id=detect.alert_id(model, signal, scope, window, status),
@@ -293,7 +359,7 @@ def _alert(model: str, version: str, signal: Signal, feature: str, window: Windo
         signal=signal, model=model, model_version=version, scope={"feature": feature},
         window=AlertWindow(start=from_ms(window.start), end=from_ms(window.end)), observed=finding.observed,
         baseline=finding.baseline, gap=finding.observed - finding.baseline, n=finding.n,
-        baseline_n=finding.baseline_n, persistence=track.streak, diagnosis=diagnosis,
+        baseline_n=finding.baseline_n, p_value=finding.p, persistence=track.streak, diagnosis=diagnosis,
         recommendation="none" if classification == "expected" else "fix_upstream_feature",
         annotations=annotations, ts=now)
 

@@ -6,20 +6,23 @@ measure false alarms and detection delay; the integration tests check that the w
 for the same events. It counts as the store does: by prediction window; a follow-up in the checkpoint index of its
 age after its prediction (beyond the horizon: not counted, `beyond_horizon`), into the first checkpoint >= its
 index still open, and as late when its own checkpoint was already judged. It does not dedup or park: a follow-up
-whose prediction it has not seen is an orphan and dropped. Feature statistics need the store's feature planning
-and are not computed here, so the twin's feature detector sees no data and publishes nothing.
+whose prediction it has not seen is an orphan and dropped. Feature statistics are exact here (`Features`): the
+store's distinct counts are HyperLogLog estimates and its top values Space-Saving summaries per bucket, so the
+twin's feature alerts are what the store's approximate, not equal (tests/test_feature_pipeline.py runs the
+feature scenarios through the worker).
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Literal
 
 from .events import AlignmentAlert, Annotation, EventKind
+from .features import TOPS_KEPT, FeatureStats, cut, watched
 from .judge import Closed, Memory, Verdict, decode, judge
 from .settings import ModelSettings
 from .simulate import PROFILES, generate, plan
@@ -27,6 +30,40 @@ from .times import epoch_ms, from_ms, parse_ms
 from .windows import Cursor, Due, checkpoint_of, due_stages, window_start
 
 Counts = dict[tuple[str, str, str], float]
+
+
+@dataclass(slots=True)
+class Features:
+    """One window's feature statistics as the store records them, exactly: predictions recorded, and per tracked
+    feature its numbers' count, sum, sum of squares and range, its strings (cut as the store cuts them), nulls."""
+
+    n: int = 0
+    numbers: dict[str, list[float]] = field(default_factory=dict)
+    strings: dict[str, Counter[str]] = field(default_factory=dict)
+    nulls: Counter[str] = field(default_factory=Counter)
+
+    def add(self, fx: dict[str, Any], tracked: Collection[str]) -> None:
+        self.n += 1
+        for name, v in fx.items():
+            if name not in tracked:
+                continue
+            if v is None:
+                self.nulls[name] += 1
+            elif isinstance(v, str):
+                self.strings.setdefault(name, Counter())[cut(v)] += 1
+            else:
+                self.numbers.setdefault(name, []).append(float(v))
+
+    def stats(self) -> dict[str, FeatureStats]:
+        out = {}
+        for name in set(self.numbers) | set(self.strings) | set(self.nulls):
+            xs, ss = self.numbers.get(name, []), self.strings.get(name, Counter())
+            tops = tuple(sorted(ss.items(), key=lambda kv: (-kv[1], kv[0]))[:TOPS_KEPT])
+            out[name] = FeatureStats(self.n, len(xs), sum(xs), sum(x * x for x in xs), min(xs, default=None),
+                                     max(xs, default=None), sum(ss.values()), self.nulls[name],
+                                     len(set(xs)) + len(ss), tops[0][0] if tops else None,
+                                     tops[0][1] if tops else 0, tops)
+        return out
 
 
 @dataclass(slots=True)
@@ -46,6 +83,8 @@ class Twin:
     memory: Memory = field(default_factory=lambda: decode(None, {}))
     _predictions: dict[str, dict[str, Any]] = field(default_factory=dict)
     _closed: set[tuple[int, str]] = field(default_factory=set)  # (window start, stage name) judged
+    _features: dict[int, Features] = field(default_factory=dict)  # window start -> its statistics until judged
+    _tracked: dict[str, None] = field(default_factory=dict)  # feature names, first come first tracked (ordered)
 
     @property
     def size(self) -> int:
@@ -66,6 +105,7 @@ class Twin:
                 return
             self.first = start if self.first is None else min(self.first, start)
             self._bump(event, start, "n")
+            self._record(start, event.get("features"))
             return
         p = self._predictions.get(event["prediction_id"])
         if p is None:
@@ -96,6 +136,15 @@ class Twin:
                     self._bump(p, start, f"vl:{event['kind']}#{into}", math.log(x))
                     self._bump(p, start, f"vq:{event['kind']}#{into}", math.log(x) ** 2)
 
+    def _record(self, start: int, fx: dict[str, Any] | None) -> None:
+        """A counted prediction's features, as the apply script records them: tracked names only (first come up to
+        `max_features`), none at all until the model has sent a watched feature."""
+        for name in fx or {}:
+            if name not in self._tracked and len(self._tracked) < self.ms.max_features and watched(name, self.ms):
+                self._tracked[name] = None
+        if self._tracked:
+            self._features.setdefault(start, Features()).add(fx or {}, self._tracked)
+
     def _bump(self, p: dict[str, Any], start: int, counter: str, by: float = 1) -> None:
         w = self.counts.setdefault(start, {})
         for scope in ["", f"band={p['band']}", *(f"{k}={v}" for k, v in sorted(p["segment"].items()))]:
@@ -109,7 +158,8 @@ class Twin:
         out = []
         for d in due_stages(self.first, self.cursor, watermark_ms, self.size, self.ms.stages()):
             self._closed.add((d.window.start, d.stage.name))
-            closed = Closed(d.window, dict(self.counts.get(d.window.start, {})), 0, {})
+            fx = self._features.pop(d.window.start, Features()) if d.stage.kind == "n" else Features()
+            closed = Closed(d.window, dict(self.counts.get(d.window.start, {})), fx.n, fx.stats())
             verdict = judge(self.model, closed, d.stage, self.memory, self.annotations, self.ms, from_ms(d.due))
             self.memory, self.cursor = verdict.memory, d.cursor
             out.append((d, verdict))

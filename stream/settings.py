@@ -62,6 +62,11 @@ class ModelSettings(_Strict):
                               "loss ratio or claim cost, `lower` for revenue or minutes watched")
     outcome_value_min_change: float = Field(0.1, gt=0, description="practical minimum relative change of the value "
                                             "per prediction worth an alert (0.1: 10%)")
+    feature_novel_gap: float = Field(0.1, gt=0, le=1, description="share of a string feature's values outside "
+                                     "its baseline's known values (or in a catch-all) above the baseline's that is a "
+                                     "feature_novel_values")
+    feature_catch_all: list[str] = Field(default_factory=lambda: ["other", "unknown", ""], description="string "
+                                         "values that mean \"not categorised\": always counted as novel")
     concentration_share: float = Field(0.7, gt=0.5, le=1,
                                        description="share of a model-level excess one scope must carry to be "
                                                    "named the place to investigate")

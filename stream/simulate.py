@@ -44,6 +44,7 @@ class Behaviour:
     claims: float = 0.3           # P(a truth outcome reports a claim); above 0 every truth outcome carries its
     #                               `value`, the amount paid (0 without a claim)
     severity: float = 1000.0      # median claim amount (lognormal, sigma 1: most small, a few huge)
+    uncategorised: float = 0.0    # share of predictions whose `country` the upstream categoriser does not know
 
 
 Scenario = Callable[[float, dict[str, str], str], Behaviour]
@@ -121,6 +122,15 @@ def feature_breakage(total_hours: float, start: datetime) -> Plan:
     return Plan(_from(change, Behaviour(mismatch=0.35, frozen=("income",), missing=("days_since_signup",))), change,
                 expect="feature_frozen (income) and feature_missing (days_since_signup) sustained (ticket); the "
                        "model's outcome_mismatch alerts -> fix_upstream_feature")
+
+
+def stale_taxonomy(total_hours: float, start: datetime) -> Plan:
+    """From half-way, 35% of the predictions come from markets the upstream geo categoriser does not know: their
+    `country` is `other` or a code it never produced before; the feature is alive, varied, on scale and present."""
+    change = _hour_after(start, 0.5 * total_hours)
+    return Plan(_from(change, Behaviour(uncategorised=0.35)), change,
+                expect="feature_novel_values (country: 'other', 'NG', 'KE') sustained (ticket) -> "
+                       "fix_upstream_feature")
 
 
 def feature_rescale(total_hours: float, start: datetime) -> Plan:
@@ -238,6 +248,7 @@ SCENARIOS: dict[str, Callable[[float, datetime], Plan]] = {
     "blip": blip,
     "feature_breakage": feature_breakage,
     "feature_rescale": feature_rescale,
+    "stale_taxonomy": stale_taxonomy,
     "flash_sale": flash_sale,
     "slow_claims": slow_claims,
     "cohort_shift": cohort_shift,
@@ -273,6 +284,8 @@ def features_of(rng: random.Random, segment: dict[str, str], b: Behaviour, last:
         for feature, factor in b.rescaled:
             if feature == name:
                 value = round(value * factor, 2)
+        if name == "country" and b.uncategorised and rng.random() < b.uncategorised:
+            value = rng.choice(("other", "NG", "KE"))
         if name in b.missing:
             roll = rng.random()
             if roll < 0.35:

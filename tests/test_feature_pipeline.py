@@ -1,7 +1,9 @@
-"""Feature health end to end: the simulator's feature_breakage scenario through a real worker, broker and Redis."""
+"""Feature health end to end: the simulator's feature_breakage and stale_taxonomy scenarios (two models, sent
+together) through a real worker, broker and Redis."""
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable
 from datetime import datetime, timezone
 from itertools import groupby
@@ -34,12 +36,28 @@ def send_in_event_time_order(dep: Deployment, events: list[tuple[str, dict[str, 
 
 
 def test_frozen_and_missing_features_are_named_and_the_outcome_alerts_blame_them(deployment: Deployment) -> None:
-    events = list(generate("feature_breakage", days=DAYS, rate=60, seed=11, end=END))
+    events = list(heapq.merge(generate("feature_breakage", days=DAYS, rate=60, seed=11, end=END),
+                              generate("stale_taxonomy", days=DAYS, rate=60, seed=12, end=END, model="search"),
+                              key=lambda ke: ke[1].get("ts", "")))
     worker = deployment.start_worker()
     send_in_event_time_order(deployment, events)
 
+    def stale() -> None:
+        # the categoriser that no longer knows every market: one ticket on country, naming what it never carried
+        alerts = [a for a in deployment.read("alerts", 1) if a["model"] == "search"]
+        sustained = [a for a in alerts if a["classification"] == "sustained" and a["status"] == "firing"]
+        assert [(a["signal"], a["scope"], a["severity"], a["recommendation"]) for a in sustained] == [
+            ("feature_novel_values", {"feature": "country"}, "ticket", "fix_upstream_feature")]
+        assert {a["signal"] for a in alerts} == {"feature_novel_values"}
+        first = min((a for a in alerts if a["status"] == "firing"), key=lambda a: a["window"]["start"])
+        assert first["window"]["start"].startswith(BREAK[:19])
+        assert all(f"'{v}'" in first["diagnosis"][0] for v in ("other", "NG", "KE")), first["diagnosis"]
+
+    eventually(stale, 180, interval=2, what="a sustained feature_novel_values on the search model's country")
+
     def feature_alerts() -> list[dict[str, Any]]:
-        feature = [a for a in deployment.read("alerts", 1) if a["signal"].startswith("feature_")]
+        feature = [a for a in deployment.read("alerts", 1) if a["signal"].startswith("feature_")
+                   and a["model"] == "claims"]
         # exactly the two broken features, nothing about the healthy age, country, or a scale shift
         assert {(a["signal"], a["scope"]["feature"]) for a in feature if a["classification"] == "sustained"} == {
             ("feature_frozen", "income"), ("feature_missing", "days_since_signup")}
@@ -58,8 +76,8 @@ def test_frozen_and_missing_features_are_named_and_the_outcome_alerts_blame_them
     def outcome_alerts() -> None:
         # the model-wide outcome alerts from the break on point at the upstream feature, naming it; they are
         # judged an outcome horizon after the feature alerts, so they are waited for on their own
-        outcome = [a for a in deployment.read("alerts", 1) if a["signal"] == "outcome_mismatch"
-                   and a["scope"] == {} and a["status"] == "firing" and a["window"]["start"] >= BREAK[:19]]
+        outcome = [a for a in deployment.read("alerts", 1) if a["signal"] == "outcome_mismatch" and a["model"] ==
+                   "claims" and a["scope"] == {} and a["status"] == "firing" and a["window"]["start"] >= BREAK[:19]]
         assert outcome, "the scenario's mismatch rise after the break raised no model-wide outcome alert"
         assert {a["recommendation"] for a in outcome} == {"fix_upstream_feature"}
         assert all("'income' (frozen)" in " ".join(a["diagnosis"]) for a in outcome)
@@ -68,12 +86,15 @@ def test_frozen_and_missing_features_are_named_and_the_outcome_alerts_blame_them
 
     def gauges() -> None:
         text = metrics_text(worker.web_port)  # type: ignore[attr-defined]
-        assert metric_value(text, "trustgap_feature_alert_active", signal="feature_frozen", feature="income") == 1
-        assert metric_value(text, "trustgap_feature_alert_active", signal="feature_missing",
-                            feature="days_since_signup") == 1
-        assert metric_value(text, "trustgap_feature_distinct", feature="income") == 1
-        assert 0.5 < metric_value(text, "trustgap_feature_null_rate", feature="days_since_signup") < 0.9
-        assert metric_value(text, "trustgap_feature_null_rate", feature="age") == 0
+        active = lambda model, signal, feature: metric_value(  # noqa: E731
+            text, "trustgap_feature_alert_active", model=model, signal=signal, feature=feature)
+        assert active("claims", "feature_frozen", "income") == 1
+        assert active("search", "feature_novel_values", "country") == 1
+        assert active("claims", "feature_missing", "days_since_signup") == 1
+        assert metric_value(text, "trustgap_feature_distinct", model="claims", feature="income") == 1
+        null_rate = metric_value(text, "trustgap_feature_null_rate", model="claims", feature="days_since_signup")
+        assert 0.5 < null_rate < 0.9
+        assert metric_value(text, "trustgap_feature_null_rate", model="claims", feature="age") == 0
 
     eventually(gauges, 30, what="the feature gauges of the broken windows")
     assert worker.poll() is None

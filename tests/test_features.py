@@ -27,12 +27,13 @@ def stats(values: Sequence[Value], absent: int = 0) -> FeatureStats:
     """Exact statistics of one window's values (`absent` more predictions did not carry the feature)."""
     nums = [v for v in values if isinstance(v, float)]
     strs = [v for v in values if isinstance(v, str)]
-    top = Counter(strs).most_common(1)
+    tops = Counter(strs).most_common(features.TOPS_KEPT)
+    top = tops[:1]
     return FeatureStats(
         n=len(values) + absent, values=len(nums), total=sum(nums), squares=sum(x * x for x in nums),
         lo=min(nums) if nums else None, hi=max(nums) if nums else None, strings=len(strs),
         explicit_nulls=sum(1 for v in values if v is None), distinct=len({v for v in values if v is not None}),
-        top_value=top[0][0] if top else None, top_count=top[0][1] if top else 0)
+        top_value=top[0][0] if top else None, top_count=top[0][1] if top else 0, tops=tuple(tops))
 
 
 def windows(make: Callable[[random.Random], Sequence[Value]], k: int = 12, seed: int = 1) -> list[FeatureStats]:
@@ -212,6 +213,59 @@ def test_annotated_change_is_expected_and_not_blamed_on_upstream() -> None:
     assert (alert.signal, alert.classification, alert.recommendation) == ("feature_frozen", "expected", "none")
     assert [a.event_id for a in alert.annotations] == ["a1"]
     assert results[-1].state.active() == []
+
+
+def categories(rng: random.Random, new: float = 0.0, n: int = 200) -> list[Value]:
+    """A categoriser's output: four known categories (and 2% `other`); `new` of them fall into categories it
+    never produced before (a taxonomy gone stale: new intents it maps to new labels or to nothing)."""
+    out: list[Value] = []
+    for _ in range(n):
+        roll = rng.random()
+        if roll < new:
+            out.append(rng.choice(["crypto_refund", "crypto_refund", "bnpl", "other"]))
+        else:
+            out.append("other" if roll < new + 0.02 else rng.choice(["billing", "shipping", "returns", "login"]))
+    return out
+
+
+def test_values_a_feature_never_carried_are_feature_novel_values_naming_them() -> None:
+    rng = random.Random(11)
+    results = run([{"intent": categories(rng)} for _ in range(12)] + [{"intent": categories(rng, 0.35)}
+                                                                      for _ in range(3)])
+    steps = [(i, a.signal, a.classification) for i, r in enumerate(results) for a in r.alerts]
+    assert steps == [(12, "feature_novel_values", "transient"), (13, "feature_novel_values", "transient"),
+                     (14, "feature_novel_values", "sustained")]
+    alert = results[14].alerts[0]
+    assert alert.scope == {"feature": "intent"} and alert.recommendation == "fix_upstream_feature"
+    assert alert.observed > 0.3 and alert.baseline < 0.05
+    assert "'crypto_refund'" in alert.diagnosis[0] and "'bnpl'" in alert.diagnosis[0]
+    assert "feature_novel_values:intent" in results[14].state.active()
+
+
+def test_a_catch_all_that_swells_is_novel_and_a_feature_of_many_values_is_not() -> None:
+    rng = random.Random(12)
+    swelling = [{"intent": ["other" if rng.random() < 0.3 else v for v in categories(rng)]} for _ in range(3)]
+    results = run([{"intent": categories(rng)} for _ in range(12)] + swelling)
+    assert [a.signal for r in results[12:] for a in r.alerts] == ["feature_novel_values"] * 3
+    # a search query: new values in every window is what it always does (its baseline windows churn as much)
+    queries = [{"query": [f"q{rng.getrandbits(40)}" for _ in range(200)]} for _ in range(30)]
+    assert [a for r in run(queries) for a in r.alerts] == []
+    # (only its top values are seen, all new: a lower bound, the same in every window)
+    assert all(r.summary.get("query").novel == features.TOPS_KEPT for r in run(queries)[2:])
+
+
+def test_novel_values_need_min_samples_and_an_annotation_makes_them_expected() -> None:
+    rng = random.Random(13)
+    calm = [{"intent": categories(rng)} for _ in range(12)]
+    thin = [{"intent": categories(rng, 0.35, n=40)} for _ in range(3)]  # 40 < min_samples
+    assert [a for r in run(calm + thin) for a in r.alerts] == []
+    launch = Annotation(schema_version=1, event_id="a2", model="claims", kind="deploy",
+                        start=datetime.fromtimestamp(T0 / 1000, timezone.utc) + timedelta(hours=12),
+                        note="crypto refunds launched")
+    shifted = [{"intent": categories(rng, 0.35)} for _ in range(3)]
+    alerts = [a for r in run(calm + shifted, [launch]) for a in r.alerts]
+    assert [(a.signal, a.classification, a.recommendation) for a in alerts] == [
+        ("feature_novel_values", "expected", "none")]
 
 
 def test_state_and_summary_survive_json() -> None:

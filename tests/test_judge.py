@@ -117,9 +117,12 @@ def test_the_judge_writes_the_stored_layout_and_the_keys_it_decided() -> None:
     # looks decided (each (signal, scope) steps its state machine once per window)
     memory, state_json, summary_json, _ = run(scenario())[6]
     decided = b',"decided":["override_rate|"],"_features"'
+    # and a string feature judged against a baseline its top values and novel count (none here: no top values)
+    def measured(entry: bytes, top: bytes) -> bytes:
+        return entry.replace(b',"_features"', decided).replace(top + b"]", top + b",[],0]")
     assert state_json == STORED_STATE
-    assert summary_json == STORED_HISTORY[T0 + 6 * HOUR].replace(b',"_features"', decided)
-    assert encode(memory)[1][T0 + 5 * HOUR] == STORED_HISTORY[T0 + 5 * HOUR].replace(b',"_features"', decided)
+    assert summary_json == measured(STORED_HISTORY[T0 + 6 * HOUR], b'"DE",200')
+    assert encode(memory)[1][T0 + 5 * HOUR] == measured(STORED_HISTORY[T0 + 5 * HOUR], b'"DE",58')
 
 
 def test_history_older_than_the_baseline_is_forgotten() -> None:

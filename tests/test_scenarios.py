@@ -120,7 +120,7 @@ BROKER_SCENARIOS = sorted(set(STORY) - set(PROFILES))
 
 
 def test_every_scenario_has_a_story_or_a_feature_test() -> None:
-    assert set(SCENARIOS) == set(STORY) | {"feature_breakage", "feature_rescale"}
+    assert set(SCENARIOS) == set(STORY) | {"feature_breakage", "feature_rescale", "stale_taxonomy"}
     assert set(PROFILES) <= set(STORY)
 
 

@@ -17,20 +17,13 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from .. import features
+from ..features import STRING_MAX as STRING_MAX, cut
 from ..events import PredictionEvent
 from ..settings import Settings
 from ..windows import window_start
 from . import keys
 from .labels import admit_names
 
-STRING_MAX = 256  # bytes of a string value counted (the top-value hash field and the HLL element), cut at a character
-
-
-def cut(value: str) -> str:
-    """A string value's first STRING_MAX bytes, cut back to a character boundary (as the apply script's `cut`)."""
-    if len(value) * 4 <= STRING_MAX:  # at most 4 bytes per character in UTF-8
-        return value
-    return value.encode()[:STRING_MAX].decode("utf-8", "ignore")
 
 
 @dataclass
@@ -160,9 +153,10 @@ class FeatureStore:
                 for value, count in reply.items():
                     tops[value.decode()] += int(count)  # Space-Saving summaries merge by adding counts
             top_value, top_count = max(tops.items(), key=lambda kv: (kv[1], kv[0])) if tops else (None, 0)
+            kept = tuple(sorted(tops.items(), key=lambda kv: (-kv[1], kv[0]))[:features.TOPS_KEPT])
             s = sums[name]
             out[name] = features.FeatureStats(
                 n=n, values=int(s["c"]), total=s["s"], squares=s["q"], lo=lo.get(name), hi=hi.get(name),
                 strings=int(s["k"]), explicit_nulls=int(s["z"]), distinct=int(replies[i * step]),
-                top_value=top_value, top_count=top_count)
+                top_value=top_value, top_count=top_count, tops=kept)
         return n, out
