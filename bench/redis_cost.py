@@ -51,3 +51,64 @@ async def redis_bytes_per_prediction(stack: StackInfo, n: int) -> tuple[float, f
     sync.flushall()
     sync.close()
     return (after - before) / n, usage, cpu * 1e6 / n
+
+
+async def outcome_value_cost(redis_url: str, n: int) -> dict[str, float]:
+    """What outcome values cost Redis: main-thread CPU per truth outcome applied without and with a `value`, and
+    the window counter hashes' bytes (MEMORY USAGE) without and with, for n predictions and one truth outcome each
+    (about 40% of them a claim), applied in chunks of `take_max` as the worker does."""
+    from stream.events import OutcomeEvent, PredictionEvent
+    from stream.state import Progress, Store
+
+    sync = redis.Redis.from_url(redis_url)
+    settings = Settings(redis_url=redis_url)
+    out: dict[str, float] = {}
+    for label, valued in (("without", False), ("with", True)):
+        sync.flushall()
+        store = Store.from_settings(settings)
+        now = int(time.time() * 1000)
+        preds = [PredictionEvent.model_validate(e) for e in predictions(n, seed=11, step_ms=1)]
+        rng = random.Random(3)
+        outcomes = [OutcomeEvent.model_validate({
+            "schema_version": 1, "event_id": f"o-{p.prediction_id}", "prediction_id": p.prediction_id,
+            "ts": p.ts.isoformat().replace("+00:00", "Z"), "label": p.label, "kind": "truth",
+            **({"value": round(rng.lognormvariate(7, 1), 2) if rng.random() < 0.4 else 0.0} if valued else {})})
+            for p in preds]
+        for i in range(0, n, settings.take_max):
+            await store.apply(preds[i:i + settings.take_max], Progress(), now)
+        cpu_before = redis_cpu_seconds(sync)
+        for i in range(0, n, settings.take_max):
+            await store.apply(outcomes[i:i + settings.take_max], Progress(), now)
+        out[f"redis CPU us per truth outcome {label} a value"] = (redis_cpu_seconds(sync) - cpu_before) * 1e6 / n
+        windows = list(sync.scan_iter(match="*:w:*", count=1000))
+        out[f"redis window counter bytes {label} values ({len(windows)} window hashes)"] = float(
+            sum(int(sync.memory_usage(k, samples=0) or 0) for k in windows))
+        await store.close()
+    sync.flushall()
+    sync.close()
+    return out
+
+
+def main() -> int:
+    """`python -m bench.redis_cost [N]`: the outcome values' cost on a Redis of its own, printed."""
+    import asyncio
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    from stream.embedded import free_port, start_redis, stop
+
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 200_000
+    with tempfile.TemporaryDirectory() as tmp:
+        port = free_port()
+        proc = start_redis(port, Path(tmp), Path(tmp) / "redis.log", appendonly=False)
+        try:
+            for name, value in asyncio.run(outcome_value_cost(f"redis://127.0.0.1:{port}/0", n)).items():
+                print(f"{name}: {value:,.2f}")
+        finally:
+            stop(proc)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

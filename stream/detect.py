@@ -196,9 +196,8 @@ class Measure:
             t, q, t0, q0 = self.raw
             return stats.did_rise(t, q, t0, q0, confidence)[2]
         if self.signal == "outcome_value":
-            now, _, windows, _ = self.raw
-            spread = stats.value_rise(now.total, now.n, windows)
-            return stats.value_interval(now.total, now.n, windows, spread, confidence)
+            now, then, _ = self.raw
+            return stats.amount_interval(now, then, confidence)
         k, n, bk, bn = self.raw
         return stats.newcombe(k, n, bk, bn, confidence)
 
@@ -214,17 +213,14 @@ def measure(signal: Signal, scope: str, current: Mapping[str, float], baseline: 
     value: predictions; or fewer than two baseline windows, no value in them, or a negative sum)."""
     if signal == "outcome_value":
         now = value(current)
-        each = [value(b) for b in baseline]
-        then = sum(each, stats.Amounts(0, 0.0, 0, 0.0, 0.0))
-        windows = tuple((a.total, a.n) for a in each if a.n > 0)
-        # the interval's model needs two baseline windows and money in them; no negative sums (refunds)
-        if now.n < ms.min_samples or then.n < ms.min_samples or len(windows) < 2 or then.total <= 0 \
-                or now.total < 0 or any(w[0] < 0 for w in windows):
+        then = sum((value(b) for b in baseline), stats.Amounts(0, 0.0, 0, 0.0, 0.0))
+        # a relative change needs money in the baseline (two amounts for their spread), and no negative sums
+        if now.n < ms.min_samples or then.n < ms.min_samples or then.count < 2 or then.total <= 0 or now.total < 0:
             return None
         higher = ms.outcome_value_worse == "higher"
         test = stats.amount_rise(now, then, higher)
         return Measure(signal, scope, now.total / now.n, then.total / then.n, now.n, then.n, len(baseline), test.p,
-                       True, (now, then, windows, test), 1 if higher else -1)
+                       True, (now, then, test), 1 if higher else -1)
     if signal == "proxy_divergence":
         # truth mismatch minus proxy mismatch: how much worse the truth is than the proxy claims
         t, q = rate(current, "outcome_mismatch"), rate(current, "proxy_mismatch")

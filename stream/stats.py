@@ -46,30 +46,28 @@ Choice of test, for a reviewer:
   where the logistic Wald test is optimistic far in the tail; so the decisive p-value is the larger of that and
   Fisher's exact one (each must reject: the intersection-union rule). A value never seen in the baseline has no
   spread to measure: its share (with every other new value of the dimension) gets the exact test alone.
-- A money value per prediction (outcome_value: claim amounts, revenue) is a ratio of a sum to a count, and the
-  sum is skewed: most outcomes are small, a few are huge, so one large claim moves a window's sum further than
-  any binomial or normal model of the sum expects. The first choice, the quasi-Poisson test of the sums
-  (`value_rise`: a log-linear model with the predictions as exposure and the baseline windows' Pearson
-  dispersion, statsmodels' GLM with `scale="X2"`), models the spread but not the skew: on stationary data with
-  ~7 lognormal claims (sigma 1.2) per window, 0.73% of its p-values fell under 1e-4 (the score statistic: 1.0%),
-  73 times the nominal rate, in the tail where the correction over scopes and looks sets the bar; it made one
-  window in eleven a false candidate. The decisive test (`amount_rise`) is the actuaries' split instead: the
-  value per prediction is claim *frequency* (outcomes with a positive value per prediction) times claim
-  *severity* (their size). Frequency is a rate: the exact test as above. Severity is tested on the log of the
-  amounts, where money is roughly normal (lognormal claims exactly so), with the two-sample t-test on the
-  window's amounts against the baseline's, pooled variance (scipy's `ttest_ind_from_stats` gives the same
-  p-value): one huge claim moves a mean log by little. Welch's unequal-variance test was tried first: on the same
-  data 0.13% of its p-values fell under 1e-4 (0.84% where the window had two or three claims, whose spread is
-  small by chance); the pooled variance, which the baseline's hundreds of amounts dominate, is exact when
-  nothing changed, the case the correction has to hold for. The decisive p-value is twice the smaller of the
-  two (Bonferroni over the two parts), the direction (`higher`) configurable per model; over 100,000 simulated
-  windows it fell under 1e-2, 1e-3 and 1e-4 in 0.80%, 0.072% and 0.010% of them (tests/test_detect.py's
-  property test holds the whole family to its bound). Only additive sums are needed (count, sum and sum of squares of
-  the logs, and the plain sum the alert reports), so Redis keeps four numbers per scope and checkpoint, and a
-  scope's complement is a subtraction. The t-test pools the baseline's amounts: a severity that swings from
-  window to window beyond what its amounts' spread says is not modelled (the share test's dispersion is the way
-  to add that, should it show in practice). The quasi-Poisson model stays for the gap's interval, which is
-  reported, not tested.
+- A money value per prediction (outcome_value: claim amounts, revenue) is a ratio of a sum to a count, and the sum is
+  skewed: most outcomes are small, a few are huge, so one large claim moves a window's sum further than any binomial
+  or normal model of the sum expects. The first choice, the quasi-Poisson test of the windows' sums (a log-linear
+  model with the predictions as exposure and the baseline windows' Pearson dispersion: the p-value of statsmodels' GLM
+  with `scale="X2"` and `use_t=True`), models the spread but not the skew: on stationary data with ~7 lognormal claims
+  (sigma 1.2) per window, 0.73% of its p-values fell under 1e-4 (the score statistic: 1.0%), 73 times the nominal
+  rate, in the tail where the correction over scopes and looks sets the bar; it made one window in eleven a false
+  candidate. The decisive test (`amount_rise`) is the actuaries' split instead: the value per prediction is claim
+  *frequency* (outcomes with a positive value per prediction) times claim *severity* (their size). Frequency is a
+  rate: the exact test as above. Severity is tested on the log of the amounts, where money is roughly normal
+  (lognormal claims exactly so), with the two-sample t-test on the window's amounts against the baseline's, pooled
+  variance (scipy's `ttest_ind_from_stats` gives the same p-value): one huge claim moves a mean log by little. Welch's
+  unequal-variance test was tried first: on the same data 0.13% of its p-values fell under 1e-4 (0.84% where the
+  window had two or three claims, whose spread is small by chance); the pooled variance, which the baseline's hundreds
+  of amounts dominate, is exact when nothing changed, the case the correction has to hold for. The decisive p-value is
+  twice the smaller of the two (Bonferroni over the two parts), the direction (`higher`) configurable per model; over
+  100,000 simulated windows it fell under 1e-2, 1e-3 and 1e-4 in 0.80%, 0.072% and 0.010% of them
+  (tests/test_detect.py's property test holds the whole family to its bound). Only additive sums are needed (count,
+  sum and sum of squares of the logs, and the plain sum the alert reports), so Redis keeps four numbers per scope and
+  checkpoint, and a scope's complement is a subtraction. The t-test pools the baseline's amounts: a severity that
+  swings from window to window beyond what its amounts' spread says is not modelled (the share test's dispersion is
+  the way to add that, should it show in practice). The gap's interval comes from the same model (`amount_interval`).
 Normal tails use math.erfc (exact to double precision) rather than scipy, to keep a window's evaluation in
 microseconds; the tests pin every figure against scipy.
 """
@@ -235,40 +233,6 @@ def share_interval(k: int, n: int, windows: Sequence[tuple[int, int]], dispersio
 
 
 @dataclass(frozen=True, slots=True)
-class ValueTest:
-    """A value per prediction against its baseline windows (`value_rise`): the one-sided p-value in the direction
-    asked, the Pearson dispersion of the baseline windows' sums and the test's degrees of freedom."""
-
-    p: float
-    dispersion: float
-    df: int
-
-
-def value_rise(total: float, n: int, windows: Sequence[tuple[float, int]], higher: bool = True) -> ValueTest:
-    """One-sided quasi-Poisson test that the value per prediction `total / n` is above (`higher`) or below the
-    baseline `windows`' ((sum_i, n_i) each) pooled value per prediction (see the module docstring). Needs two or
-    more baseline windows with predictions and non-negative sums, their pooled sum above 0."""
-    windows = [(s, k) for s, k in windows if k > 0]
-    df = len(windows) - 1
-    base_total, base_n = sum(w[0] for w in windows), sum(w[1] for w in windows)
-    if df < 1 or n <= 0 or base_total <= 0 or total < 0 or any(s < 0 for s, _ in windows):
-        raise ValueError("value_rise needs a window, two or more baseline windows with predictions, and "
-                         "non-negative sums with a positive baseline")
-    rate0 = base_total / base_n
-    dispersion = sum((s - rate0 * k) ** 2 / (rate0 * k) for s, k in windows) / df
-    if total == 0:
-        # no value at all: the log rate ratio is -inf; the score statistic (observed minus expected, in the
-        # dispersion-scaled Poisson spread) stays finite
-        t = -math.sqrt(rate0 * n / dispersion) if dispersion > 0 else -math.inf
-    else:
-        var = dispersion * (1 / total + 1 / base_total)
-        ratio = math.log((total / n) / rate0)
-        t = ratio / math.sqrt(var) if var > 0 else math.copysign(math.inf, ratio) if ratio else 0.0
-    p = float(stdtr(df, -t)) if higher else float(stdtr(df, t))
-    return ValueTest(p, dispersion, df)
-
-
-@dataclass(frozen=True, slots=True)
 class Amounts:
     """Sufficient statistics of outcome values on one side of a test: the predictions (exposure), the values'
     sum, and of the positive values their count and the sum and sum of squares of their natural logs. Additive,
@@ -324,18 +288,23 @@ def amount_rise(current: Amounts, baseline: Amounts, higher: bool = True) -> Amo
     return AmountTest(min(1.0, 2 * min(p_freq, p_sev)), p_freq, p_sev)
 
 
-def value_interval(total: float, n: int, windows: Sequence[tuple[float, int]], test: ValueTest,
-                   confidence: float) -> tuple[float, float]:
-    """Interval of the gap of a value per prediction (`total / n`) over the baseline windows' pooled one, from
-    `value_rise`'s model: the quasi-Poisson Wald interval of the log rate ratio (Student's t quantile), mapped to
-    value per prediction, so it is skewed like the money; with no value at all in the window, the score interval
-    (the dispersion-scaled Poisson spread of the expected sum) cut at -baseline."""
-    windows = [(s, k) for s, k in windows if k > 0]
-    base_total, base_n = sum(w[0] for w in windows), sum(w[1] for w in windows)
-    rate0, rate = base_total / base_n, total / n
-    q = float(stdtrit(test.df, 1 - (1 - confidence) / 2))
-    if total == 0:
-        half = q * math.sqrt(test.dispersion * rate0 * n) / n
-        return -rate0, -rate0 + half
-    half = q * math.sqrt(test.dispersion * (1 / total + 1 / base_total))
-    return rate * math.exp(-half) - rate0, rate * math.exp(half) - rate0
+def amount_interval(current: Amounts, baseline: Amounts, confidence: float) -> tuple[float, float]:
+    """Interval of the gap of the value per prediction (`total / n`) over the baseline's, from `amount_rise`'s
+    model: log(value per prediction) = log(frequency) + log(mean amount), the frequency's log variance (1 - f) /
+    claims (the binomial's, by the delta method), the mean amount's (exp(s2) - 1) / claims (the squared
+    coefficient of variation of lognormal amounts with the pooled log variance s2, over the claims: the delta
+    method for the plain mean the alert reports); the two sides' add, and the interval of the log ratio (Student's
+    t, the t-test's degrees of freedom) maps back to value per prediction, skewed as money is. A window without a
+    claim fell by all of its baseline: its upper end is the frequency's alone (Wilson's upper bound on no claim)."""
+    rate0 = baseline.total / baseline.n
+    f0 = baseline.count / baseline.n
+    if current.count == 0 or current.total <= 0:
+        return -rate0, rate0 * (wilson(0, current.n, confidence)[1] / f0 - 1)
+    c1, c0 = current.count, baseline.count
+    m1, m0 = current.log_sum / c1, baseline.log_sum / c0
+    df = max(1, c1 + c0 - 2)
+    s2 = max(0.0, (current.log_sq - c1 * m1 * m1) + (baseline.log_sq - c0 * m0 * m0)) / df
+    var = sum((1 - min(1.0, c / n)) / c + math.expm1(s2) / c for c, n in ((c1, current.n), (c0, baseline.n)))
+    half = float(stdtrit(df, 1 - (1 - confidence) / 2)) * math.sqrt(var)
+    ratio = (current.total / current.n) / rate0
+    return rate0 * (ratio * math.exp(-half) - 1), rate0 * (ratio * math.exp(half) - 1)

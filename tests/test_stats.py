@@ -138,47 +138,6 @@ def test_share_interval_widens_with_the_dispersion() -> None:
     assert stats.share_interval(120, 1000, windows, 0.8, test.df, 0.99) == (nlo, nhi)
 
 
-# (sum, predictions) of the current window, then the baseline windows': claim amounts, lognormal-ish
-VALUES = [
-    ((52_000.0, 400), [(20_100.0, 410), (18_700.0, 395), (24_900.0, 402), (19_800.0, 388)]),  # twice the losses
-    ((26_000.0, 400), [(20_100.0, 410), (31_700.0, 395), (14_900.0, 402), (19_800.0, 388)]),  # within a wide swing
-    ((9_000.0, 400), [(20_100.0, 410), (18_700.0, 395), (24_900.0, 402), (19_800.0, 388)] * 5),  # revenue fell
-]
-
-
-@pytest.mark.parametrize("current,windows", VALUES)
-@pytest.mark.parametrize("higher", [True, False])
-def test_value_rise_is_statsmodels_quasi_poisson_glm(current: tuple[float, int], windows: list[tuple[float, int]],
-                                                     higher: bool) -> None:
-    total, n = current
-    rows = [*windows, current]
-    sums, exposure = np.array([s for s, _ in rows]), np.array([k for _, k in rows], dtype=float)
-    exog = np.column_stack([np.ones(len(rows)), [0] * len(windows) + [1]])
-    fit = sm.GLM(sums, exog, family=sm.families.Poisson(), exposure=exposure).fit(scale="X2", use_t=True)
-    expected = ss.t.sf(fit.tvalues[1], fit.df_resid) if higher else ss.t.cdf(fit.tvalues[1], fit.df_resid)
-    got = stats.value_rise(total, n, windows, higher)
-    assert got.df == fit.df_resid
-    assert got.dispersion == pytest.approx(fit.scale, rel=1e-9)
-    assert got.p == pytest.approx(expected, rel=1e-6, abs=1e-300)
-    # the gap's interval is the same model's Wald interval of the log rate ratio, in value per prediction
-    rate0 = math.exp(fit.params[0])
-    lo, hi = np.exp(fit.conf_int(alpha=0.01)[1]) * rate0 - rate0
-    assert stats.value_interval(total, n, windows, got, 0.99) == pytest.approx((lo, hi), rel=1e-6)
-
-
-def test_value_rise_of_a_window_without_value_and_what_it_refuses() -> None:
-    windows = [(20_100.0, 410), (18_700.0, 395), (24_900.0, 402), (19_800.0, 388)]
-    assert stats.value_rise(0.0, 400, windows, higher=False).p < 0.01  # all revenue gone: far below
-    assert stats.value_rise(0.0, 400, windows, higher=True).p > 0.99
-    test = stats.value_rise(0.0, 400, windows, higher=False)
-    lo, hi = stats.value_interval(0.0, 400, windows, test, 0.99)
-    rate0 = sum(s for s, _ in windows) / sum(k for _, k in windows)
-    assert lo == -rate0 < hi < 0  # nothing can fall further than all of it, and the window did fall
-    for bad in ([(20_100.0, 410)], [(0.0, 410), (0.0, 395)], [(-5.0, 410), (20.0, 395)]):
-        with pytest.raises(ValueError):
-            stats.value_rise(100.0, 400, bad)
-
-
 def _amounts(n: int, values: np.ndarray) -> stats.Amounts:
     logs = np.log(values[values > 0])
     return stats.Amounts(n, float(values.sum()), len(logs), float(logs.sum()), float((logs ** 2).sum()))
@@ -217,3 +176,25 @@ def test_one_huge_claim_moves_the_log_severity_little() -> None:
     assert stats.amount_rise(now, then).p > 0.01
     assert now - now == stats.Amounts(0, 0.0, 0, 0.0, 0.0)
     assert dataclasses.astuple(now + then - then) == pytest.approx(dataclasses.astuple(now))
+
+
+@pytest.mark.parametrize("factor", [1.0, 2.5])
+def test_the_amount_interval_covers_the_true_gap(factor: float) -> None:
+    # lognormal claims at a known frequency and median: the true value per prediction is f * exp(mu + s^2 / 2)
+    rng = np.random.default_rng(8)
+    f, mu, sigma, n, n0 = 0.1, 7.0, 1.2, 2000, 40_000
+    truth = f * math.exp(mu + sigma ** 2 / 2)
+    covered = 0
+    for _ in range(400):
+        now = _amounts(n, rng.lognormal(mu + math.log(factor), sigma, rng.binomial(n, f)))
+        then = _amounts(n0, rng.lognormal(mu, sigma, rng.binomial(n0, f)))
+        lo, hi = stats.amount_interval(now, then, 0.95)
+        covered += lo <= truth * (factor - 1) <= hi
+    assert 0.92 <= covered / 400 <= 0.98  # 95% nominal: 380 of 400, give or take three binomial sd
+
+
+def test_the_amount_interval_of_a_window_without_claims_reaches_all_of_the_baseline() -> None:
+    rng = np.random.default_rng(9)
+    then = _amounts(8000, rng.lognormal(7, 1, 800))
+    lo, hi = stats.amount_interval(stats.Amounts(400, 0.0, 0, 0.0, 0.0), then, 0.99)
+    assert lo == -then.total / then.n < hi < 0
