@@ -70,6 +70,8 @@ class WindowRow:
     rates: dict[str, Rate]
     late: Late = field(default_factory=dict)  # by stage kind; empty when none came (or Redis no longer keeps it)
     segments: dict[str, dict[str, int]] = field(default_factory=dict)  # dimension -> value -> predictions
+    # scope ('' the model, `band=...`) -> truth outcomes' value per prediction so far, where outcomes carry values
+    values: dict[str, float] = field(default_factory=dict)
 
     def late_by_signal(self) -> dict[str, int]:
         """Late events per signal name (predictions, actions, outcomes), 0 where none came."""
@@ -78,7 +80,7 @@ class WindowRow:
     def to_json(self) -> dict[str, Any]:
         return {"start": iso_ms(self.start), "end": iso_ms(self.end), "version": self.version,
                 "predictions": self.predictions, "signals": {s: r.to_json() for s, r in self.rates.items()},
-                "late": self.late_by_signal()}
+                "late": self.late_by_signal(), "outcome_value": {k or "all": v for k, v in self.values.items()}}
 
 
 @dataclass(slots=True)
@@ -165,8 +167,14 @@ def window_rows(history: Mapping[int, Summary], baseline_windows: int,
                     if f"{signal}|" not in b.excluded]
             rates[signal] = Rate(k, n, sum(b[0] for b in base), sum(b[1] for b in base))
         came_late = {kind: n for kind, n in late.get(s.start, {}).items() if n}
+        values = {}
+        for scope, counts in s.scopes.items():
+            amounts = detect.value(detect.totals(counts))
+            valued = any(k.startswith(f"v:{detect.VALUE}") for k in counts)
+            if (scope == "" or scope.startswith("band=")) and amounts.n and valued:
+                values[scope] = amounts.total / amounts.n
         rows.append(WindowRow(s.start, s.end, s.version, int(s.scopes.get("", {}).get("n", 0)), rates, came_late,
-                              segments.dimensions(s.scopes)))
+                              segments.dimensions(s.scopes), values))
     return rows
 
 

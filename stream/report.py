@@ -1,8 +1,9 @@
 """`trustgap report`: one self-contained HTML page per model (inline SVG plots, inline CSS, no script, no network).
 
 One plot per rate signal: the window's rate, the trailing baseline, and the alerts as shaded windows (colour by
-severity); one per segment dimension: each value's share of the predictions, with the segment_shift alerts. Below,
-the alerts table, the windows with late events, and the feature-health section.
+severity); where outcomes carry values, their value per prediction for the model and each band, with the
+outcome_value alerts; one per segment dimension: each value's share of the predictions, with the segment_shift
+alerts. Below, the alerts table, the windows with late events, and the feature-health section.
 """
 
 from __future__ import annotations
@@ -34,12 +35,23 @@ def _pct(x: float | None) -> str:
     return "—" if x is None else f"{x:.1%}"
 
 
-def _finish(fig: Any, ax: Any, ylabel: str, legend: bool) -> str:
-    """A plot's percent axis, grid and legend, rendered as an inline <svg> element."""
+def _amount(x: float | None) -> str:
+    return "—" if x is None else f"{x:,.4g}"
+
+
+def _observed(a: AlignmentAlert) -> str:
+    """An alert's observed vs baseline as the table shows it: money as a number, the rest as percentages."""
+    fmt = _amount if a.signal == "outcome_value" else _pct
+    return f"{fmt(a.observed)} vs {fmt(a.baseline)} (n={a.n})"
+
+
+def _finish(fig: Any, ax: Any, ylabel: str, legend: bool, percent: bool = True) -> str:
+    """A plot's axis (percent, or plain numbers), grid and legend, rendered as an inline <svg> element."""
     from matplotlib.ticker import PercentFormatter
 
     ax.margins(y=0.12)
-    ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    if percent:
+        ax.yaxis.set_major_formatter(PercentFormatter(1.0))
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     if legend:
@@ -128,6 +140,39 @@ def segment_svg(ov: ModelOverview, dimension: str) -> str:
         return _finish(fig, ax, "share of predictions", bool(drawn or seen))
 
 
+def value_svg(ov: ModelOverview) -> str:
+    """The truth outcomes' value per prediction per window, the model's and each band's, as an inline <svg>."""
+    import matplotlib
+
+    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
+    from matplotlib.figure import Figure
+
+    rows = [w for w in ov.windows if w.values]
+    scopes = sorted({s for w in rows for s in w.values})
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": f"trustgap-{ov.model}-value"}):
+        fig = Figure(figsize=(10, 3.2), layout="constrained")
+        ax = fig.add_subplot()
+        mid = [from_ms((w.start + w.end) // 2) for w in rows]
+        for scope in scopes:
+            ax.plot(mid, [w.values.get(scope) for w in rows], marker="o", markersize=2,  # type: ignore[arg-type]
+                    lw=1.8 if not scope else 1.1, color="#222" if not scope else None, label=scope or "whole model")
+        seen = _shade(ax, ov, lambda a: a.signal == "outcome_value")
+        locator = AutoDateLocator(maxticks=10)  # type: ignore[no-untyped-call]
+        ax.xaxis.set_major_locator(locator)
+        ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))  # type: ignore[no-untyped-call]
+        return _finish(fig, ax, "value per prediction", bool(scopes or seen), percent=False)
+
+
+def value_section(ov: ModelOverview) -> list[str]:
+    """The value plot where the model's truth outcomes carry values; nothing otherwise."""
+    if not any(w.values for w in ov.windows):
+        return []
+    return ["<h2 id='outcome-value'>Outcome value per prediction</h2><figure class='value-plot'><figcaption>"
+            "<b>outcome_value</b> — the truth outcomes' values (claim amounts, revenue) per prediction so far, the "
+            "model's and each band's; shaded: windows with a firing outcome_value alert, ▼ the value it saw"
+            f"</figcaption>{value_svg(ov)}</figure>"]
+
+
 def segments_section(ov: ModelOverview) -> list[str]:
     """One share plot per segment dimension the windows carry; nothing when they carry none."""
     dims = sorted({d for w in ov.windows for d in w.segments})
@@ -178,6 +223,7 @@ def render(ov: ModelOverview, generated: datetime, has_feature_data: bool = Fals
         parts.append(f"<figure class='signal-plot' data-signal='{e(signal)}'><figcaption><b>{e(signal)}</b> — "
                      f"{e(caption)}; shaded: windows with a firing alert (any scope), ▼ its observed rate"
                      f"</figcaption>{signal_svg(ov, signal)}</figure>")
+    parts += value_section(ov)
     parts += segments_section(ov)
     parts.append("<h2>Alerts</h2>")
     if ov.alerts:
@@ -188,7 +234,7 @@ def render(ov: ModelOverview, generated: datetime, has_feature_data: bool = Fals
             parts.append(
                 f"<tr><td>{a.window.start:%Y-%m-%d %H:%M}</td><td>{e(a.status)} {e(a.classification)}</td>"
                 f"<td class='sev-{e(a.severity)}'>{e(a.severity)}</td><td>{e(a.signal)}</td><td>{e(scope)}</td>"
-                f"<td>{_pct(a.observed)} vs {_pct(a.baseline)} (n={a.n})</td><td>{e(a.recommendation)}</td>"
+                f"<td>{e(_observed(a))}</td><td>{e(a.recommendation)}</td>"
                 f"<td>{e('; '.join(a.diagnosis))}</td></tr>")
         parts.append("</table>")
     else:

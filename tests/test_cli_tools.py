@@ -6,6 +6,7 @@ the tests write exactly that, so every number shown can be checked against a han
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import subprocess
@@ -138,9 +139,13 @@ def test_every_command_has_help_with_examples_and_exit_codes() -> None:
 # --- status and report -------------------------------------------------------------------------------------
 
 def summary(i: int, overrides: int, excluded: bool = False) -> Summary:
-    """Window i after T0: 100 predictions, 100 actions of which `overrides` overridden, 50 truths, 5 mismatches."""
-    counts = {"n": 100, "a:accept": 100 - overrides, "a:override": overrides, "o:truth": 50, "m:truth": 5}
-    return Summary(T0_MS + i * HOUR, T0_MS + (i + 1) * HOUR, "v1", {"": counts, "region=eu": counts},
+    """Window i after T0: 100 predictions, 100 actions of which `overrides` overridden, 50 truths, 5 mismatches;
+    the model's truths paid 1,000 * (i + 1) in all."""
+    counts: dict[str, float] = {"n": 100, "a:accept": 100 - overrides, "a:override": overrides, "o:truth": 50,
+                                "m:truth": 5}
+    paid = {"v:truth#0": 1000.0 * (i + 1), "vn:truth#0": 5, "vl:truth#0": 5 * math.log(200 * (i + 1)),
+            "vq:truth#0": 5 * math.log(200 * (i + 1)) ** 2}
+    return Summary(T0_MS + i * HOUR, T0_MS + (i + 1) * HOUR, "v1", {"": {**counts, **paid}, "region=eu": counts},
                    frozenset({"override_rate|"}) if excluded else frozenset())
 
 
@@ -194,6 +199,7 @@ def test_status_json_shows_latest_windows_rates_against_baseline_and_active_aler
     # baseline of window 3: windows 0 and 1 (10+10 of 200); window 2 was excluded by the detector
     assert last["signals"]["override_rate"] == {"rate": 0.3, "n": 100, "baseline": 0.1, "baseline_n": 200}
     assert last["signals"]["outcome_mismatch"] == {"rate": 0.1, "n": 50, "baseline": 0.1, "baseline_n": 150}
+    assert [w["outcome_value"] for w in model["windows"]] == [{"all": 30.0}, {"all": 40.0}]  # paid / predictions
     assert [w["late"] for w in model["windows"]] == [{"predictions": 0, "actions": 0, "outcomes": 0},
                                                      {"predictions": 0, "actions": 5, "outcomes": 2}]
     active = [(a["signal"], a["scope"], a["recommendation"]) for a in model["active_alerts"]]
@@ -222,7 +228,9 @@ def test_report_is_one_self_contained_page_with_a_plot_per_signal(history: Deplo
     assert [m for m in re.findall(r"data-signal='([^']+)'", page)] == list(RATE_SIGNALS)
     # and who the model sees: one share plot per segment dimension the windows carry (region, all of it eu)
     assert re.findall(r"<figure class='segment-plot' data-dimension='([^']+)'", page) == ["region"]
-    assert page.count("<svg") == len(RATE_SIGNALS) + 1
+    # and the truth outcomes' value per prediction: 10, 20, 30, 40 for the whole model
+    assert page.count("<figure class='value-plot'") == 1
+    assert page.count("<svg") == len(RATE_SIGNALS) + 2
     assert "region=eu" in page.split("data-dimension='region'")[1].split("</figure>")[0]
     assert "id='no-feature-data'" in page
     assert page.count("<tr><td>2026-11-20") == len(ALERTS)
@@ -235,7 +243,8 @@ def test_report_is_one_self_contained_page_with_a_plot_per_signal(history: Deplo
 def test_report_opens_in_headless_chromium_without_errors(history: Deployment, tmp_path: Path) -> None:
     out = tmp_path / "claims.html"
     assert trustgap(history, "report", "--model", "claims", "--out", str(out)).returncode == 0
-    seen = visit(out, "[...document.querySelectorAll('figure.signal-plot svg, figure.segment-plot svg')]"
+    seen = visit(out, "[...document.querySelectorAll('figure.signal-plot svg, figure.segment-plot svg, "
+                      "figure.value-plot svg')]"
                       ".filter(s => s.getBoundingClientRect().height > 100).length")
     assert seen.errors == []
-    assert seen.answer == len(RATE_SIGNALS) + 1  # every plot is rendered at a visible size
+    assert seen.answer == len(RATE_SIGNALS) + 2  # every plot is rendered at a visible size
