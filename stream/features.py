@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -40,7 +41,9 @@ FROZEN_SHARE = 0.99        # a string feature whose top value holds this share h
 FLAT_SPREAD = 1e-3         # a numeric spread below this fraction of the baseline's is "no spread"
 VARIED_FRACTION = 0.1      # a baseline varied when fewer than this fraction of its windows looked frozen
 VALUE_MAX = 100            # characters of a string value kept for the diagnosis
-TOPS_KEPT = 16             # merged top values a window keeps in history: the known values of later baselines
+TOPS_KEPT = 16             # merged top values a window's statistics carry (the largest of its buckets' summaries)
+KNOWN_SHARE = 1 / 64       # a top value kept in history, as known to later baselines, holds this share or more
+KNOWN_MAX = 256            # known values of a feature, the most frequent first: the set is capped like the labels
 NAMED_MAX = 3              # novel values the diagnosis names
 
 
@@ -223,8 +226,18 @@ def missing(cur: FeatureStats, base: Sequence[FeatureStats], ms: ModelSettings) 
 
 
 def known_values(base: Sequence[FeatureStats]) -> set[str]:
-    """The values a feature carried in its baseline windows: every top value of theirs."""
-    return {v for b in base for v, _ in b.tops}
+    """The values a feature carried in its baseline windows: the top values their history kept (`remembered`),
+    at most KNOWN_MAX, the most frequent first."""
+    seen: Counter[str] = Counter()
+    for b in base:
+        seen.update(dict(b.tops))
+    return {v for v, _ in seen.most_common(KNOWN_MAX)}
+
+
+def remembered(stats: FeatureStats) -> FeatureStats:
+    """A window's statistics as history keeps them: only the top values with KNOWN_SHARE of its strings, so a
+    feature of many rare values (a search query) keeps none of them and history stays small."""
+    return replace(stats, tops=tuple((v, c) for v, c in stats.tops if c >= KNOWN_SHARE * stats.strings))
 
 
 def novel_count(cur: FeatureStats, known: set[str], ms: ModelSettings) -> int:
@@ -311,7 +324,9 @@ def evaluate(model: str, version: str, window: Window, n: int, stats: Mapping[st
         base = [h.get(feature) for h in baseline_windows if not h.excluded & broken]
         cur = current.get(feature)
         if cur.strings and sum(1 for b in base if b.strings) >= 2:  # measured against its own baseline, kept
-            cur = current.stats[feature] = replace(cur, novel=novel_count(cur, known_values(base), ms))
+            cur = replace(cur, novel=novel_count(cur, known_values(base), ms))
+        if cur.strings:
+            current.stats[feature] = remembered(cur)
         for signal in SIGNALS:
             finding = DETECTORS[signal](cur, base, ms)
             if finding is not None:  # else too few samples to judge: the track neither advances nor heals

@@ -252,6 +252,10 @@ def test_a_catch_all_that_swells_is_novel_and_a_feature_of_many_values_is_not() 
     assert [a for r in run(queries) for a in r.alerts] == []
     # (only its top values are seen, all new: a lower bound, the same in every window)
     assert all(r.summary.get("query").novel == features.TOPS_KEPT for r in run(queries)[2:])
+    # and history keeps none of its rare values, where the categories' are all kept
+    assert all(r.summary.get("query").tops == () for r in run(queries))
+    assert {v for v, _ in run([{"intent": categories(rng)}])[0].summary.get("intent").tops} >= {
+        "billing", "shipping", "returns", "login"}
 
 
 def test_novel_values_need_min_samples_and_an_annotation_makes_them_expected() -> None:
