@@ -133,6 +133,32 @@ def _declare(app: faust.App, runtime: Runtime) -> None:
         body = {"status": "degraded" if reason else "ok", "reason": reason}
         return web.json(body, status=503 if reason else 200)
 
+    @app.page("/v1/models/{model}/retrain-gate")
+    async def retrain_gate_page(web: Any, request: Any, model: str) -> Any:
+        # reads the alerts topic and Redis with blocking clients, as `trustgap gate` does: off the event loop
+        doc, status = await asyncio.to_thread(gate_answer, settings, model, request.query.get("since"))
+        return web.json(doc, status=status)
+
+
+def gate_answer(settings: Settings, model: str, since: str | None = None) -> tuple[dict[str, Any], int]:
+    """The retrain gate's JSON and HTTP status: 200 with the verdict, 400 for a `since` that is not a time, 404
+    for a model without data, 503 when the broker or Redis does not answer."""
+    from . import gate, overview
+    from .errors import TrustgapError
+    from .times import epoch_ms, parse_ms, utcnow
+
+    try:
+        since_ms = parse_ms(since) if since else None
+    except ValueError:
+        return {"error": f"since={since!r} is not a time; use ISO 8601, e.g. 2026-11-20T00:00:00Z"}, 400
+    try:
+        alerts, annotations, last = overview.read_gate(settings, model)
+    except TrustgapError as err:
+        return {"error": str(err)}, 503
+    if not alerts and last is None:
+        return {"error": f"no data for model {model!r}: no closed window and no alert yet"}, 404
+    return gate.decide(model, alerts, annotations, epoch_ms(utcnow()), last, since_ms).to_json(), 200
+
 
 def _register_agent(app: faust.App, runtime: Runtime, kind: EventKind, topic: Any) -> None:
     settings = runtime.settings

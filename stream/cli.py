@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import BrokerUnreachable, CliError, ClientError, ConfigError, OldLayout, RedisUnreachable, TrustgapError
 from .settings import Settings, load
-from .times import minute, utcnow
+from .times import epoch_ms, minute, parse_ms, utcnow
 
 if TYPE_CHECKING:
     from .overview import ModelOverview, Rate, WindowRow
@@ -233,6 +233,61 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _gate(args: argparse.Namespace) -> Any:
+    """The model's retrain gate from the alerts topic and Redis."""
+    from . import gate, overview
+
+    settings = settings_from(args)
+    _check_readers(settings, True)
+    since = None
+    if args.since:
+        try:
+            since = parse_ms(args.since)
+        except ValueError:
+            raise CliError(f"--since {args.since!r} is not a time; use ISO 8601, e.g. 2026-11-20T00:00:00Z",
+                           2) from None
+    alerts, annotations, last = overview.read_gate(settings, args.model)
+    if not alerts and last is None:
+        raise CliError(f"no data for model {args.model!r}: no closed window and no alert yet", 2)
+    return gate.decide(args.model, alerts, annotations, epoch_ms(utcnow()), last, since)
+
+
+def cmd_gate(args: argparse.Namespace) -> int:
+    import orjson
+
+    verdict = _gate(args)
+    if args.json:
+        sys.stdout.write(orjson.dumps(verdict.to_json()).decode() + "\n")
+        return int(verdict.exit_code)
+    print(f"{args.model}: {verdict.sentence()}")
+    for r in verdict.reasons:
+        print(f"  {r.verdict:5} {r.code}: {r.action}")
+        for a in r.alerts:
+            scope = ", ".join(f"{k}={v}" for k, v in a.scope.items()) or "all"
+            when = minute(epoch_ms(a.window.start))
+            print(f"        {a.signal} ({scope}) {a.classification}, window of {when}")
+    if verdict.exclusions:
+        print(f"  leave out of training ({len(verdict.exclusions)} spans): `trustgap exclusions --model {args.model}`")
+    return int(verdict.exit_code)
+
+
+def cmd_exclusions(args: argparse.Namespace) -> int:
+    import csv
+
+    import orjson
+
+    verdict = _gate(args)
+    if args.format == "json":
+        sys.stdout.write(orjson.dumps([e.to_json() for e in verdict.exclusions]).decode() + "\n")
+        return 0
+    out = csv.writer(sys.stdout, lineterminator="\n")
+    out.writerow(["start", "end", "segment", "reasons"])
+    for e in verdict.exclusions:
+        doc = e.to_json()
+        out.writerow([doc["start"], doc["end"], ",".join(f"{k}={v}" for k, v in e.segment), "; ".join(e.reasons)])
+    return 0
+
+
 def _pct(r: Rate) -> str:
     return "—" if r.rate is None else f"{r.rate:.1%} (n={r.n})"
 
@@ -408,6 +463,17 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--model", required=True, help="model name as in its prediction events")
     rp.add_argument("--out", default="report.html", help="HTML file to write (default report.html)")
     rp.add_argument("--no-alerts", action="store_true", help="do not read the alerts topic (Redis only)")
+    g = add("gate", cmd_gate, "whether retraining a model on its recent data is advisable: go, hold or block, "
+            "with every reason and the action to take first")
+    g.add_argument("--model", required=True, help="model name as in its prediction events")
+    g.add_argument("--since", help="only exclusions that end after this time (ISO 8601)")
+    g.add_argument("--json", action="store_true", help="machine-readable output (the worker's "
+                   "/v1/models/{model}/retrain-gate answers the same)")
+    x = add("exclusions", cmd_exclusions, "the prediction-time spans to leave out of a model's training data, "
+            "with the reason for each (half-open UTC intervals)")
+    x.add_argument("--model", required=True, help="model name as in its prediction events")
+    x.add_argument("--since", help="only spans that end after this time (ISO 8601)")
+    x.add_argument("--format", choices=["json", "csv"], default="json")
     d = add("demo", cmd_demo, "embedded stack + worker + simulator, printing windows and alerts", False)
     _sim_args(d, scenario_default="trust_decay", days=10.0)
     d.add_argument("--linger", type=float, default=20.0, help="seconds without news before the demo ends")
@@ -429,7 +495,8 @@ def _sim_args(sp: argparse.ArgumentParser, scenario_default: str | None = None, 
 
 EXIT_CODES = ("\n\nexit codes: 0 ok, 1 runtime failure (broker/Redis unreachable, delivery failed, web port "
               "taken),\n2 bad usage or config (also a password, CA or TLS/plaintext mismatch the broker or Redis "
-              "refused),\n3 replay: some lines invalid (the good ones were sent), 130 interrupted")
+              "refused),\n3 replay: some lines invalid (the good ones were sent); gate: hold, 4 gate: block, "
+              "130 interrupted")
 
 _EXAMPLES = {
     "up": ["trustgap up", "trustgap up && trustgap worker"],
@@ -442,6 +509,10 @@ _EXAMPLES = {
                "lines: a contract event ({\"prediction_id\": ..., \"model\": ...}) or "
                "{\"topic\": \"predictions\", \"key\": \"p-1\", \"value\": ...}"],
     "report": ["trustgap report --model claims", "trustgap report --model claims --out /tmp/claims.html"],
+    "gate": ["trustgap gate --model claims", "trustgap gate --model claims --json | jq .verdict",
+             "trustgap gate --model claims && python train.py   # retrain only on go"],
+    "exclusions": ["trustgap exclusions --model claims", "trustgap exclusions --model claims --format csv "
+                   "--since 2026-11-01T00:00:00Z > exclude.csv"],
     "demo": ["trustgap demo", "trustgap demo quiet --days 3 --keep"],
     "schemas": ["trustgap schemas --out schemas"],
 }

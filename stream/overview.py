@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from . import detect, segments
 from .detect import RATE_SIGNALS, Summary
 from .errors import BrokerUnreachable, RedisUnreachable, Unreachable
-from .events import TOPIC_OF, AlignmentAlert
+from .events import TOPIC_OF, AlignmentAlert, Annotation
 from .recovery import partition_lag
 from .settings import Settings
 from .times import epoch_ms, iso_ms
@@ -400,6 +400,28 @@ def build(history: Mapping[str, Mapping[int, Summary]], alerts: Sequence[Alignme
         last = rows[-1].start if rows else None
         out.append(ModelOverview(model, rows, mine, active_alerts(mine, last)))
     return out
+
+
+def read_gate(settings: Settings, model: str) -> tuple[list[AlignmentAlert], list[Annotation], int | None]:
+    """What the retrain gate of one model reads: its alerts (from the alerts topic), its annotations and the start
+    of its latest closed window (from Redis: None before its first)."""
+    from .state import keys
+    from .state.redis_io import UNAVAILABLE, sync_client
+
+    r = sync_client(settings)
+    try:
+        pipe = r.pipeline(transaction=False)
+        pipe.hvals(keys.model_annotations(model))
+        pipe.hkeys(keys.model_history(model))
+        notes, starts = pipe.execute()
+    except UNAVAILABLE as err:
+        raise RedisUnreachable(f"redis unreachable ({type(err).__name__}); check redis_url / TRUSTGAP_REDIS_URL"
+                               ) from None
+    finally:
+        r.close()
+    alerts, _ = parse_alerts(read_alert_values(settings))
+    return ([a for a in alerts if a.model == model], [Annotation.model_validate_json(n) for n in notes],
+            max((int(k) for k in starts), default=None))
 
 
 def load(settings: Settings, with_alerts: bool = True) -> tuple[list[ModelOverview], int]:

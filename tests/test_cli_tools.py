@@ -7,10 +7,7 @@ the tests write exactly that, so every number shown can be checked against a han
 from __future__ import annotations
 
 import math
-import os
 import re
-import subprocess
-import sys
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -23,7 +20,7 @@ from stream.state import keys
 from stream.detect import RATE_SIGNALS, Summary, fingerprint
 from stream.events import AlertWindow, AlignmentAlert
 from tests.support.browser import CHROMIUM, visit
-from tests.support.harness import Deployment
+from tests.support.harness import Deployment, trustgap
 
 pytestmark = pytest.mark.integration
 
@@ -35,13 +32,6 @@ T0_MS = int(T0.timestamp() * 1000)
 @pytest.fixture
 def deployment(deploy: Callable[..., Deployment]) -> Deployment:
     return deploy()
-
-
-def trustgap(dep: Deployment | None, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    full = {**os.environ, **(dep.env if dep else {}), "TRUSTGAP_STATE_DIR": "/nonexistent-trustgap-state",
-            "COLUMNS": "220", **env}
-    return subprocess.run([sys.executable, "-m", "stream.cli", *args], env=full, capture_output=True, text=True,
-                          timeout=120)
 
 
 def _ts(t: datetime) -> str:

@@ -9,10 +9,13 @@ from datetime import datetime, timezone
 from itertools import groupby
 from typing import Any
 
+import orjson
 import pytest
 
 from stream.simulate import generate
-from tests.support.harness import Deployment, eventually, metric_value, metrics_text
+from stream.times import parse_ms
+from tests.support.harness import Deployment, eventually, metric_value, metrics_text, trustgap
+from tests.support.ops import http_json
 
 pytestmark = pytest.mark.integration
 
@@ -97,4 +100,19 @@ def test_frozen_and_missing_features_are_named_and_the_outcome_alerts_blame_them
         assert metric_value(text, "trustgap_feature_null_rate", model="claims", feature="age") == 0
 
     eventually(gauges, 30, what="the feature gauges of the broken windows")
+
+    # the retrain gate says block, naming the features, on the worker's endpoint and in the CLI alike
+    url = f"http://127.0.0.1:{worker.web_port}/v1/models/claims/retrain-gate"  # type: ignore[attr-defined]
+    doc = http_json(url)
+    assert doc["verdict"] == "block" and doc["reasons"][0]["reason"] == "feature_broken", doc
+    named = {(a["signal"], a["scope"].get("feature")) for a in doc["reasons"][0]["alerts"]}
+    assert {("feature_frozen", "income"), ("feature_missing", "days_since_signup")} <= named
+    # the broken windows are to be left out of training: from the break on, for the frozen income
+    assert any(parse_ms(e["start"]) <= parse_ms(BREAK) < parse_ms(e["end"]) and "feature_frozen income" in e["reasons"]
+               for e in doc["exclusions"]), doc["exclusions"]
+    cli = trustgap(deployment, "gate", "--model", "claims", "--json")
+    assert cli.returncode == 4, cli.stderr
+    assert orjson.loads(cli.stdout)["reasons"] == doc["reasons"]
+    search = http_json(f"http://127.0.0.1:{worker.web_port}/v1/models/search/retrain-gate")  # type: ignore[attr-defined]
+    assert (search["verdict"], [r["reason"] for r in search["reasons"]]) == ("block", ["feature_broken"])
     assert worker.poll() is None

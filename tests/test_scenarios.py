@@ -17,13 +17,14 @@ import pytest
 
 from stream.admin import confluent_config
 from stream.client import BatchProducer
-from stream import detect
+from stream import detect, gate
 from stream.events import EventKind
-from stream.offline import replay, settings_for
+from stream.offline import Run, replay, settings_for
 from stream.settings import ModelSettings
 from stream.simulate import PROFILES, SCENARIOS, generate
-from stream.times import parse_ms
+from stream.times import epoch_ms, parse_ms
 from tests.support.harness import Deployment, metric_value, metrics_text, wait_for
+from tests.support.ops import http_json
 
 DAYS, RATE, SEED = 3.0, 250.0, 1
 END = datetime(2026, 11, 12, tzinfo=timezone.utc)  # more than LATENESS + 1 h before "now" (see max_future_seconds)
@@ -46,6 +47,22 @@ STORY: dict[str, tuple[set[tuple[str, str, str]], set[str], set[str]]] = {
     "cohort_shift": (set(), {"sustained"}, {"expected"}),
     "loss_ratio_low_band": (set(), {"sustained"}, {"expected"}),
 }
+
+
+# scenario -> the retrain gate's verdict and reasons once the run is judged (stream.gate): retraining is the fix only
+# where the world moved broadly; a campaign that ended leaves its windows to exclude and nothing to wait for
+GATE: dict[str, tuple[str, list[str]]] = {
+    "quiet": ("go", []), "trust_decay": ("hold", ["concentrated"]), "trust_erosion": ("hold", ["trust"]),
+    "outcome_drift": ("go", ["broad_outcome_rise"]), "clickbait": ("hold", ["proxy_divergence"]),
+    "campaign": ("go", []), "blip": ("go", []), "cohort_shift": ("hold", ["segment_shift"]),
+    "loss_ratio_low_band": ("hold", ["concentrated"]),
+}
+
+
+def twin_gate(scenario: str, run: Run) -> gate.Gate:
+    """The gate over the in-memory twin's alerts (now: a day after the run)."""
+    last = max(run.windows(), default=None)
+    return gate.decide(scenario, run.twin.published(), run.twin.annotations, epoch_ms(END) + 86_400_000, last)
 
 
 def check_story(scenario: str, alerts: list[dict[str, Any]]) -> None:
@@ -104,13 +121,16 @@ def _same(x: Any, y: Any) -> bool:
     return bool(x == y)
 
 
-def replayed(scenario: str, ms: ModelSettings, watermark: datetime | None = None) -> list[dict[str, Any]]:
-    """The alerts the in-memory twin publishes; a scenario with a profile runs with its own settings and length."""
+def replayed_run(scenario: str, ms: ModelSettings, watermark: datetime | None = None) -> Run:
+    """The in-memory twin's run; a scenario with a profile runs with its own settings and length."""
     if scenario in PROFILES:
-        run = replay(scenario, seed=SEED, end=END, model=scenario, watermark=watermark)
-    else:
-        run = replay(scenario, ms, DAYS, RATE, SEED, END, model=scenario, watermark=watermark)
-    return [a.model_dump(mode="json") for a in run.twin.published()]
+        return replay(scenario, seed=SEED, end=END, model=scenario, watermark=watermark)
+    return replay(scenario, ms, DAYS, RATE, SEED, END, model=scenario, watermark=watermark)
+
+
+def replayed(scenario: str, ms: ModelSettings, watermark: datetime | None = None) -> list[dict[str, Any]]:
+    """The alerts the in-memory twin publishes."""
+    return [a.model_dump(mode="json") for a in replayed_run(scenario, ms, watermark).twin.published()]
 
 
 # the feature scenarios have their own end-to-end test (test_feature_pipeline.py); the broker run below judges
@@ -126,7 +146,14 @@ def test_every_scenario_has_a_story_or_a_feature_test() -> None:
 
 @pytest.mark.parametrize("scenario", RATE_SCENARIOS)
 def test_scenario_story_in_memory(scenario: str) -> None:
-    check_story(scenario, replayed(scenario, ModelSettings()))
+    run = replayed_run(scenario, ModelSettings())
+    check_story(scenario, [a.model_dump(mode="json") for a in run.twin.published()])
+    got = twin_gate(scenario, run)
+    if scenario in GATE:
+        assert (got.verdict, [r.code for r in got.reasons]) == GATE[scenario]
+    if scenario == "campaign":  # the annotated campaign's span is the one thing to leave out
+        [span] = got.exclusions
+        assert span.reasons == ("annotated campaign: weekend promotion: new-customer discount",)
 
 
 def test_a_two_day_campaign_with_outcomes_hours_later_names_exactly_its_two_prediction_days() -> None:
@@ -200,3 +227,6 @@ def test_every_scenario_publishes_its_alerts_through_broker_and_redis(deployment
             {k: (x.get(k), y.get(k)) for k in x.keys() | y.keys() if not _same(x.get(k), y.get(k))}
             for x, y in zip(strip(mine), strip(expected[scenario]), strict=False) if not _same(x, y)][:3])
         check_story(scenario, mine)
+        # the retrain gate on the worker's endpoint says what the twin's alerts say
+        doc = http_json(f"http://127.0.0.1:{port}/v1/models/{scenario}/retrain-gate")
+        assert (doc["verdict"], [r["reason"] for r in doc["reasons"]]) == GATE[scenario], (scenario, doc)

@@ -184,6 +184,14 @@ def metrics_text(port: int) -> str:
         return str(resp.read().decode())
 
 
+def trustgap(dep: Deployment | None, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """The CLI, as a user runs it, against a deployment's broker, Redis and topics."""
+    full = {**os.environ, **(dep.env if dep else {}), "TRUSTGAP_STATE_DIR": "/nonexistent-trustgap-state",
+            "COLUMNS": "220", **env}
+    return subprocess.run([sys.executable, "-m", "stream.cli", *args], env=full, capture_output=True, text=True,
+                          timeout=120)
+
+
 def metric_value(text: str, name: str, **labels: str) -> float:
     """Sum of the samples of `name` whose labels include `labels` (0 when absent)."""
     from prometheus_client.parser import text_string_to_metric_families
