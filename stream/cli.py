@@ -355,10 +355,22 @@ def _demo_loop(args: argparse.Namespace, worker: subprocess.Popen[bytes]) -> int
                 console.print(_window_line(model, window))
             if not thread.is_alive() and time.monotonic() - quiet_since > args.linger:
                 console.print(f"done: {sent.get('n', 0)} events sent, {len(seen)} windows closed, {alerts} alerts")
+                _print_gate(console, settings)
                 return 0
         raise CliError(f"the worker exited with code {worker.returncode}; see {state_dir() / 'worker.log'}")
     finally:
         consumer.close()  # before the demo stops the broker, so the client logs no reconnect attempts
+
+
+def _print_gate(console: Any, settings: Settings, model: str = "claims") -> None:
+    """The demo's last word: what the retrain gate says about the simulated model, and how to ask it."""
+    from . import gate, overview
+
+    alerts, annotations, last = overview.read_gate(settings, model)
+    verdict = gate.decide(model, alerts, annotations, epoch_ms(utcnow()), last)
+    console.print(f"retrain gate for {model}: [bold]{verdict.sentence()}[/]")
+    console.print(f"  ask it yourself (with --keep the stack stays up): trustgap gate --model {model}; "
+                  f"what to leave out of training: trustgap exclusions --model {model}")
 
 
 def _alerts_consumer(settings: Settings) -> Any:

@@ -120,7 +120,8 @@ def test_failures_are_one_line_with_a_documented_exit_code(deployment: Deploymen
 
 
 def test_every_command_has_help_with_examples_and_exit_codes() -> None:
-    for command in ("up", "down", "worker", "simulate", "status", "replay", "report", "demo", "schemas"):
+    for command in ("up", "down", "worker", "simulate", "status", "replay", "report", "gate", "exclusions", "demo",
+                    "schemas"):
         run = trustgap(None, command, "--help")
         assert run.returncode == 0
         assert "examples:\n  trustgap " + command in run.stdout and "exit codes:" in run.stdout
