@@ -35,7 +35,7 @@ from typing import Any, cast
 from . import segments, stats
 from .events import AlertWindow, AlignmentAlert, Annotation, Recommendation, Signal
 from .settings import ModelSettings
-from .times import epoch_ms, from_ms
+from .times import epoch_ms, from_ms, iso_ms
 from .windows import Stage, Window
 
 # signal -> (numerator counters, denominator counters) over a scope's counts at one look (counters unsuffixed)
@@ -306,6 +306,7 @@ class Track:
     clean: int = 0
     status: str = "idle"  # idle | transient | sustained | expected
     recommendation: str = ""  # announced with `sustained`, repeated by its `resolved`
+    since: int = 0  # start (ms) of the first window of the current streak
 
 
 @dataclass(slots=True)
@@ -313,8 +314,9 @@ class State:
     tracks: dict[str, Track] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {k: [t.streak, t.clean, t.status, t.recommendation] for k, t in self.tracks.items()
-                if t.status != "idle" or t.streak}
+        # `since` is written once known: state stored before it existed reads (and writes) the same
+        return {k: [t.streak, t.clean, t.status, t.recommendation, *([t.since] if t.since else [])]
+                for k, t in self.tracks.items() if t.status != "idle" or t.streak}
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any] | None) -> State:
@@ -489,7 +491,8 @@ def evaluate(model: str, window: Window, counts: Mapping[tuple[str, str, str], f
     shifts = {k: practical(m, ms) for k, m in measures.items()}
     candidates = {k for k, m in measures.items() if adjusted[k] <= ms.alpha and shifts[k][0] >= shifts[k][1]
                   and m.direction_ok}
-    new, news, decided = _advance(state, measures, shifts, candidates, overlapping, excluded, done, look.final, ms)
+    new, news, decided = _advance(state, measures, shifts, candidates, overlapping, excluded, done, look.final,
+                                  window.start, ms)
     active = {k for k, t in new.tracks.items() if t.status in ("sustained", "transient")} | candidates
     ctx = Context(feature_alerts=frozenset(feature_alerts),
                   proxy_active=any(k.startswith("proxy_divergence|") for k in active),
@@ -566,7 +569,7 @@ def _covers(a: Annotation, window: Window, share: segments.Share) -> bool:
 def _advance(state: State, measures: Mapping[str, Measure], shifts: Mapping[str, tuple[float, float]],
              candidates: set[str],
              overlapping: Mapping[str, list[Annotation]], excluded: set[str], done: Collection[str], final: bool,
-             ms: ModelSettings) -> tuple[State, list[tuple[str, str, str]], set[str]]:
+             start: int, ms: ModelSettings) -> tuple[State, list[tuple[str, str, str]], set[str]]:
     """Step the track of every measured key this look decides and an earlier look of the window did not (`done`):
     a candidate, or clean (its `practical` shift under half the minimum). Returns the new state, the (key, status,
     classification) changes to publish and the keys decided. An untested or undecided key holds (no data is no
@@ -575,7 +578,7 @@ def _advance(state: State, measures: Mapping[str, Measure], shifts: Mapping[str,
     A window's key joins `excluded` when it is decided inside a sustained (or expected) alert (a segment share's
     already as a candidate), or stays undecided to the end of one: exclusion is settled with the window's
     decision, never by a later window's."""
-    new = State({k: Track(t.streak, t.clean, t.status, t.recommendation) for k, t in state.tracks.items()})
+    new = State({k: Track(t.streak, t.clean, t.status, t.recommendation, t.since) for k, t in state.tracks.items()})
     news: list[tuple[str, str, str]] = []
     decided: set[str] = set()
     for key, m in measures.items():
@@ -585,6 +588,8 @@ def _advance(state: State, measures: Mapping[str, Measure], shifts: Mapping[str,
         shift, minimum = shifts[key]
         if key in candidates or shift < minimum / 2:
             decided.add(key)
+            if key in candidates and track.streak == 0:
+                track.since = start
             change = step(track, key in candidates, bool(overlapping[key]), ms, shift >= minimum / 2)
             if change:
                 news.append((key, *change))
@@ -663,7 +668,8 @@ def _diagnosis(m: Measure, p_adj: float, tests: int, look: Look, track: Track, c
                    f"n={m.baseline_n}): gap {m.gap:+.1%}, {1 - ms.alpha:.0%} interval [{lo:+.1%}, {hi:+.1%}]")
     lines = [f"{at}{what} {figures}, p={p_adj:.2g} Holm-adjusted over {over}"]
     if status == "firing" and classification == "sustained":
-        lines.append(f"{track.streak} consecutive windows (persistence {ms.persistence})")
+        lines.append(f"{track.streak} consecutive windows (persistence {ms.persistence}), since the window starting "
+                     f"{iso_ms(track.since)}")
     elif classification == "transient":
         lines.append(f"{track.streak} consecutive window(s), {ms.persistence} make it sustained")
     if m.signal == "segment_shift" and status == "firing":

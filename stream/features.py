@@ -268,11 +268,8 @@ DETECTORS = {"feature_frozen": frozen, "feature_scale_shift": scale_shift, "feat
              "feature_novel_values": novel_values}
 
 
-@dataclass(slots=True)
-class Track(detect.Track):
-    """One (signal, feature): the rate signals' track, plus when the current streak began."""
-
-    since: int = 0        # start of the first window of the current streak (ms)
+Track = detect.Track
+"""One (signal, feature): the rate signals' track (its `since` kept always: the feature alerts' diagnosis names it)."""
 
 
 @dataclass(slots=True)

@@ -16,9 +16,9 @@ from the recommendations trustgap already gave, so the gate and the alerts never
 The verdict is the strictest of its reasons (block > hold > go); with no reason, `go`. An alert is in force when
 it is a sustained one not yet resolved, or a feature-health one (transient too) or an expected one in the model's
 latest closed window. The training-data exclusions are the prediction-time windows to leave out, as half-open UTC
-intervals with their reasons (and segment, where an annotation or a transient alert names one): every transient
-window, every annotated span, and every window from a feature-health alert's first firing window to its resolution
-(or now), merged where they touch.
+intervals with their reasons (and segment, where an annotation or an alert's scope names one): every transient
+window, every annotated span, every window from a feature-health alert's first firing window to its resolution
+(or now), and every window of a sustained alert's streak to its resolution (or now), merged where they touch.
 """
 
 from __future__ import annotations
@@ -160,7 +160,7 @@ def exclusions(alerts: Sequence[AlignmentAlert], annotations: Sequence[Annotatio
         if a.classification == "transient" and not a.signal.startswith("feature_"):
             scope = f" {', '.join(f'{k}={v}' for k, v in a.scope.items())}" if a.scope else ""
             spans.append(Exclusion(start, end, tuple(sorted(a.scope.items())), (f"transient {a.signal}{scope}",)))
-    spans += _feature_spans(alerts, model, now_ms)
+    spans += _open_spans(alerts, model, now_ms)
     for n in annotations:
         if n.model == model:
             end = epoch_ms(n.end) if n.end else now_ms
@@ -172,30 +172,33 @@ def exclusions(alerts: Sequence[AlignmentAlert], annotations: Sequence[Annotatio
     return merge(spans)
 
 
-def _feature_spans(alerts: Sequence[AlignmentAlert], model: str, now_ms: int) -> list[Exclusion]:
-    """Per feature-health alert's fingerprint: from its first firing window to the window of its resolution (or
-    now), the data the broken feature fed."""
+def _open_spans(alerts: Sequence[AlignmentAlert], model: str, now_ms: int) -> list[Exclusion]:
+    """Per fingerprint, what an open alert covers until its resolution (or now): a feature-health alert from its
+    first firing window (all the data the broken feature fed), a sustained rate alert from its window on, for its
+    scope (the transient windows of its streak before it are excluded as such, and merge with it)."""
     by_fp: dict[str, list[AlignmentAlert]] = {}
     for a in alerts:
-        if a.model == model and a.signal.startswith("feature_"):
+        if a.model == model and a.classification != "expected":
             by_fp.setdefault(a.fingerprint, []).append(a)
     out = []
     for found in by_fp.values():
         found.sort(key=lambda a: (a.window.start, a.ts))
+        feature = found[0].signal.startswith("feature_")
+        segment = () if feature else tuple(sorted(found[0].scope.items()))
+        scope = f" {', '.join(f'{k}={v}' for k, v in segment)}" if segment else ""
+        what = f"{found[0].signal} {found[0].scope.get('feature', '')}".strip() if feature else \
+            f"sustained {found[0].signal}{scope}"
         start: int | None = None
-        what = ""
         for a in found:
-            if a.status == "firing":
-                if start is None:
-                    start, what = epoch_ms(a.window.start), f"{a.signal} {a.scope.get('feature', '')}".strip()
-            elif start is not None:  # resolved: the windows from here on are healthy again
-                out.append(Exclusion(start, epoch_ms(a.window.start), (), (what,)))
+            if a.status == "firing" and (feature or a.classification == "sustained"):
+                start = epoch_ms(a.window.start) if start is None else start
+            elif a.status == "resolved" and start is not None:  # the windows from here on are healthy again
+                out.append(Exclusion(start, epoch_ms(a.window.start), segment, (what,)))
                 start = None
         if start is not None:
             last = max(epoch_ms(a.window.end) for a in found)
-            if found[-1].classification == "sustained":
-                last = max(last, now_ms)
-            out.append(Exclusion(start, last, (), (what,)))
+            out.append(Exclusion(start, max(last, now_ms) if found[-1].classification == "sustained" else last,
+                                 segment, (what,)))
     return out
 
 

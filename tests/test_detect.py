@@ -11,6 +11,7 @@ from stream import detect, stats
 from stream.detect import Concentration, Context, State, Track, evaluate, recommend, step
 from stream.events import Annotation
 from stream.settings import ModelSettings
+from stream.times import iso_ms
 from stream.windows import Due, Window
 
 MS = ModelSettings(persistence=3, resolve_after=2, min_gap=0.05, min_samples=50, alpha=0.01)
@@ -121,6 +122,7 @@ def test_override_spike_in_one_region_is_sustained_and_names_the_region() -> Non
     assert (whole.classification, whole.severity, whole.recommendation) == ("sustained", "page",
                                                                            "investigate_segment")
     assert any("region=eu carries 100% of the excess overrides" in d for d in whole.diagnosis)
+    assert any(d.endswith(f"since the window starting {iso_ms(10 * HOUR)}") for d in whole.diagnosis)
     assert last[("override_rate", (("region", "eu"),))].recommendation == "investigate_segment"
     assert whole.p_value is not None and whole.p_value <= MS.alpha
     assert whole.interval is not None and whole.interval[0] > 0

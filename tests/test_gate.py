@@ -105,3 +105,16 @@ def test_exclusions_are_transient_windows_annotations_and_broken_feature_spans_m
         (h(40), NOW, {}, ("feature_missing age",)),                                  # until now: still broken
     ]
     assert [e.start for e in gate.exclusions(alerts, [], "m", NOW, since_ms=h(27))] == [h(40)]
+
+
+def test_a_sustained_streak_is_excluded_whole_from_its_first_transient_window_to_its_resolution() -> None:
+    eu = {"region": "eu"}
+    streak = [alert(10, "override_rate", "exclude_window_from_training", "transient", scope=eu),
+              alert(11, "override_rate", "exclude_window_from_training", "transient", scope=eu),
+              alert(12, "override_rate", "investigate_segment", scope=eu),
+              alert(16, "override_rate", "investigate_segment", status="resolved", scope=eu),
+              alert(30, "override_rate", "investigate_trust")]  # still firing: to now
+    h = lambda k: epoch_ms(T0 + k * HOUR)  # noqa: E731
+    assert [(e.start, e.end, dict(e.segment), e.reasons) for e in gate.exclusions(streak, [], "m", NOW)] == [
+        (h(10), h(16), eu, ("transient override_rate region=eu", "sustained override_rate region=eu")),
+        (h(30), NOW, {}, ("sustained override_rate",))]

@@ -120,7 +120,9 @@ def test_the_judge_writes_the_stored_layout_and_the_keys_it_decided() -> None:
     # and a string feature judged against a baseline its top values and novel count (none here: no top values)
     def measured(entry: bytes, top: bytes) -> bytes:
         return entry.replace(b',"_features"', decided).replace(top + b"]", top + b",[],0]")
-    assert state_json == STORED_STATE
+    # and a rate track its streak's first window, as the feature tracks always did
+    since = b'"fix_upstream_feature",%d]' % (T0 + 6 * HOUR)
+    assert state_json == STORED_STATE.replace(b'"fix_upstream_feature"]', since)
     assert summary_json == measured(STORED_HISTORY[T0 + 6 * HOUR], b'"DE",200')
     assert encode(memory)[1][T0 + 5 * HOUR] == measured(STORED_HISTORY[T0 + 5 * HOUR], b'"DE",58')
 
