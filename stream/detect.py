@@ -331,10 +331,14 @@ class Evaluation:
 
 
 def practical(m: Measure, ms: ModelSettings) -> tuple[float, float]:
-    """(shift, practical minimum) of a measure: for a rate or share its gap and `min_gap`; for an outcome value its
-    relative change in the bad direction and `outcome_value_min_change` (money has no scale-free absolute gap)."""
+    """(shift, practical minimum) of a measure: for a rate or share its gap and `min_gap` (or, with
+    `min_gap_relative`, that multiple of its baseline where it is smaller: 1% -> 3% is practical for a fraud rate);
+    for an outcome value its relative change in the bad direction and `outcome_value_min_change` (money has no
+    scale-free absolute gap)."""
     if m.signal == "outcome_value":
         return m.worse * (m.observed / m.baseline - 1), ms.outcome_value_min_change
+    if ms.min_gap_relative is not None and m.signal != "proxy_divergence":  # a difference has no base rate
+        return m.gap, min(ms.min_gap, ms.min_gap_relative * m.baseline)
     return m.gap, ms.min_gap
 
 
@@ -526,7 +530,11 @@ def _measure_all(summary: Summary, baseline_windows: Sequence[Summary], annotati
                  ) -> tuple[dict[str, Measure], dict[str, list[Annotation]]]:
     """Every (signal, scope) of the look's kinds measured against the baseline windows at the same look: the
     measures by key, and the annotations overlapping each key (annotated keys leave later baselines)."""
-    scopes = sorted(set(summary.scopes) | {s for h in baseline_windows for s in h.scopes})
+    whole = summary.scopes.get("", {})
+    # a scope that is the whole model (`band=all` when no prediction names a band, a dimension with one value) is
+    # not tested twice: its alert would say what the model's says, and "it carries all of the excess" besides
+    scopes = sorted(s for s in set(summary.scopes) | {s for h in baseline_windows for s in h.scopes}
+                    if not s or summary.scopes.get(s) != whole)
     measures: dict[str, Measure] = {}
     overlapping: dict[str, list[Annotation]] = {}
     for kind in look.kinds:

@@ -46,6 +46,9 @@ class ModelSettings(_Strict):
     baseline_windows: int = Field(168, gt=0, description="trailing closed windows that form the baseline")
     min_samples: int = Field(50, gt=0, description="smallest window (and baseline) count that is tested")
     min_gap: float = Field(0.05, ge=0, le=1, description="practical minimum rate gap worth an alert")
+    min_gap_relative: float | None = Field(None, gt=0, description="also practical: a rate's (or share's) gap of "
+                                           "this multiple of its baseline (2: tripled), for low base rates a fixed "
+                                           "min_gap cannot see; the smaller of the two minimums applies")
     alpha: float = Field(0.01, gt=0, lt=1, description="family-wise significance level per model and window")
     persistence: int = Field(3, gt=0, description="consecutive candidate windows before an alert is sustained")
     resolve_after: int = Field(2, gt=0, description="clean windows before a sustained alert resolves")

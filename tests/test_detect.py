@@ -128,6 +128,29 @@ def test_override_spike_in_one_region_is_sustained_and_names_the_region() -> Non
     assert whole.interval is not None and whole.interval[0] > 0
 
 
+def test_a_low_base_rate_tripling_is_practical_with_a_relative_minimum() -> None:
+    # fraud 1% -> 3% of 2,000 trials a window: significant, but 2 points under a 5-point min_gap
+    def fraud(k: int) -> dict[tuple[str, str, str], int]:
+        return _counts({"": {"o:truth": 2000, "m:truth": k}})
+    windows = [fraud(20)] * 10 + [fraud(60)] * 3
+    assert [a for e in _run(windows) for a in e.alerts] == []
+    relative = MS.model_copy(update={"min_gap_relative": 1.0})  # a doubling is practical too
+    alerts = [a for e in _run(windows, ms=relative) for a in e.alerts]
+    assert [a.classification for a in alerts] == ["transient", "transient", "sustained"]
+    assert alerts[-1].observed == pytest.approx(0.03)
+
+
+def test_a_model_without_bands_is_not_tested_twice_as_band_all() -> None:
+    def unbanded(overrides: dict[str, int]) -> dict[tuple[str, str, str], int]:
+        counts = _window(overrides)  # every prediction in band=all: that scope is the model itself
+        return {**counts, **{(v, "band=all", c): n for (v, scope, c), n in counts.items() if scope == ""}}
+    evs = _run([unbanded(QUIET)] * 10 + [unbanded(EU_UP)] * 3)
+    assert not [a for e in evs for a in e.alerts if a.scope == {"band": "all"}]
+    whole = next(a for a in evs[12].alerts if not a.scope)
+    assert whole.recommendation == "investigate_segment"
+    assert any(d.startswith("region=eu carries") for d in whole.diagnosis), whole.diagnosis
+
+
 def test_baseline_excludes_sustained_and_annotated_windows() -> None:
     evs = _run([_window(QUIET)] * 10 + [_window(EU_UP)] * 4)
     assert "override_rate|region=eu" in evs[12].summary.excluded      # sustained
