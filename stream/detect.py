@@ -307,6 +307,7 @@ class Track:
     status: str = "idle"  # idle | transient | sustained | expected
     recommendation: str = ""  # announced with `sustained`, repeated by its `resolved`
     since: int = 0  # start (ms) of the first window of the current streak
+    folded: bool = False  # its sustained alert went into another key's page (`_fold`): so does its resolution
 
 
 @dataclass(slots=True)
@@ -315,7 +316,8 @@ class State:
 
     def to_json(self) -> dict[str, Any]:
         # `since` is written once known: state stored before it existed reads (and writes) the same
-        return {k: [t.streak, t.clean, t.status, t.recommendation, *([t.since] if t.since else [])]
+        return {k: [t.streak, t.clean, t.status, t.recommendation,
+                    *([t.since, 1] if t.folded else [t.since] if t.since else [])]
                 for k, t in self.tracks.items() if t.status != "idle" or t.streak}
 
     @classmethod
@@ -506,6 +508,7 @@ def evaluate(model: str, window: Window, counts: Mapping[tuple[str, str, str], f
                   mismatch_rising={k.split("|", 1)[1] for k in active
                                    if k.startswith(("outcome_mismatch|", "outcome_value|"))})
     alerts = []
+    news, also = _fold(news, active, ctx.concentrated, new)
     for key, status, classification in news:
         name, scope = key.split("|", 1)
         m, track = measures[key], new.tracks[key]
@@ -518,11 +521,53 @@ def evaluate(model: str, window: Window, counts: Mapping[tuple[str, str, str], f
             if classification == "sustained":
                 track.recommendation = rec
         lines = _diagnosis(m, adjusted[key], len(measures), look, track, classification, status, ms, measures, why)
+        if key in also and status == "firing":
+            lines.insert(-1, f"also visible in {', '.join(also[key])}: their rise is this one, not news of its own")
         alerts.append(_alert(model, window, summary.version, m, status, classification, rec, lines, track.streak,
                              adjusted[key], overlapping[key], ms, now))
     summary = Summary(summary.start, summary.end, summary.version, summary.scopes, frozenset(excluded),
                       done | decided)
     return Evaluation(summary, new, alerts)
+
+
+_RANK = {"transient": 1, "sustained": 2}
+
+
+def _fold(news: list[tuple[str, str, str]], active: Collection[str], concentrated: Mapping[str, Concentration],
+          new: State) -> tuple[list[tuple[str, str, str]], dict[str, list[str]]]:
+    """One page per cause: per rate signal, the lead key (the scope that carries the excess, by the concentration
+    rule; else the model, when it moved) takes the other active keys of the signal, as far along as it is, into
+    its diagnosis ("also visible in") instead of their own alerts: when one scope carries the excess, the model's
+    and the overlapping scopes' rise is its rise; when the model moved broadly, every scope's is. A folded key's
+    resolution is not published either (its firing was not). Returns the news to publish, and per lead the scopes
+    folded into it."""
+    leads: dict[str, str] = {}
+    for signal in SIGNALS:
+        c = concentrated.get(signal)
+        if c is not None:
+            leads[signal] = f"{signal}|{c.scope}"
+        elif f"{signal}|" in active:
+            leads[signal] = f"{signal}|"
+    into: dict[str, str] = {}
+    for key in sorted(active):
+        lead = leads.get(key.split("|", 1)[0])
+        if lead is not None and key != lead and \
+                _RANK.get(new.tracks[lead].status, 0) >= _RANK.get(new.tracks[key].status, 0):
+            into[key] = lead
+    also: dict[str, list[str]] = {}
+    for key, lead in into.items():
+        also.setdefault(lead, []).append(key.split("|", 1)[1] or "the whole model")
+    published = []
+    for key, status, classification in news:
+        track = new.tracks[key]
+        if status == "resolved" and track.folded:
+            track.folded = False
+            continue
+        if status == "firing" and classification in _RANK and key in into:
+            track.folded = track.folded or classification == "sustained"
+            continue
+        published.append((key, status, classification))
+    return published, also
 
 
 def _measure_all(summary: Summary, baseline_windows: Sequence[Summary], annotations: Sequence[Annotation],
@@ -586,7 +631,8 @@ def _advance(state: State, measures: Mapping[str, Measure], shifts: Mapping[str,
     A window's key joins `excluded` when it is decided inside a sustained (or expected) alert (a segment share's
     already as a candidate), or stays undecided to the end of one: exclusion is settled with the window's
     decision, never by a later window's."""
-    new = State({k: Track(t.streak, t.clean, t.status, t.recommendation, t.since) for k, t in state.tracks.items()})
+    new = State({k: Track(t.streak, t.clean, t.status, t.recommendation, t.since, t.folded)
+                 for k, t in state.tracks.items()})
     news: list[tuple[str, str, str]] = []
     decided: set[str] = set()
     for key, m in measures.items():

@@ -114,18 +114,29 @@ QUIET = {"eu": 20, "us": 20, "apac": 20}
 EU_UP = {"eu": 80, "us": 20, "apac": 20}
 
 
-def test_override_spike_in_one_region_is_sustained_and_names_the_region() -> None:
+def test_override_spike_in_one_region_is_one_page_that_names_the_region() -> None:
     evs = _run([_window(QUIET)] * 10 + [_window(EU_UP)] * 3)
     assert [len(e.alerts) for e in evs[:10]] == [0] * 10
-    last = {(a.signal, tuple(a.scope.items())): a for a in evs[12].alerts}
-    whole = last[("override_rate", ())]
-    assert (whole.classification, whole.severity, whole.recommendation) == ("sustained", "page",
-                                                                           "investigate_segment")
-    assert any("region=eu carries 100% of the excess overrides" in d for d in whole.diagnosis)
-    assert any(d.endswith(f"since the window starting {iso_ms(10 * HOUR)}") for d in whole.diagnosis)
-    assert last[("override_rate", (("region", "eu"),))].recommendation == "investigate_segment"
-    assert whole.p_value is not None and whole.p_value <= MS.alpha
-    assert whole.interval is not None and whole.interval[0] > 0
+    # one cause, one alert per window: the region that carries the excess; the model's rise is its rise
+    assert [[(a.classification, a.scope) for a in e.alerts] for e in evs[10:]] == [
+        [("transient", {"region": "eu"})], [("transient", {"region": "eu"})], [("sustained", {"region": "eu"})]]
+    [eu] = evs[12].alerts
+    assert (eu.classification, eu.severity, eu.recommendation) == ("sustained", "page", "investigate_segment")
+    assert any("region=eu carries 100% of the excess overrides" in d for d in eu.diagnosis)
+    assert any(d.startswith("also visible in the whole model:") for d in eu.diagnosis)
+    assert any(d.endswith(f"since the window starting {iso_ms(10 * HOUR)}") for d in eu.diagnosis)
+    assert eu.p_value is not None and eu.p_value <= MS.alpha
+    assert eu.interval is not None and eu.interval[0] > 0
+    # the model's track is sustained all the same (its windows leave its baseline), folded into the region's page
+    whole = evs[12].state.tracks["override_rate|"]
+    assert whole.status == "sustained" and whole.folded
+
+
+def test_the_folded_keys_resolve_silently_with_their_lead() -> None:
+    evs = _run([_window(QUIET)] * 10 + [_window(EU_UP)] * 3 + [_window(QUIET)] * 3)
+    resolved = [(a.scope, a.status) for e in evs[13:] for a in e.alerts]
+    assert resolved == [({"region": "eu"}, "resolved")]
+    assert not evs[-1].state.tracks["override_rate|"].folded
 
 
 def test_a_low_base_rate_tripling_is_practical_with_a_relative_minimum() -> None:
@@ -146,9 +157,9 @@ def test_a_model_without_bands_is_not_tested_twice_as_band_all() -> None:
         return {**counts, **{(v, "band=all", c): n for (v, scope, c), n in counts.items() if scope == ""}}
     evs = _run([unbanded(QUIET)] * 10 + [unbanded(EU_UP)] * 3)
     assert not [a for e in evs for a in e.alerts if a.scope == {"band": "all"}]
-    whole = next(a for a in evs[12].alerts if not a.scope)
-    assert whole.recommendation == "investigate_segment"
-    assert any(d.startswith("region=eu carries") for d in whole.diagnosis), whole.diagnosis
+    [eu] = evs[12].alerts
+    assert (eu.scope, eu.recommendation) == ({"region": "eu"}, "investigate_segment")
+    assert any(d.startswith("region=eu carries") for d in eu.diagnosis), eu.diagnosis
 
 
 def test_baseline_excludes_sustained_and_annotated_windows() -> None:
