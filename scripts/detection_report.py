@@ -59,6 +59,7 @@ class Alarms:
     first: int | None
     page: int | None = None
     recommendation: str = ""  # of the first sustained alert about data after the change (else of the first alert)
+    pages: int = 0  # sustained pages fired (distinct alerts): one cause should be one page
 
 
 def looks(twin: Twin) -> Iterator[list[tuple[int, int, float]]]:
@@ -149,8 +150,9 @@ def measure(scenario: str, seed: int, days: float, rate: float) -> dict[str, Ala
     false, first = split(tg, change, size)
     after = [a for _, a in firing if change is not None and epoch_ms(a.window.start) + size > change]
     said = next((a for a in after if a.classification == "sustained"), after[0] if after else None)
+    paged = len({a.fingerprint for _, a in firing if a.severity == "page" and a.classification == "sustained"})
     out = {"trustgap": Alarms(false, first, split(pages, change, size)[1],
-                              f"{said.signal}: {said.recommendation}" if said else ""),
+                              f"{said.signal}: {said.recommendation}" if said else "", paged),
            "adwin": Alarms(*split(adwin_alarms(events), change, size)), "band": Alarms(*split(band, change, size))}
     if change is None:  # quiet: the share of windows holding any alert
         out["windows"] = Alarms(len({window_start(parse_ms(e["ts"]), size) for k, e in events if k == "prediction"}),
@@ -186,10 +188,11 @@ def main() -> int:
     args = ap.parse_args()
     print(f"{args.seeds} seeds per scenario; scenarios without a profile: {args.days:g} days at {args.rate:g} "
           "predictions/hour, default settings (1 h windows; actions looked at 1 h and 1 d, outcomes at 1 h, 1 d, 7 d)")
-    print("delay from the change to the first alarm (median, range over seeds); false = alarms about windows "
-          "before the change; trustgap's word = the signal and recommendation of its first sustained alert after "
-          "the change (else of its first alert), the most common over seeds\n")
-    head = f"{'scenario':17}{'trustgap first':>20}{'trustgap page':>20}{'ADWIN':>20}{'3 sigma':>20}" \
+    print("delay from the change to the first alarm (median, range over seeds); pages = sustained pages fired "
+          "(median over seeds; quiet: all of them); false = alarms about windows before the change; trustgap's "
+          "word = the signal and recommendation of its first sustained alert after the change (else of its first "
+          "alert), the most common over seeds\n")
+    head = f"{'scenario':20}{'trustgap first':>20}{'trustgap page':>20}{'pages':>7}{'ADWIN':>20}{'3 sigma':>20}" \
            f"{'false (tg/ADWIN/3s)':>22}   trustgap's word"
     print(head)
     print("-" * len(head))
@@ -200,11 +203,14 @@ def main() -> int:
         if "windows" in runs[0]:
             windows = sum(r["windows"].false for r in runs)
             noisy = sum(r["noisy"].false for r in runs)
-            print(f"{scenario:17}{'-':>20}{'-':>20}{'-':>20}{'-':>20}{false:>22}   "
+            paged = sum(r["trustgap"].pages for r in runs)
+            print(f"{scenario:20}{'-':>20}{'-':>20}{paged:>7}{'-':>20}{'-':>20}{false:>22}   "
                   f"trustgap: {noisy}/{windows} windows with an alert ({noisy / windows:.2%})")
             continue
-        print(f"{scenario:17}{hours([r['trustgap'].first for r in runs], n):>20}"
-              f"{hours([r['trustgap'].page for r in runs], n):>20}{hours([r['adwin'].first for r in runs], n):>20}"
+        pages = statistics.median(r["trustgap"].pages for r in runs)
+        print(f"{scenario:20}{hours([r['trustgap'].first for r in runs], n):>20}"
+              f"{hours([r['trustgap'].page for r in runs], n):>20}{pages:>7g}"
+              f"{hours([r['adwin'].first for r in runs], n):>20}"
               f"{hours([r['band'].first for r in runs], n):>20}{false:>22}   {word(runs)}")
     return 0
 
