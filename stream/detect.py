@@ -523,11 +523,29 @@ def evaluate(model: str, window: Window, counts: Mapping[tuple[str, str, str], f
         lines = _diagnosis(m, adjusted[key], len(measures), look, track, classification, status, ms, measures, why)
         if key in also and status == "firing":
             lines.insert(-1, f"also visible in {', '.join(also[key])}: their rise is this one, not news of its own")
+        if (not scope or key in also) and status == "firing" and \
+                (new_scopes := _untested(summary, measures, name, look, ms)):
+            lines.insert(-1, f"not tested, no baseline yet: {new_scopes}")
         alerts.append(_alert(model, window, summary.version, m, status, classification, rec, lines, track.streak,
                              adjusted[key], overlapping[key], ms, now))
     summary = Summary(summary.start, summary.end, summary.version, summary.scopes, frozenset(excluded),
                       done | decided)
     return Evaluation(summary, new, alerts)
+
+
+def _untested(summary: Summary, measures: Mapping[str, Measure], signal: str, look: Look, ms: ModelSettings) -> str:
+    """The scopes with enough trials in the window but no baseline to test them against (a channel that appeared
+    overnight), with their trials and rate, for the model's (or the cause's) alert: what the tests cannot see,
+    said. A scope that is the whole model is not one."""
+    if signal not in RATE_SIGNALS:
+        return ""
+    kind = next(k for k, sigs in KIND_SIGNALS.items() if signal in sigs)
+    out = []
+    for scope, raw in sorted(summary.scopes.items()):
+        k, n = rate(at_look(raw, kind, look.index), signal)
+        if scope and f"{signal}|{scope}" not in measures and n >= ms.min_samples and raw != summary.scopes.get(""):
+            out.append(f"{scope} ({n} {'actions' if kind == 'a' else 'outcomes'}, {signal} {k / n:.1%})")
+    return ", ".join(out)
 
 
 _RANK = {"transient": 1, "sustained": 2}

@@ -132,6 +132,16 @@ def test_override_spike_in_one_region_is_one_page_that_names_the_region() -> Non
     assert whole.status == "sustained" and whole.folded
 
 
+def test_a_scope_without_a_baseline_is_named_in_the_page_with_its_rate() -> None:
+    def with_campaign(overrides: dict[str, int]) -> dict[tuple[str, str, str], int]:
+        return {**_window(overrides), ("v1", "channel=campaign", "a:override"): 60, ("v1", "channel=campaign",
+                                                                                    "a:accept"): 60}
+    evs = _run([_window(QUIET)] * 10 + [_window(EU_UP)] * 2 + [with_campaign(EU_UP)])  # the channel came last
+    [eu] = evs[12].alerts
+    assert any(d == "not tested, no baseline yet: channel=campaign (120 actions, override_rate 50.0%)"
+               for d in eu.diagnosis), eu.diagnosis
+
+
 def test_the_folded_keys_resolve_silently_with_their_lead() -> None:
     evs = _run([_window(QUIET)] * 10 + [_window(EU_UP)] * 3 + [_window(QUIET)] * 3)
     resolved = [(a.scope, a.status) for e in evs[13:] for a in e.alerts]
