@@ -147,7 +147,8 @@ class Twin:
 
     def _bump(self, p: dict[str, Any], start: int, counter: str, by: float = 1) -> None:
         w = self.counts.setdefault(start, {})
-        for scope in ["", f"band={p['band']}", *(f"{k}={v}" for k, v in sorted(p["segment"].items()))]:
+        band = p.get("band") or self.ms.band_for(p.get("score"))  # as Settings.band_of
+        for scope in ["", f"band={band}", *(f"{k}={v}" for k, v in sorted(p["segment"].items()))]:
             key = (p["model_version"], scope, counter)
             w[key] = w.get(key, 0) + by
 
@@ -232,14 +233,14 @@ def settings_for(scenario: str) -> ModelSettings:
 
 def replay(scenario: str, ms: ModelSettings | None = None, days: float | None = None, rate: float | None = None,
            seed: int = 1, end: datetime = datetime(2026, 11, 20, tzinfo=timezone.utc), model: str = "claims",
-           watermark: datetime | None = None, step: int | None = 500) -> Run:
+           watermark: datetime | None = None, step: int | None = 500, bands: bool = True) -> Run:
     """Generate a scenario and judge everything the watermark passes (by default the run's own watermark), as
     the worker does; settings, days and rate default to the scenario's profile."""
     profile = PROFILES.get(scenario)
     ms = ms or settings_for(scenario)
     days = days if days is not None else (profile.days if profile else 4.0)
     rate = rate if rate is not None else (profile.rate if profile else 300.0)
-    twin = run_events(generate(scenario, days, rate, seed, model, end), model, ms,
+    twin = run_events(generate(scenario, days, rate, seed, model, end, bands), model, ms,
                       epoch_ms(watermark) if watermark else None, step)
     layout = plan(scenario, days, end)
     change = None

@@ -315,9 +315,9 @@ def _ts(t: datetime) -> str:
 
 
 def generate(scenario: str, days: float = 30.0, rate: float = 120.0, seed: int = 1, model: str = "claims",
-             end: datetime | None = None) -> Iterator[tuple[EventKind, dict[str, Any]]]:
+             end: datetime | None = None, bands: bool = True) -> Iterator[tuple[EventKind, dict[str, Any]]]:
     """Yield (kind, event) in event-time order: `rate` predictions per hour for `days`, ending at `end`; a
-    scenario's annotations come first."""
+    scenario's annotations come first. Without `bands` the predictions name no band (a model without bands)."""
     rng = random.Random(seed)
     frng = random.Random(seed * 7919 + 4)  # features draw from their own stream: the events stay as they were
     vrng = random.Random(seed * 104729 + 7)  # and so do claim amounts
@@ -354,8 +354,8 @@ def generate(scenario: str, days: float = 30.0, rate: float = 120.0, seed: int =
                 heapq.heappush(pending, (when, seq, kind, event))
 
         emit(t, "prediction", {"prediction_id": pid, "model": model, "model_version": "v1", "ts": _ts(t),
-                               "label": label, "score": round(score, 4), "band": band, "segment": segment,
-                               "features": features_of(frng, segment, b, last)})
+                               "label": label, "score": round(score, 4), **({"band": band} if bands else {}),
+                               "segment": segment, "features": features_of(frng, segment, b, last)})
         if rng.random() < b.acted:
             at = t + timedelta(minutes=rng.uniform(*delays.action))
             action = ("override" if rng.random() < 0.8 else "bypass") if rng.random() < b.override else "accept"

@@ -158,6 +158,16 @@ def test_scenario_story_in_memory(scenario: str) -> None:
         assert span.reasons == ("annotated campaign: weekend promotion: new-customer discount",)
 
 
+@pytest.mark.parametrize("scenario", ["trust_decay", "trust_erosion", "outcome_drift", "clickbait"])
+def test_a_model_without_bands_tells_the_same_story(scenario: str) -> None:
+    # no band in any prediction: band=all is the model itself, tested once, and the pages are the same
+    run = replay(scenario, ModelSettings(), DAYS, RATE, SEED, END, model=scenario, bands=False)
+    alerts = [a.model_dump(mode="json") for a in run.twin.published()]
+    check_story(scenario, alerts)
+    assert not [a for a in alerts if "band" in a["scope"]]
+    assert not [d for a in alerts for d in a["diagnosis"] if "band=" in d]
+
+
 def test_a_two_day_campaign_with_outcomes_hours_later_names_exactly_its_two_prediction_days() -> None:
     run = replay("flash_sale", seed=SEED, end=END, model="flash_sale")
     assert run.change_ms is not None
