@@ -330,6 +330,7 @@ class Evaluation:
     summary: Summary
     state: State
     alerts: list[AlignmentAlert]
+    baselines: dict[str, float] = field(default_factory=dict)  # every measured "signal|scope" -> its baseline
 
 
 def practical(m: Measure, ms: ModelSettings) -> tuple[float, float]:
@@ -530,7 +531,7 @@ def evaluate(model: str, window: Window, counts: Mapping[tuple[str, str, str], f
                              adjusted[key], overlapping[key], ms, now))
     summary = Summary(summary.start, summary.end, summary.version, summary.scopes, frozenset(excluded),
                       done | decided)
-    return Evaluation(summary, new, alerts)
+    return Evaluation(summary, new, alerts, {k: m.baseline for k, m in measures.items()})
 
 
 def _untested(summary: Summary, measures: Mapping[str, Measure], signal: str, look: Look, ms: ModelSettings) -> str:

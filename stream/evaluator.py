@@ -188,7 +188,7 @@ def export_features(rt: Runtime, model: str, result: features.Evaluation, before
 def export_rates(rt: Runtime, model: str, due: Due, result: detect.Evaluation) -> None:
     """The rates the stage judged per scope (at its checkpoint's age; at 'n' each segment value's share of the
     predictions, as the rate of `segment_shift`; at an outcome stage the truth outcomes' value per prediction, as
-    the rate of `outcome_value`), and the baselines and lifetimes of its alerts.
+    the rate of `outcome_value`), the baseline of every scope it measured, and the lifetimes of its alerts.
 
     The rate and baseline gauges show the newest window judged for the signal, at its latest look: a later
     checkpoint of an older window (judged after the first look at newer ones) must not put its rate next to a
@@ -199,12 +199,14 @@ def export_rates(rt: Runtime, model: str, due: Due, result: detect.Evaluation) -
         newest = False
     else:
         newest, rt.rate_window[key] = True, due.window.start
+    if newest:  # every measured scope's baseline, so a panel shows each rate against its own, alert or not
+        for measured, baseline in result.baselines.items():
+            signal, _, where = measured.partition("|")
+            m.baseline.labels(model, signal, where or "all").set(baseline)
     for alert in result.alerts:
         scope = ",".join(f"{k}={v}" for k, v in alert.scope.items()) or "all"
-        if newest:
-            m.baseline.labels(model, alert.signal, scope).set(alert.baseline)
-            if alert.signal == segments.SIGNAL:  # a dimension's never-seen values have no counter to read it from
-                m.rate.labels(model, alert.signal, scope).set(alert.observed)
+        if newest and alert.signal == segments.SIGNAL:  # a dimension's never-seen values have no counter to read
+            m.rate.labels(model, alert.signal, scope).set(alert.observed)
         labels = (model, alert.signal, scope, alert.classification, alert.severity, alert.recommendation)
         # Only sustained alerts have a lifetime (firing .. resolved); transient and expected are one-off news.
         if alert.classification == "sustained":

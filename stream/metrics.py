@@ -34,8 +34,8 @@ class Metrics:
         self.rate = Gauge("trustgap_window_rate", "Rate in the newest window judged for the signal, at its latest "
                           "look (segment_shift: the scope's share of the window's predictions)",
                           ["model", "signal", "scope"], registry=r)
-        self.baseline = Gauge("trustgap_baseline_rate", "Baseline the newest judged window's alert was compared "
-                              "with", ["model", "signal", "scope"], registry=r)
+        self.baseline = Gauge("trustgap_baseline_rate", "Baseline the newest judged window was compared with, "
+                              "per measured scope", ["model", "signal", "scope"], registry=r)
         self.samples = Gauge("trustgap_window_samples", "Trials behind trustgap_window_rate",
                              ["model", "signal", "scope"], registry=r)
         self.alerts = Counter("trustgap_alerts_published", "Alignment alerts published",
