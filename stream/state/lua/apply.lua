@@ -103,13 +103,48 @@ local function count(w, model, version, scopes, counter)
   if first[model] == nil or w.start < first[model] then first[model] = w.start end
 end
 
--- add an outcome's value into window w's value sums for the model, its version and every scope: floats, summed
--- in the call and written once at its end with the feature sums (`fsum`, by key)
+-- An outcome's value goes into window w's value sums for the model, its version and every scope: `v:` the values'
+-- sum, and of the positive ones `vn:` their count, `vl:` and `vq:` the sum and sum of squares of their logs. An
+-- event adds to one accumulator per (window, version, scopes, outcome kind, checkpoint); `spread_values` adds the
+-- accumulators to every scope's fields once per call (floats into `fsum`, written with the feature sums), so an
+-- event's cost does not grow with its scopes.
 local fsum = {}
-local function add_value(w, version, scopes, counter, x)
-  local sums = fsum[w.key]
-  if sums == nil then sums = {}; fsum[w.key] = sums end
-  for _, f in ipairs(fields_of(version, scopes, counter)) do sums[f] = (sums[f] or 0) + x end
+local values_memo, value_acc = {}, {}
+local function value_sums(w, version, scopes, outcome, suffix)
+  local by_suffix = memo_table(memo_table(memo_table(values_memo, version), scopes), outcome)
+  local f = by_suffix[suffix]
+  if f == nil then
+    local tail = outcome .. suffix
+    f = {v = fields_of(version, scopes, 'v:' .. tail), vn = fields_of(version, scopes, 'vn:' .. tail),
+         vl = fields_of(version, scopes, 'vl:' .. tail), vq = fields_of(version, scopes, 'vq:' .. tail)}
+    by_suffix[suffix] = f
+  end
+  local acc = value_acc[w.key]
+  if acc == nil then acc = {key = w.key, counts = w.counts, list = {}}; value_acc[w.key] = acc end
+  local a = acc[f]
+  if a == nil then  -- kept in first-seen order too: fields shared by several lists get their sums in one order
+    a = {0, 0, 0, 0, f = f}
+    acc[f] = a
+    acc.list[#acc.list + 1] = a
+  end
+  return a
+end
+
+local function spread_values()
+  for _, acc in pairs(value_acc) do
+    local sums, c = memo_table(fsum, acc.key), acc.counts
+    for _, a in ipairs(acc.list) do
+      local f = a.f
+      for i = 1, #f.v do
+        sums[f.v[i]] = (sums[f.v[i]] or 0) + a[1]
+        if a[2] > 0 then
+          c[f.vn[i]] = (c[f.vn[i]] or 0) + a[2]
+          sums[f.vl[i]] = (sums[f.vl[i]] or 0) + a[3]
+          sums[f.vq[i]] = (sums[f.vq[i]] or 0) + a[4]
+        end
+      end
+    end
+  end
 end
 
 -- a late event of window w (its stage of the window was judged), counted in the window as keys.LATE_FIELD says
@@ -277,12 +312,11 @@ local function follow(model, version, scopes, label, pts, r)
   -- a positive value is also counted, and its log summed and squared (stream.stats.Amounts: claim severity)
   local x = r.value
   if type(x) == 'number' then
-    add_value(w, version, scopes, 'v:' .. r.outcome .. suffix, x)
+    local a = value_sums(w, version, scopes, r.outcome, suffix)
+    a[1] = a[1] + x
     if x > 0 then
       local lx = math.log(x)
-      count(w, model, version, scopes, 'vn:' .. r.outcome .. suffix)
-      add_value(w, version, scopes, 'vl:' .. r.outcome .. suffix, lx)
-      add_value(w, version, scopes, 'vq:' .. r.outcome .. suffix, lx * lx)
+      a[2], a[3], a[4] = a[2] + 1, a[3] + lx, a[4] + lx * lx
     end
   end
 end
@@ -514,6 +548,7 @@ while i <= last do
   end
 end
 
+spread_values()
 for key, c in pairs(incr) do write_hash(key, c, fsum[key], flo[key], fhi[key]) end
 write_tops()
 for key, ttl in pairs(touched) do redis.call('EXPIRE', key, ttl) end
