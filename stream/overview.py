@@ -25,9 +25,10 @@ from . import detect, segments
 from .detect import RATE_SIGNALS, Summary
 from .errors import BrokerUnreachable, RedisUnreachable, Unreachable
 from .events import TOPIC_OF, AlignmentAlert, Annotation
+from .gate import Gate, decide
 from .recovery import partition_lag
 from .settings import Settings
-from .times import epoch_ms, iso_ms
+from .times import epoch_ms, iso_ms, utcnow
 from .windows import STAGE_SIGNAL
 
 if TYPE_CHECKING:
@@ -89,11 +90,13 @@ class ModelOverview:
     windows: list[WindowRow] = field(default_factory=list)  # oldest first, all that Redis history keeps
     alerts: list[AlignmentAlert] = field(default_factory=list)  # every alert read, oldest first
     active: list[AlignmentAlert] = field(default_factory=list)
+    gate: Gate | None = None  # the retrain gate over these alerts and the model's annotations
 
     def to_json(self, last: int | None = None) -> dict[str, Any]:
         windows = self.windows[-last:] if last else self.windows
         return {"model": self.model, "windows": [w.to_json() for w in windows],
-                "active_alerts": [orjson.loads(a.model_dump_json()) for a in self.active]}
+                "active_alerts": [orjson.loads(a.model_dump_json()) for a in self.active],
+                "retrain_gate": self.gate.to_json() if self.gate else None}
 
 
 @dataclass(frozen=True, slots=True)
@@ -389,16 +392,19 @@ def load_lag(settings: Settings, timeout: float = LAG_TIMEOUT_S) -> ConsumerLag:
 
 
 def build(history: Mapping[str, Mapping[int, Summary]], alerts: Sequence[AlignmentAlert], settings: Settings,
-          late: Mapping[str, Mapping[int, Mapping[str, int]]] | None = None) -> list[ModelOverview]:
-    """Per model: windows with baselines and late events, every alert, and the active ones."""
+          late: Mapping[str, Mapping[int, Mapping[str, int]]] | None = None,
+          annotations: Mapping[str, Sequence[Annotation]] | None = None) -> list[ModelOverview]:
+    """Per model: windows with baselines and late events, every alert, the active ones, and the retrain gate."""
     models = sorted(set(history) | {a.model for a in alerts})
     late = late or {}
+    now = epoch_ms(utcnow())
     out = []
     for model in models:
         rows = window_rows(history.get(model, {}), settings.for_model(model).baseline_windows, late.get(model))
         mine = sorted((a for a in alerts if a.model == model), key=lambda a: (a.window.start, a.ts))
         last = rows[-1].start if rows else None
-        out.append(ModelOverview(model, rows, mine, active_alerts(mine, last)))
+        verdict = decide(model, mine, (annotations or {}).get(model, ()), now, last)
+        out.append(ModelOverview(model, rows, mine, active_alerts(mine, last), verdict))
     return out
 
 
@@ -424,8 +430,28 @@ def read_gate(settings: Settings, model: str) -> tuple[list[AlignmentAlert], lis
             max((int(k) for k in starts), default=None))
 
 
+def read_annotations(settings: Settings, models: Sequence[str]) -> dict[str, list[Annotation]]:
+    """Each model's annotations as Redis keeps them, in one round trip."""
+    from .state import keys
+    from .state.redis_io import UNAVAILABLE, sync_client
+
+    r = sync_client(settings)
+    try:
+        pipe = r.pipeline(transaction=False)
+        for model in models:
+            pipe.hvals(keys.model_annotations(model))
+        return {m: [Annotation.model_validate_json(v) for v in vals]
+                for m, vals in zip(models, pipe.execute(), strict=True)}
+    except UNAVAILABLE as err:
+        raise RedisUnreachable(f"redis unreachable ({type(err).__name__}); check redis_url / TRUSTGAP_REDIS_URL"
+                               ) from None
+    finally:
+        r.close()
+
+
 def load(settings: Settings, with_alerts: bool = True) -> tuple[list[ModelOverview], int]:
     """Read Redis (and the alerts topic) and build every model's overview; returns (overviews, unreadable)."""
     history, late = read_history(settings)
     alerts, bad = parse_alerts(read_alert_values(settings)) if with_alerts else ([], 0)
-    return build(history, alerts, settings, late), bad
+    notes = read_annotations(settings, sorted(set(history) | {a.model for a in alerts}))
+    return build(history, alerts, settings, late, notes), bad
