@@ -187,6 +187,54 @@ def segments_section(ov: ModelOverview) -> list[str]:
     return parts
 
 
+VERDICT_COLOUR = {"go": "#2ca02c", "hold": "#b35900", "block": "#d62728"}
+
+
+def gate_section(ov: ModelOverview) -> list[str]:
+    """The retrain gate's verdict and cause in one sentence, then each reason with its action."""
+    if ov.gate is None:
+        return []
+    e = html.escape
+    g = ov.gate
+    parts = [f"<p id='verdict' class='verdict' style='font-size:1.25rem;font-weight:600;color:"
+             f"{VERDICT_COLOUR[g.verdict]}'>Retrain gate: {e(g.sentence())}</p>"]
+    if g.reasons:
+        parts.append("<ul class='reasons'>" + "".join(
+            f"<li><b>{e(r.verdict)}</b> — {e(r.action)} ({len(r.alerts)} alert{'s' if len(r.alerts) != 1 else ''})"
+            "</li>" for r in g.reasons) + "</ul>")
+    if g.exclusions:
+        parts.append(f"<p>{len(g.exclusions)} spans of prediction time to leave out of training: "
+                     f"<code>trustgap exclusions --model {e(ov.model)}</code></p>")
+    return parts
+
+
+def alerts_section(ov: ModelOverview) -> list[str]:
+    """Every alert published, grouped by cause (fingerprint: signal and scope), newest cause first: one row per
+    cause with its windows and latest status, its newest diagnosis under it at full width."""
+    e = html.escape
+    parts = ["<h2>Alerts</h2>"]
+    if not ov.alerts:
+        return [*parts, "<p class='empty'>No alerts were published for this model.</p>"]
+    causes: dict[str, list[AlignmentAlert]] = {}
+    for a in ov.alerts:
+        causes.setdefault(a.fingerprint, []).append(a)
+    order = sorted(causes.values(), key=lambda found: max(a.window.start for a in found), reverse=True)
+    parts.append("<table id='alerts'><tr><th>windows (UTC)</th><th>latest</th><th>severity</th><th>signal</th>"
+                 "<th>scope</th><th>observed vs baseline</th><th>recommendation</th></tr>")
+    for found in order:
+        newest = max(found, key=lambda a: (a.window.start, a.ts))
+        scope = ", ".join(f"{k}={v}" for k, v in newest.scope.items()) or "all"
+        first, last = min(a.window.start for a in found), newest.window.start
+        when = f"{first:%Y-%m-%d %H:%M}" + (f" – {last:%Y-%m-%d %H:%M}" if last != first else "")
+        parts.append(
+            f"<tr class='cause'><td>{when} ({len(found)})</td><td>{e(newest.status)} {e(newest.classification)}</td>"
+            f"<td class='sev-{e(newest.severity)}'>{e(newest.severity)}</td><td>{e(newest.signal)}</td>"
+            f"<td>{e(scope)}</td><td>{e(_observed(newest))}</td><td><b>{e(newest.recommendation)}</b></td></tr>"
+            f"<tr class='diagnosis'><td colspan='7'>{'<br>'.join(e(d) for d in newest.diagnosis)}</td></tr>")
+    parts.append("</table>")
+    return parts
+
+
 def late_section(ov: ModelOverview) -> list[str]:
     """The windows some of whose events came after the window was judged for their signal, newest first."""
     parts = ["<h2 id='late-events'>Late events</h2>"]
@@ -215,6 +263,7 @@ def render(ov: ModelOverview, generated: datetime, has_feature_data: bool = Fals
              + (f" from {minute(ov.windows[0].start)} to {minute(ov.windows[-1].end)}"
                 if ov.windows else "")
              + f" · {len(ov.alerts)} alerts, {len(ov.active)} active</p>",
+             *gate_section(ov),
              "<h2>Signals: rate vs baseline</h2>"]
     for signal in RATE_SIGNALS:
         last = ov.windows[-1].rates[signal] if ov.windows else None
@@ -225,20 +274,7 @@ def render(ov: ModelOverview, generated: datetime, has_feature_data: bool = Fals
                      f"</figcaption>{signal_svg(ov, signal)}</figure>")
     parts += value_section(ov)
     parts += segments_section(ov)
-    parts.append("<h2>Alerts</h2>")
-    if ov.alerts:
-        parts.append("<table><tr><th>window (UTC)</th><th>status</th><th>severity</th><th>signal</th><th>scope</th>"
-                     "<th>observed vs baseline</th><th>recommendation</th><th>diagnosis</th></tr>")
-        for a in reversed(ov.alerts):
-            scope = ", ".join(f"{k}={v}" for k, v in a.scope.items()) or "all"
-            parts.append(
-                f"<tr><td>{a.window.start:%Y-%m-%d %H:%M}</td><td>{e(a.status)} {e(a.classification)}</td>"
-                f"<td class='sev-{e(a.severity)}'>{e(a.severity)}</td><td>{e(a.signal)}</td><td>{e(scope)}</td>"
-                f"<td>{e(_observed(a))}</td><td>{e(a.recommendation)}</td>"
-                f"<td>{e('; '.join(a.diagnosis))}</td></tr>")
-        parts.append("</table>")
-    else:
-        parts.append("<p class='empty'>No alerts were published for this model.</p>")
+    parts += alerts_section(ov)
     parts += late_section(ov)
     parts.append("<h2 id='feature-health'>Feature health</h2>")
     if not has_feature_data:

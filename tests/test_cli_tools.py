@@ -224,7 +224,10 @@ def test_report_is_one_self_contained_page_with_a_plot_per_signal(history: Deplo
     assert page.count("<svg") == len(RATE_SIGNALS) + 2
     assert "region=eu" in page.split("data-dimension='region'")[1].split("</figure>")[0]
     assert "id='no-feature-data'" in page
-    assert page.count("<tr><td>2026-11-20") == len(ALERTS)
+    # the gate's verdict first; the alerts one row per cause (3 fingerprints), the diagnosis under each
+    assert "<p id='verdict'" in page.split("<h2>")[0]
+    assert "Retrain gate: hold: one scope carries the rise: look at what changed there" in page
+    assert page.count("<tr class='cause'>") == 3 and page.count("<tr class='diagnosis'>") == 3
     assert re.findall(r"<tr class='late'>(.*?)</tr>", page) == [
         "<td>2026-11-20 03:00</td><td>0</td><td>5</td><td>2</td>"]
     assert not re.search(r"<(script|link|img|iframe)\b|\bsrc=|url\(\s*['\"]?http", page)  # nothing to fetch
@@ -239,3 +242,6 @@ def test_report_opens_in_headless_chromium_without_errors(history: Deployment, t
                       ".filter(s => s.getBoundingClientRect().height > 100).length")
     assert seen.errors == []
     assert seen.answer == len(RATE_SIGNALS) + 2  # every plot is rendered at a visible size
+    verdict = visit(out, "document.getElementById('verdict').getBoundingClientRect().top < 200 && "
+                         "document.getElementById('verdict').textContent")
+    assert verdict.errors == [] and verdict.answer.startswith("Retrain gate: hold")  # at the top of the page
