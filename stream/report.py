@@ -253,7 +253,7 @@ def late_section(ov: ModelOverview) -> list[str]:
     return parts
 
 
-def render(ov: ModelOverview, generated: datetime, has_feature_data: bool = False) -> str:
+def render(ov: ModelOverview, generated: datetime) -> str:
     """The whole page as a string."""
     e = html.escape
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>trustgap report: {e(ov.model)}"
@@ -277,9 +277,13 @@ def render(ov: ModelOverview, generated: datetime, has_feature_data: bool = Fals
     parts += alerts_section(ov)
     parts += late_section(ov)
     parts.append("<h2 id='feature-health'>Feature health</h2>")
-    if not has_feature_data:
-        parts.append(f"<p class='empty' id='no-feature-data'>No feature-health data exists for {e(ov.model)}: "
-                     "feature statistics are not computed by this trustgap version, so nothing here says the "
-                     "features are healthy.</p>")
+    broken = [a for a in ov.alerts if a.signal.startswith("feature_") and a.status == "firing"]
+    if broken:
+        parts.append("<ul id='feature-alerts'>" + "".join(
+            f"<li>{a.window.start:%Y-%m-%d %H:%M} <b>{e(a.signal)}</b> {e(a.scope.get('feature', ''))} "
+            f"({e(a.classification)}): {e(a.diagnosis[0])}</li>" for a in reversed(broken)) + "</ul>")
+    else:
+        parts.append(f"<p class='empty' id='no-feature-data'>No feature-health alert was published for "
+                     f"{e(ov.model)} (its features are watched when its predictions carry them).</p>")
     parts.append("</body></html>")
     return "\n".join(parts)
