@@ -242,6 +242,9 @@ def test_report_opens_in_headless_chromium_without_errors(history: Deployment, t
                       ".filter(s => s.getBoundingClientRect().height > 100).length")
     assert seen.errors == []
     assert seen.answer == len(RATE_SIGNALS) + 2  # every plot is rendered at a visible size
+    shot = tmp_path / "claims.png"
     verdict = visit(out, "document.getElementById('verdict').getBoundingClientRect().top < 200 && "
-                         "document.getElementById('verdict').textContent")
+                         "document.getElementById('verdict').textContent", screenshot=shot)
     assert verdict.errors == [] and verdict.answer.startswith("Retrain gate: hold")  # at the top of the page
+    png = shot.read_bytes()  # the first screen, as a person opening the page sees it (kept with the test's files)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and int.from_bytes(png[16:20], "big") >= 640 and len(png) > 10_000

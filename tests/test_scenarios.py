@@ -242,3 +242,6 @@ def test_every_scenario_publishes_its_alerts_through_broker_and_redis(deployment
         # the retrain gate on the worker's endpoint says what the twin's alerts say
         doc = http_json(f"http://127.0.0.1:{port}/v1/models/{scenario}/retrain-gate")
         assert (doc["verdict"], [r["reason"] for r in doc["reasons"]]) == GATE[scenario], (scenario, doc)
+        if scenario == "campaign":  # the annotated campaign's span is what a training job leaves out
+            assert [e["reasons"] for e in doc["exclusions"]] == [
+                ["annotated campaign: weekend promotion: new-customer discount"]], doc["exclusions"]

@@ -7,6 +7,7 @@ collected until the load event, then the page is asked a question through `Runti
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
 import json
 import os
@@ -35,8 +36,9 @@ class PageVisit:
     answer: Any = None
 
 
-def visit(path: Path, expression: str, timeout: float = 60.0) -> PageVisit:
-    """Load `path` in a fresh headless Chromium; collect errors; evaluate `expression` after the load event."""
+def visit(path: Path, expression: str, timeout: float = 60.0, screenshot: Path | None = None) -> PageVisit:
+    """Load `path` in a fresh headless Chromium; collect errors; evaluate `expression` after the load event; with
+    `screenshot`, write the page's first screen there as PNG (what a person opening it sees)."""
     assert CHROMIUM, "chromium is not installed"
     # Chromium's helper processes may still write to the profile as the main one exits: the whole process group
     # is stopped below, and a file that appears during cleanup does not fail the test.
@@ -45,7 +47,7 @@ def visit(path: Path, expression: str, timeout: float = 60.0) -> PageVisit:
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         try:
             port = _devtools_port(Path(profile), proc, timeout)
-            return asyncio.run(_visit(port, path.resolve().as_uri(), expression, timeout))
+            return asyncio.run(_visit(port, path.resolve().as_uri(), expression, timeout, screenshot))
         finally:
             _stop_group(proc)
 
@@ -70,7 +72,7 @@ def _devtools_port(profile: Path, proc: subprocess.Popen[bytes], timeout: float)
     raise AssertionError("chromium did not open its DevTools port")
 
 
-async def _visit(port: int, url: str, expression: str, timeout: float) -> PageVisit:
+async def _visit(port: int, url: str, expression: str, timeout: float, screenshot: Path | None) -> PageVisit:
     with urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/json/new?about:blank",
                                                        method="PUT"), timeout=10) as resp:
         ws_url = json.loads(resp.read())["webSocketDebuggerUrl"]
@@ -96,6 +98,9 @@ async def _visit(port: int, url: str, expression: str, timeout: float) -> PageVi
             _collect(msg, result)
         reply = await call("Runtime.evaluate", expression=expression, returnByValue=True)
         result.answer = reply["result"]["result"].get("value")
+        if screenshot is not None:
+            shot = await call("Page.captureScreenshot", format="png")
+            screenshot.write_bytes(base64.b64decode(shot["result"]["data"]))
     return result
 
 
