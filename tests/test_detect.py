@@ -385,14 +385,15 @@ def test_the_predictions_stage_tests_no_rate() -> None:
 # each, controls the family-wise error at alpha whatever the dependence between the
 # looks and the overlapping scopes, so on stationary data at most alpha = 1% of windows may hold any candidate
 # (transient) at any look; a sustained alert needs `persistence` = 3 consecutive candidates of one key, which for
-# independent windows is ~alpha^3 per key-window: far below one in the 25 x 40 = 1,000 model-windows simulated
+# independent windows is ~alpha^3 per key-window: far below one in the 12 x 40 = 480 model-windows simulated
 # (at 100 seeds, 16 of 4,000 windows held a candidate: 0.40%, the shops' shares in the family; 8 of the first
-# 1,000, under the bound of 19; with the claim amounts' outcome_value tests in the family, 4 of the first 800).
+# 1,000, under the bound of 19; with the claim amounts' outcome_value tests in the family, 4 of the first 800 and
+# 3 of the first 480, which the test runs: its bound is 11).
 # So the test demands
 # (a) windows with any candidate <= 1% + 3 binomial standard deviations, and (b) no sustained alert at all.
 # min_gap is 0 here so that the statistics alone are tested (a practical minimum only removes candidates).
 
-SCOPES, WINDOWS, SEEDS = 24, 40, 20  # 800 model-windows, each judged at its seven stages (about a minute)
+SCOPES, WINDOWS, SEEDS = 24, 40, 12  # 480 model-windows, each judged at its seven stages (about 45 s)
 STATIONARY = ModelSettings(min_gap=0.0, outcome_value_min_change=1e-9, alpha=0.01, min_samples=50)  # 5 looks
 
 

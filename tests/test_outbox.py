@@ -37,7 +37,7 @@ from tests.support.faultstack import FaultStack, fault_stack
 
 pytestmark = pytest.mark.integration
 
-MODEL = "claims"
+MODELS = [f"claims-{k}" for k in range(4)]  # one cause each: a burst of alerts is several models' in one window
 REGIONS = ("eu", "us", "ap")
 WINDOW = 60_000
 START = int((datetime.now(timezone.utc) - timedelta(days=1)).timestamp() * 1000) // WINDOW * WINDOW
@@ -68,15 +68,16 @@ class Recorder(Store):
 
 
 def window_events(rng: random.Random, start: int, spike: bool, n: int = 120) -> list[Any]:
-    """Predictions with one action each in one minute window; a spike overrides 90% of them in every region."""
+    """Per model, predictions with one action each in one minute window; a spike overrides 90% of them in every
+    region of every model (one page per model: its regions' rise is its own)."""
     out: list[Any] = []
-    for i in range(n):
+    for i in range(n * len(MODELS)):
         ts = datetime.fromtimestamp((start + rng.randrange(WINDOW)) / 1000, timezone.utc)
         pid = f"p-{uuid.UUID(int=rng.getrandbits(128))}"
         out.append(PredictionEvent.model_validate({
-            "schema_version": 1, "event_id": f"e-{pid}", "prediction_id": pid, "model": MODEL,
+            "schema_version": 1, "event_id": f"e-{pid}", "prediction_id": pid, "model": MODELS[i % len(MODELS)],
             "model_version": "v1", "ts": ts, "label": "approve", "score": 0.5,
-            "segment": {"region": REGIONS[i % len(REGIONS)]}}))
+            "segment": {"region": REGIONS[i // len(MODELS) % len(REGIONS)]}}))
         out.append(HumanActionEvent.model_validate({
             "schema_version": 1, "event_id": f"a-{pid}", "prediction_id": pid, "ts": ts,
             "action": "override" if rng.random() < (0.9 if spike else 0.1) else "accept"}))
@@ -175,18 +176,18 @@ def test_a_burst_of_alerts_in_one_window_arrives_exactly_once_and_empties_the_ou
 
     decided = asyncio.run(go())
     burst = decided[START + 6 * WINDOW]
-    assert len(burst) >= 4                                  # the whole model and each region fire in one window
+    assert len(burst) >= 4                                  # every model fires in one window
     expected = Counter(i for ids in decided.values() for i in ids)
     assert max(expected.values()) == 1
     assert read_ids(stack.bootstrap_servers, topic, len(expected)) == expected  # each once, nothing else
-    assert redis_client.hlen(keys.model_outbox(MODEL)) == 0
+    assert all(redis_client.hlen(keys.model_outbox(m)) == 0 for m in MODELS)
 
 
 def test_an_alert_whose_send_fails_stays_in_the_outbox_and_is_published_on_a_later_tick(fs: FaultStack) -> None:
     settings = settings_for(fs)
     topic = f"outbox-fail-{uuid.uuid4().hex[:8]}"
     create_topic(fs.bootstrap_servers, topic)
-    outbox = keys.model_outbox(MODEL)
+    outboxes = [keys.model_outbox(m) for m in MODELS]
     spike = START + 6 * WINDOW
 
     async def go() -> tuple[int, int, int, dict[int, list[str]]]:
@@ -202,9 +203,9 @@ def test_an_alert_whose_send_fails_stays_in_the_outbox_and_is_published_on_a_lat
             await store.apply(events, claim(settings, events), 0)  # the spike's first checkpoint can be judged
             fs.kill_broker()
             closed_while_down = await evaluate(rt)         # decides the burst; its sends fail
-            waiting = await store.redis.hlen(outbox)
+            waiting = sum([await store.redis.hlen(o) for o in outboxes])
             await evaluate(rt)                             # still down: nothing is lost, nothing acked
-            still_waiting = await store.redis.hlen(outbox)
+            still_waiting = sum([await store.redis.hlen(o) for o in outboxes])
             fs.start_broker()  # the same log directory: what the broker acknowledged before is still there
             await evaluate(rt)                             # a later tick publishes what waited
             return closed_while_down, waiting, still_waiting, store.decided
@@ -214,7 +215,7 @@ def test_an_alert_whose_send_fails_stays_in_the_outbox_and_is_published_on_a_lat
 
     closed_while_down, waiting, still_waiting, decided = asyncio.run(go())
     burst = decided[spike]
-    assert closed_while_down == 2  # the next window's predictions, then the spike's actions; the rest waits
+    assert closed_while_down == 2 * len(MODELS)  # per model the next window's predictions, then the spike's actions
     assert len(burst) >= 4
     assert waiting == still_waiting == len(burst)
     # every alert decided, the burst included, is on the topic exactly once
@@ -222,4 +223,4 @@ def test_an_alert_whose_send_fails_stays_in_the_outbox_and_is_published_on_a_lat
     assert max(expected.values()) == 1
     assert read_ids(fs.bootstrap_servers, topic, len(expected)) == expected
     with fs.client() as client:
-        assert client.hlen(outbox) == 0
+        assert all(client.hlen(o) == 0 for o in outboxes)
