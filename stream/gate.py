@@ -104,15 +104,20 @@ class Gate:
                 "exclusions": [e.to_json() for e in self.exclusions]}
 
 
-def in_force(alerts: Iterable[AlignmentAlert], last_window_start: int | None) -> list[AlignmentAlert]:
-    """The model's alerts still in force (see the module docstring), newest per fingerprint."""
+def latest_alerts(alerts: Iterable[AlignmentAlert]) -> dict[str, AlignmentAlert]:
+    """The newest alert per fingerprint (by window, then publication time)."""
     latest: dict[str, AlignmentAlert] = {}
     for a in alerts:
         cur = latest.get(a.fingerprint)
         if cur is None or (a.window.start, a.ts) >= (cur.window.start, cur.ts):
             latest[a.fingerprint] = a
+    return latest
+
+
+def in_force(alerts: Iterable[AlignmentAlert], last_window_start: int | None) -> list[AlignmentAlert]:
+    """The model's alerts still in force (see the module docstring), newest per fingerprint."""
     out = []
-    for a in latest.values():
+    for a in latest_alerts(alerts).values():
         if a.status != "firing":
             continue
         current = last_window_start is not None and epoch_ms(a.window.start) >= last_window_start

@@ -5,7 +5,7 @@ The one reader of Redis for those commands (they render what `load` returns, and
 Reading is read-only and outside the detector: window summaries come from the model's Redis history
 (`detect.Summary`), rates from `detect.RATE_SIGNALS`, each window's late events from the `~late|<kind>` fields of
 its counter hashes (while Redis keeps them), alerts from the alerts topic (the record of what was published). The
-pure part (`window_rows`, `latest_alerts`, `active_alerts`) is separate from the reads.
+pure part (`window_rows`, `active_alerts`; `gate.latest_alerts`) is separate from the reads.
 
 The consumer lag status shows is measured as the workers measure it (`recovery.partition_lag`): each input
 partition's end on the broker minus the offset Redis holds as applied (`keys.OFFSETS`, the authority on progress;
@@ -25,7 +25,7 @@ from . import detect, segments
 from .detect import RATE_SIGNALS, Summary
 from .errors import BrokerUnreachable, RedisUnreachable, Unreachable
 from .events import TOPIC_OF, AlignmentAlert, Annotation
-from .gate import Gate, decide
+from .gate import Gate, decide, latest_alerts
 from .recovery import partition_lag
 from .settings import Settings
 from .times import epoch_ms, iso_ms, utcnow
@@ -179,16 +179,6 @@ def window_rows(history: Mapping[int, Summary], baseline_windows: int,
         rows.append(WindowRow(s.start, s.end, s.version, int(s.scopes.get("", {}).get("n", 0)), rates, came_late,
                               segments.dimensions(s.scopes), values))
     return rows
-
-
-def latest_alerts(alerts: Iterable[AlignmentAlert]) -> dict[str, AlignmentAlert]:
-    """The newest alert per fingerprint (by window, then publication time)."""
-    latest: dict[str, AlignmentAlert] = {}
-    for a in alerts:
-        cur = latest.get(a.fingerprint)
-        if cur is None or (a.window.start, a.ts) >= (cur.window.start, cur.ts):
-            latest[a.fingerprint] = a
-    return latest
 
 
 def active_alerts(alerts: Iterable[AlignmentAlert], last_window_start: int | None) -> list[AlignmentAlert]:
