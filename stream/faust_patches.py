@@ -19,6 +19,11 @@ that fails when it breaks):
   empty, so the new, lower offsets get committed. Breaks
   tests/test_faults.py::test_worker_carries_on_with_new_traffic_after_the_broker_restarts_empty.
 - `App._new_consumer` (Faust): the hook where the consumer above is built; `App` overrides it.
+- `Consumer._thread.call_thread` and `.seek` (Faust's aiokafka driver): `seek` runs a seek on the consumer's own
+  thread. Faust's `Consumer.seek` calls aiokafka's seek on the caller's thread, where `Fetcher.seek_to` deletes the
+  partition's fetched records while the consumer thread may be draining them in `fetched_records`: a KeyError
+  there crashed a worker on a rebalance (robinhood/aiokafka#19). tests/test_evaluation.py's two workers on a
+  Redis Cluster met it once in six runs.
 - `Consumer._thread._ensure_consumer()` (Faust): the aiokafka consumer, for its public `partitions_for_topic`.
   Faust's own `topic_partitions` reads aiokafka's coordinator snapshot, which only the group's leader fills: on
   every other worker it knows no topic, so an evaluator there saw no partition and never closed a window.
@@ -69,6 +74,15 @@ def wire_consumer(consumer: Any, wiring: Wiring) -> None:
         return await wiring.on_assigned(await seek_to_committed())
 
     consumer.seek_to_committed = seek_then_reconcile
+
+
+async def seek(consumer: Any, tp: Any, offset: int) -> None:
+    """Faust's `Consumer.seek`, with aiokafka's seek run on the consumer thread (as Faust runs its own
+    seek_to_committed), so it cannot delete fetched records under the thread's drain; then the read mark, as Faust's."""
+    _require(consumer, "_thread")
+    thread = consumer._thread
+    await thread.call_thread(thread.seek, tp, offset)
+    consumer._read_offset[tp] = offset if offset else None
 
 
 def partition_count(consumer: Any, topic: str) -> int | None:

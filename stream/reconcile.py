@@ -50,7 +50,7 @@ async def seek_back(rt: Runtime, positions: Mapping[Any, int | None], held: Mapp
             back += 1
             log.warning("%s: %s:%d stands at %d but redis holds %d; seeking back", cause, tp.topic, tp.partition,
                         at, target)
-        await consumer.seek(tp, target)
+        await faust_patches.seek(consumer, tp, target)
         rt.rewinding[(tp.topic, tp.partition)] = target
     rt.metrics.offset_seeks.labels(cause).inc(back)
     return seeks
