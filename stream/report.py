@@ -18,6 +18,7 @@ from .detect import RATE_SIGNALS
 from .events import AlignmentAlert
 from .overview import ModelOverview
 from .times import from_ms, minute
+from .views import observed
 from .windows import STAGE_SIGNAL
 
 SEVERITY_COLOUR = {"page": "#d62728", "ticket": "#ff7f0e", "info": "#1f77b4"}
@@ -33,16 +34,6 @@ svg{max-width:100%;height:auto}
 
 def _pct(x: float | None) -> str:
     return "—" if x is None else f"{x:.1%}"
-
-
-def _amount(x: float | None) -> str:
-    return "—" if x is None else f"{x:,.4g}"
-
-
-def _observed(a: AlignmentAlert) -> str:
-    """An alert's observed vs baseline as the table shows it: money as a number, the rest as percentages."""
-    fmt = _amount if a.signal == "outcome_value" else _pct
-    return f"{fmt(a.observed)} vs {fmt(a.baseline)} (n={a.n})"
 
 
 def _finish(fig: Any, ax: Any, ylabel: str, legend: bool, percent: bool = True) -> str:
@@ -229,7 +220,7 @@ def alerts_section(ov: ModelOverview) -> list[str]:
         parts.append(
             f"<tr class='cause'><td>{when} ({len(found)})</td><td>{e(newest.status)} {e(newest.classification)}</td>"
             f"<td class='sev-{e(newest.severity)}'>{e(newest.severity)}</td><td>{e(newest.signal)}</td>"
-            f"<td>{e(scope)}</td><td>{e(_observed(newest))}</td><td><b>{e(newest.recommendation)}</b></td></tr>"
+            f"<td>{e(scope)}</td><td>{e(observed(newest))}</td><td><b>{e(newest.recommendation)}</b></td></tr>"
             f"<tr class='diagnosis'><td colspan='7'>{'<br>'.join(e(d) for d in newest.diagnosis)}</td></tr>")
     parts.append("</table>")
     return parts
