@@ -28,38 +28,55 @@ class _Strict(BaseModel):
 class Topics(_Strict):
     """Kafka topic names (the contract's defaults)."""
 
-    predictions: str = "trustgap.predictions"
-    actions: str = "trustgap.actions"
-    outcomes: str = "trustgap.outcomes"
-    annotations: str = "trustgap.annotations"
-    alerts: str = "trustgap.alerts"
-    dlq: str = "trustgap.dlq"
+    predictions: str = Field("trustgap.predictions", description="topic the model services send predictions to")
+    actions: str = Field("trustgap.actions", description="topic of the humans' actions on predictions (accept, "
+                         "override, bypass, escalate)")
+    outcomes: str = Field("trustgap.outcomes", description="topic of the real outcomes (truth or proxy)")
+    annotations: str = Field("trustgap.annotations", description="topic of annotations: known events (a campaign, "
+                             "a release) that explain a change")
+    alerts: str = Field("trustgap.alerts", description="topic trustgap publishes its alignment alerts to")
+    dlq: str = Field("trustgap.dlq", description="dead-letter topic: invalid input, each message with its reason")
 
 
 class ModelSettings(_Strict):
     """Per-model behaviour; `defaults:` sets it for all models, `models.<name>:` overrides fields for one."""
 
-    window_seconds: int = Field(3600, gt=0, description="tumbling window size, aligned to the epoch")
-    allowed_lateness_seconds: int = Field(600, ge=0, description="how far behind the newest event a window stays open")
-    band_cuts: list[float] = Field(default_factory=list, description="ascending score cut points for `band`")
-    band_names: list[str] = Field(default_factory=list, description="one more name than cut points, low to high")
-    baseline_windows: int = Field(168, gt=0, description="trailing closed windows that form the baseline")
+    window_seconds: int = Field(3600, gt=0, description="tumbling window size, seconds, aligned to the epoch")
+    allowed_lateness_seconds: int = Field(600, ge=0, description="how far (s) behind the partitions' event time "
+                                          "(the oldest of the newest events of the partitions that are not idle) a "
+                                          "window stays open")
+    band_cuts: list[float] = Field(default_factory=list, description="ascending score cut points for `band` "
+                                   "(lower-inclusive upper bounds); without them a prediction's band is `all` unless "
+                                   "its event names one")
+    band_names: list[str] = Field(default_factory=list, description="the bands' names, low to high: one more "
+                                   "than `band_cuts`")
+    baseline_windows: int = Field(168, gt=0, description="trailing closed windows that form the "
+                                  "baseline (168: a week of the default hourly windows)")
     min_samples: int = Field(50, gt=0, description="smallest window (and baseline) count that is tested")
-    min_gap: float = Field(0.05, ge=0, le=1, description="practical minimum rate gap worth an alert")
+    min_gap: float = Field(0.05, ge=0, le=1, description="practical minimum rate gap (absolute: 0.05 is five "
+                           "points) worth an alert")
     min_gap_relative: float | None = Field(None, gt=0, description="also practical: a rate's (or share's) gap of "
                                            "this multiple of its baseline (2: tripled), for low base rates a fixed "
-                                           "min_gap cannot see; the smaller of the two minimums applies")
+                                           "`min_gap` cannot see: a fraud rate going 1% to 3% can alert while high "
+                                           "base rates keep `min_gap`; the smaller of the two minimums applies; not "
+                                           "for `proxy_divergence`, a difference with no base rate")
     alpha: float = Field(0.01, gt=0, lt=1, description="family-wise significance level per model and window")
     persistence: int = Field(3, gt=0, description="consecutive candidate windows before an alert is sustained")
     resolve_after: int = Field(2, gt=0, description="clean windows before a sustained alert resolves")
     features_allow: list[str] = Field(default_factory=list,
-                                      description="feature names to watch; empty watches every feature")
-    features_deny: list[str] = Field(default_factory=list, description="feature names never watched")
+                                      description="feature names to watch; empty watches every "
+                                                  "numeric and string feature")
+    features_deny: list[str] = Field(default_factory=list, description="feature names never watched "
+                                     "(wins over `features_allow`)")
     max_features: int = Field(50, ge=0, le=1000,
-                              description="most features tracked per model; values of further ones are counted")
-    feature_scale_factor: float = Field(10.0, gt=1, description="RMS ratio vs baseline that is a scale shift")
+                              description="most features tracked per model, first come "
+                                          "first tracked; values of further ones are only counted, in "
+                                          "`trustgap_feature_values_untracked_total`")
+    feature_scale_factor: float = Field(10.0, gt=1, description="RMS ratio against the "
+                                        "baseline (either way) that is a `feature_scale_shift`")
     feature_missing_gap: float = Field(0.2, gt=0, le=1,
-                                       description="null/absent rate above the baseline's that is a feature_missing")
+                                       description="null-or-absent rate above the baseline's that is a "
+                                                   "`feature_missing`")
     outcome_value_worse: Literal["higher", "lower"] = Field(
         "higher", description="which way a move of the truth outcomes' value per prediction is bad: `higher` for a "
                               "loss ratio or claim cost, `lower` for revenue or minutes watched")
@@ -67,7 +84,7 @@ class ModelSettings(_Strict):
                                             "per prediction worth an alert (0.1: 10%)")
     feature_novel_gap: float = Field(0.1, gt=0, le=1, description="share of a string feature's values outside "
                                      "its baseline's known values (or in a catch-all) above the baseline's that is a "
-                                     "feature_novel_values")
+                                     "`feature_novel_values`")
     feature_catch_all: list[str] = Field(default_factory=lambda: ["other", "unknown", ""], description="string "
                                          "values that mean \"not categorised\": always counted as novel")
     concentration_share: float = Field(0.7, gt=0.5, le=1,
@@ -75,13 +92,15 @@ class ModelSettings(_Strict):
                                                    "named the place to investigate")
     action_horizon_seconds: int = Field(86400, gt=0, description="how long after its prediction an action "
                                         "still counts toward the prediction's window; later ones are counted as "
-                                        "beyond_horizon")
+                                        "`beyond_horizon`")
     outcome_horizon_seconds: int = Field(7 * 86400, gt=0, description="how long after its prediction an outcome "
                                          "still counts toward the prediction's window (claims and chargebacks take "
-                                         "days); later ones are counted as beyond_horizon")
+                                         "days); later ones are counted as `beyond_horizon`; no horizon may "
+                                         "exceed `context_ttl_seconds`")
     checkpoints_seconds: list[int] = Field(default_factory=list, description="ages after their prediction at "
                                            "which follow-ups are judged, each up to its kind's horizon; empty: one "
-                                           "window, one day and the horizon")
+                                           "window, one day and the horizon (1 h, 1 d for actions; 1 h, 1 d, 7 d "
+                                           "for outcomes, with the defaults)")
 
     @model_validator(mode="after")
     def _bands_consistent(self) -> ModelSettings:
@@ -113,63 +132,87 @@ class ModelSettings(_Strict):
 
 
 class Settings(BaseSettings):
-    """Everything a worker, the CLI and the simulator read; see the README's settings table."""
+    """Everything a worker, the CLI and the simulator read; docs/settings.md is generated from the fields."""
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid",
                                       frozen=True)
 
-    broker_url: str = Field("kafka://127.0.0.1:9092", description="Kafka bootstrap, `kafka://host:port[;host:port]`")
-    broker_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    broker_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
-    broker_sasl_username: str | None = None
-    broker_sasl_password: SecretStr | None = None
-    broker_ssl_cafile: Path | None = None
-    broker_session_timeout: float = Field(10.0, gt=0, description="consumer group session timeout (s)")
-    broker_heartbeat_interval: float = Field(3.0, gt=0, description="consumer heartbeat (s); < session timeout")
+    broker_url: str = Field("kafka://127.0.0.1:9092", description="Kafka bootstrap servers, "
+                            "`kafka://host:port[;host:port]`")
+    broker_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="how the worker, the CLI and the SDK reach the brokers: `SSL` and `SASL_SSL` over "
+        "TLS, the `SASL_*` ones logged in with the SASL username and password")
+    broker_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "PLAIN", description="SASL mechanism, with `SASL_PLAINTEXT` or `SASL_SSL`")
+    broker_sasl_username: str | None = Field(None, description="SASL username")
+    broker_sasl_password: SecretStr | None = Field(None, description="SASL password (never logged)")
+    broker_ssl_cafile: Path | None = Field(None, description="CA bundle (PEM) that signed the brokers' "
+                                           "certificates, with `SSL` or `SASL_SSL`")
+    broker_session_timeout: float = Field(10.0, gt=0, description="consumer group session timeout (s); "
+                                          "Kafka's brokers refuse one under 6 by default")
+    broker_heartbeat_interval: float = Field(3.0, gt=0, description="consumer heartbeat (s); must be below "
+                                             "`broker_session_timeout`")
     broker_fetch_max_wait: float = Field(0.1, gt=0, le=30, description="longest (s) a consumer fetch waits "
-                                         "for data; brokers that hold a fetch until then (Tansu) add it to latency")
+                                         "for data (Faust hard-codes 1.5); a broker that holds a fetch until then "
+                                         "(Tansu) adds it to every event's and alert's latency")
     redis_url: SecretStr = Field(SecretStr("redis://127.0.0.1:6379/0"),
-                                 description="redis:// or rediss:// URL; may carry a password")
-    redis_cluster: bool = Field(False, description="redis_url names one node (a seed) of a Redis Cluster: the "
-                                "worker talks to every shard, each bucket's calls to its slot's shard")
-    app_id: str = Field("trustgap", min_length=1, description="consumer group and Faust app id")
-    topics: Topics = Topics()
-    topic_partitions: int = Field(8, gt=0, description="partitions of the event topics the worker creates")
-    topic_replication: int = Field(1, gt=0)
+                                 description="`redis://` or `rediss://` (TLS) URL; may carry a password")
+    redis_cluster: bool = Field(False, description="`redis_url` names one node (a seed) of a Redis Cluster: the "
+                                "worker, `status` and `report` talk to every shard, each bucket's calls to its "
+                                "slot's shard")
+    app_id: str = Field("trustgap", min_length=1, description="Faust app id and Kafka consumer group: "
+                        "workers with the same id share the work")
+    topics: Topics = Field(Topics(), description="topic names")
+    topic_partitions: int = Field(8, gt=0, description="partitions of each topic trustgap creates (events, "
+                                  "alerts, dead letters) when it is missing; an existing topic keeps its own")
+    topic_replication: int = Field(1, gt=0, description="replication factor of the topics trustgap creates")
     state_buckets: int = Field(16, gt=0, le=16384,
-                               description="Redis hash-tag buckets for per-prediction state; fixed for a deployment")
-    web_host: str = Field("127.0.0.1", description="address the /metrics and health endpoint binds to")
-    web_port: int = Field(6066, ge=0, le=65535)
-    max_event_bytes: int = Field(64 * 1024, gt=0)
-    max_message_bytes: int = Field(1024 * 1024, gt=0)
-    max_batch_events: int = Field(1000, gt=0)
-    context_ttl_seconds: int = Field(30 * 86400, gt=0, description="how long a prediction waits for outcomes")
-    pending_ttl_seconds: int = Field(86400, gt=0, description="how long an action/outcome waits for its prediction")
-    max_future_seconds: int = Field(3600, ge=0, description="events further ahead of the wall clock are rejected")
+                               description="Redis hash-tag buckets for per-prediction state; "
+                               "fixed for the life of a deployment")
+    web_host: str = Field("127.0.0.1", description="address the worker's web server (`/metrics`, `/health`, the "
+                          "retrain gate) binds to")
+    web_port: int = Field(6066, ge=0, le=65535, description="port of the worker's web server")
+    max_event_bytes: int = Field(64 * 1024, gt=0, description="largest event; a larger one is dead-lettered")
+    max_message_bytes: int = Field(1024 * 1024, gt=0, description="largest Kafka message (one event or a JSON "
+                                   "array of them); a larger one is dead-lettered")
+    max_batch_events: int = Field(1000, gt=0, description="most events in one JSON-array message; a longer "
+                                  "array is dead-lettered")
+    context_ttl_seconds: int = Field(30 * 86400, gt=0, description="how long a prediction waits "
+                                     "for its actions and outcomes; at least the longest horizon")
+    pending_ttl_seconds: int = Field(86400, gt=0, description="how long an action or outcome "
+                                     "waits for its prediction before it is counted as orphaned")
+    max_future_seconds: int = Field(3600, ge=0, description="events further ahead of the wall "
+                                    "clock are dead-lettered")
     take_max: int = Field(4000, gt=0, description="events applied to Redis per batch (a Redis call's fixed costs "
                           "spread over more events: 4000 costs Redis ~30% less CPU per event than 1000, as "
                           "bench/run.py measures)")
     take_max_messages: int = Field(50, gt=0, description="messages the consumer hands over at once (twice this is "
                                    "buffered); bounds the worker's memory when messages are large batches")
-    take_within: float = Field(0.2, gt=0, description="longest wait (s) for a chunk to fill (0.2 keeps a 5k ev/s "
-                               "single-event stream at ~1 Redis round trip per 1,000 events, as bench/run.py measures)")
-    evaluate_interval: float = Field(1.0, gt=0, description="how often (s) closed windows are looked for")
-    max_models: int = Field(100, gt=0, description="distinct model names tracked; more count as __other__")
-    max_dimensions: int = Field(20, gt=0, description="distinct segment dimensions per model; more -> __other__")
+    take_within: float = Field(0.2, gt=0, description="longest wait (s) for a chunk to fill (longer: fewer Redis "
+                               "round trips, later counts; 0.2 keeps a 5k ev/s single-event stream at ~1 Redis "
+                               "round trip per 1,000 events, as bench/run.py measures)")
+    evaluate_interval: float = Field(1.0, gt=0, description="how often (s) closed windows are looked "
+                                     "for; also how often `trustgap_consumer_lag` is refreshed")
+    max_models: int = Field(100, gt=0, description="distinct model names tracked; more count as `__other__`")
+    max_dimensions: int = Field(20, gt=0, description="distinct segment dimensions per model; more count as "
+                                "`__other__`")
     max_label_values: int = Field(50, gt=0, description="distinct values per model and dimension (segment values,"
-                                  " bands, versions) that become Redis scopes and metric labels; more -> __other__")
+                                  " bands, versions) that become Redis scopes and metric labels; more count as "
+                                  "`__other__`")
     topic_check_interval: float = Field(5.0, gt=0, description="how often (s) missing topics are re-created")
     idle_timeout_seconds: float = Field(60.0, gt=0, description="a partition whose consumer has read it to its "
                                         "end and received nothing new for this long stops holding the watermark "
                                         "back; a partition with a backlog is never idle")
-    defaults: ModelSettings = ModelSettings()
-    models: dict[str, ModelSettings] = Field(default_factory=dict)
+    defaults: ModelSettings = Field(ModelSettings(), description="per-model settings for every model")
+    models: dict[str, ModelSettings] = Field(default_factory=dict, description="`models.<name>`: one model's "
+                                             "overrides of `defaults`, field by field")
     event_loop: Literal["asyncio", "uvloop"] = Field(
         "uvloop", description="the worker's event loop; uvloop (Faust's recommended loop) cuts its per-event "
-        "overhead by ~20% (see Performance); asyncio is the standard library's")
+        "overhead by ~20% (docs/performance.md); `asyncio` is the standard library's")
     gc_threshold: int = Field(
-        5_000, ge=700, description="allocations between the worker's young-generation garbage collections; the "
-        "worker also freezes its start-up objects out of the collector (see Performance)")
+        5_000, ge=700, description="allocations between the worker's young-generation garbage collections (at "
+        "least 700, CPython's default); the worker also freezes its start-up objects out of the collector and "
+        "collects the older generations less often (docs/performance.md)")
 
     @model_validator(mode="before")
     @classmethod
