@@ -30,25 +30,3 @@ def test_schemas_validate_samples(name: str, sample: dict[str, object], valid: b
     schema = orjson.loads((ROOT / "schemas" / name).read_bytes())
     validator = jsonschema.Draft202012Validator(schema)
     assert validator.is_valid(sample) is valid
-
-
-def _setting_names(model: type, prefix: str = "") -> list[str]:
-    from pydantic import BaseModel
-
-    names = []
-    for name, field in model.model_fields.items():  # type: ignore[attr-defined]
-        ann = field.annotation
-        if isinstance(ann, type) and issubclass(ann, BaseModel) and name != "defaults":
-            names += _setting_names(ann, f"{prefix}{name}.")
-        else:
-            names.append(prefix + name)
-    return names
-
-
-def test_the_readme_documents_every_setting() -> None:
-    from stream.settings import ModelSettings, Settings
-
-    readme = (ROOT / "README.md").read_text()
-    names = _setting_names(Settings) + _setting_names(ModelSettings)
-    missing = [n for n in names if f"`{n}`" not in readme and f"`{n.rsplit('.', 1)[-1]}`" not in readme]
-    assert missing == [], f"README.md lacks {missing}"

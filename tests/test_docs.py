@@ -1,0 +1,368 @@
+"""The docs against the code: the generated reference pages equal what `python -m scripts.docs_reference` writes;
+every setting, metric, alert, CLI command and env var the code has is named in the docs, and every env var the docs
+name exists; every command in the docs' shell blocks parses.
+
+The docs are README.md and docs/**/*.md. A shell block is a fenced ```bash, ```sh, ```shell or ```console block
+(in a console block only the `$ ` lines are commands). Each command is checked offline and in-process, without a
+running stack: `trustgap ...` through the CLI's own argparse parser (and `trustgap replay ... --dry-run` run for
+real when its files are in the repo), `make TARGET` against the Makefile's targets, `python -m MODULE` by finding
+the module, `python FILE` by the file, `python -c CODE` by compiling it, `TRUSTGAP_*=` assignments against the
+settings. Any other program must be in UNCHECKED with the reason it cannot be checked here; an unknown one fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import io
+import re
+import shlex
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from prometheus_client import Counter
+
+from deploy.alerts import AREAS
+from scripts import docs_reference
+from stream import cli
+from stream.metrics import Metrics
+from stream.settings import ENV_PREFIX, ModelSettings, Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+REGENERATE = f"run `{docs_reference.COMMAND}` and commit the result"
+SHELL_LANGS = frozenset({"bash", "sh", "shell", "console"})
+
+# Programs (or command prefixes) the docs may run that this test cannot check offline, each with the reason.
+UNCHECKED: dict[str, str] = {
+    "jq": "filters the JSON of the command before it in the pipeline, which is checked",
+    "curl": "asks a running worker's web server",
+    "git clone": "needs the network",
+    "cd": "moves the shell; the commands after it are checked",
+    "sudo apt-get": "installs system packages (the Makefile's system-deps targets do the same, checked there)",
+    "apt-get": "installs system packages (the Makefile's system-deps targets do the same, checked there)",
+    "pip install": "installs packages from an index",
+    "python train.py": "the reader's own training script, gated by `trustgap gate`",
+}
+# Words that run the rest of the line as a command: what follows them is checked instead.
+PREFIXES = frozenset({"env", "time", "exec", "nohup", "export"})
+
+
+def doc_files() -> list[Path]:
+    return [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+
+
+def docs_text(*extra: Path) -> str:
+    return "\n".join(p.read_text() for p in [*doc_files(), *extra])
+
+
+# --- (a) the generated pages --------------------------------------------------------------------------------------
+
+def test_the_settings_and_metrics_pages_equal_what_the_code_generates() -> None:
+    assert docs_reference.drift() == [], REGENERATE
+
+
+def test_a_changed_description_makes_the_settings_page_drift(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ModelSettings.model_fields["alpha"], "description", "a new description")
+    assert docs_reference.drift() == [docs_reference.DOCS / "settings.md"]
+
+
+def test_a_new_metric_makes_the_metrics_page_drift(monkeypatch: pytest.MonkeyPatch) -> None:
+    class OneMore(Metrics):
+        def __init__(self) -> None:
+            super().__init__()
+            self.extra = Counter("trustgap_extra", "A metric the page does not list yet", registry=self.registry)
+
+    monkeypatch.setattr(docs_reference, "Metrics", OneMore)
+    assert docs_reference.drift() == [docs_reference.DOCS / "metrics.md"]
+    assert "`trustgap_extra_total` | counter | none | A metric the page does not list yet" in \
+        docs_reference.metrics_page()
+
+
+def test_the_settings_page_shows_env_vars_defaults_and_bounds() -> None:
+    page = docs_reference.settings_page()
+    # a nested model's field, a secret's default, a bound, and a per-model field's two env vars
+    assert "| `topics.alerts` | str | `trustgap.alerts` | `TRUSTGAP_TOPICS__ALERTS` |" in page
+    assert "| `redis_url` | str (secret) | `redis://127.0.0.1:6379/0` |" in page
+    assert "| `gc_threshold` | int, ≥ 700 | `5000` |" in page
+    assert "`TRUSTGAP_DEFAULTS__ALPHA`<br>`TRUSTGAP_MODELS__<NAME>__ALPHA`" in page
+
+
+# --- (b) everything the code has is named in the docs -------------------------------------------------------------
+
+def setting_names() -> list[str]:
+    """Every setting a value is given to (`topics.alerts`, not `topics`), the per-model ones by their own name."""
+    nested = {".".join(p[:-1]) for p, _ in docs_reference.setting_rows(Settings) if len(p) > 1}
+    return [name for p, _ in docs_reference.setting_rows(Settings) if (name := ".".join(p)) not in nested] + \
+        list(ModelSettings.model_fields)
+
+
+def cli_commands() -> list[str]:
+    (sub,) = [a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    return list(sub.choices)
+
+
+def env_vars() -> set[str]:
+    """Every env var trustgap reads by name: each setting's (a model's own ones are matched by `is_env_var`)."""
+    return ({docs_reference.env_var(p) for p, _ in docs_reference.setting_rows(Settings)}
+            | {docs_reference.env_var(("defaults", name)) for name in ModelSettings.model_fields}
+            | {"TRUSTGAP_CONFIG", cli.STATE_DIR_ENV})
+
+
+def is_env_var(name: str) -> bool:
+    per_model = "|".join(n.upper() for n in ModelSettings.model_fields)
+    return name.upper() in env_vars() or bool(re.fullmatch(rf"{ENV_PREFIX}MODELS__\w+?__({per_model})", name,
+                                                           re.IGNORECASE))
+
+
+def test_the_docs_name_every_setting() -> None:
+    text = docs_text()
+    assert [n for n in setting_names() if f"`{n}`" not in text] == []
+
+
+def test_the_docs_name_every_metric() -> None:
+    text = docs_text()
+    names = [row[0] for row in docs_reference.metric_rows()]
+    assert [n for n in names if not re.search(rf"\b{n}\b", text)] == []
+
+
+def test_the_docs_or_the_runbook_name_every_alert() -> None:
+    text = docs_text(ROOT / "deploy" / "RUNBOOK.md")
+    assert [a.name for area in AREAS.values() for a in area if not re.search(rf"\b{a.name}\b", text)] == []
+
+
+def test_the_docs_name_every_cli_command() -> None:
+    text = docs_text()
+    assert [c for c in cli_commands() if not re.search(rf"\btrustgap {c}\b", text)] == []
+
+
+def test_every_env_var_the_docs_name_exists() -> None:
+    # placeholders (`TRUSTGAP_<SETTING>`, `TRUSTGAP_*`) and bare prefixes (`TRUSTGAP_DEFAULTS__`) are not names
+    found = {(f.relative_to(ROOT).as_posix(), m) for f in doc_files()
+             for m in re.findall(r"TRUSTGAP_[A-Za-z0-9_]*(?![A-Za-z0-9_<*])", f.read_text())}
+    assert sorted((f, n) for f, n in found if not n.endswith("_") and not is_env_var(n)) == []
+
+
+# --- (c) every command in the docs' shell blocks parses ------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Command:
+    where: str  # file:line
+    words: tuple[str, ...]  # the command's words, assignments before it left out
+    assigned: tuple[str, ...]  # the names of `NAME=value` words before it
+
+    def __str__(self) -> str:
+        return f"{self.where}: `{shlex.join(self.words) or ' '.join(self.assigned)}`"
+
+
+def shell_lines(text: str, name: str) -> Iterator[tuple[str, str]]:
+    """(file:line, command line) of every command line in the text's shell blocks: continuation lines joined,
+    console output and here-document bodies left out."""
+    fence, lang, pending, start, heredoc = "", "", "", 0, ""
+    for no, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not fence:
+            if m := re.match(r"(`{3,}|~{3,})\s*([\w-]*)", line):
+                fence, lang = m.group(1), m.group(2).lower()
+            continue
+        if line.startswith(fence) and not line.strip(fence[0]):
+            fence = ""
+            continue
+        if lang not in SHELL_LANGS:
+            continue
+        if heredoc:
+            heredoc = "" if line == heredoc else heredoc
+            continue
+        if not pending:
+            if lang == "console" and not line.startswith("$"):
+                continue  # the command's output
+            line, start = line.removeprefix("$").strip(), no
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        line, pending = pending + line, ""
+        if m := re.search(r"<<-?\s*['\"]?(\w+)", line):
+            heredoc = m.group(1)
+        if line:
+            yield f"{name}:{start}", line
+
+
+def split_commands(where: str, line: str) -> Iterator[Command]:
+    """The simple commands of a shell line: split at `&&`, `||`, `;`, `|`, `&` and subshells, redirections dropped."""
+    line = re.sub(r"(?<![\w-])\d+(?=[<>])", "", line)  # a redirection's file descriptor (2>&1)
+    lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
+    lexer.wordchars += ":@%+,{}[]^!$"  # URLs, globs and variables stay one word
+    words: list[str] = []
+    tokens = list(lexer)
+    skip = False
+    for i, token in enumerate([*tokens, ";"]):
+        if token.endswith("$") and tokens[i + 1:i + 2] == ["("]:
+            token = token[:-1]  # `$(` opens a command substitution: what follows is a command of its own
+            if not token:
+                continue
+        if skip:
+            skip = False
+        elif set(token) <= set("<>&") and ("<" in token or ">" in token) and token != "<(":
+            skip = True  # the redirection's target
+        elif set(token) <= set("();|&<"):
+            if words:
+                yield command(where, words)
+            words = []
+        else:
+            words.append(token)
+
+
+def command(where: str, words: list[str]) -> Command:
+    assigned: list[str] = []
+    while words and (re.match(r"[A-Za-z_]\w*=", words[0]) or words[0] in PREFIXES):
+        if "=" in words[0]:
+            assigned.append(words[0].split("=", 1)[0])
+        words = words[1:]
+    return Command(where, tuple(words), tuple(assigned))
+
+
+def commands_in(text: str, name: str) -> list[Command]:
+    return [c for where, line in shell_lines(text, name) for c in split_commands(where, line)]
+
+
+def doc_commands() -> list[Command]:
+    return [c for f in doc_files() for c in commands_in(f.read_text(), f.relative_to(ROOT).as_posix())]
+
+
+def make_targets() -> set[str]:
+    rules = re.findall(r"^([\w. -]+?)\s*:(?![=:])", (ROOT / "Makefile").read_text(), re.M)
+    return {target for rule in rules for target in rule.split()}
+
+
+def check_trustgap(args: tuple[str, ...]) -> str | None:
+    """Parse the arguments with the CLI's parser; run `replay --dry-run` when its files are in the repo."""
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            parsed = cli.build_parser().parse_args(list(args))
+    except SystemExit as exit_:
+        return None if exit_.code == 0 else f"the CLI refuses it: {err.getvalue().strip().splitlines()[-1]}"
+    if parsed.command == "replay" and parsed.dry_run and all((ROOT / f).is_file() for f in parsed.files):
+        with contextlib.chdir(ROOT), contextlib.redirect_stdout(io.StringIO()) as out:
+            code = cli.main(list(args))
+        if code not in (0, 3):
+            return f"the dry run exits {code}: {out.getvalue().strip()}"
+    return None
+
+
+def check_python(args: tuple[str, ...]) -> str | None:
+    while args and args[0].startswith("-") and args[0] not in ("-m", "-c"):
+        args = args[1:]  # interpreter options (-u, -X dev, ...)
+    if args[:1] == ("-c",):
+        try:
+            compile(args[1], "<doc>", "exec")
+        except SyntaxError as err:
+            return f"python -c does not compile: {err}"
+        return None
+    if args[:1] == ("-m",):
+        module, rest = args[1], args[2:]
+        if importlib.util.find_spec(module) is None:
+            return f"no module {module}"
+        if module == "pytest":
+            missing = [a for a in rest if a.startswith("tests") and not (ROOT / a.split("::")[0]).exists()]
+            return f"no test file {missing}" if missing else None
+        return None
+    if not args or not (ROOT / args[0]).is_file():
+        return f"no file {args[:1]}"
+    return None
+
+
+def check(cmd: Command) -> str | None:
+    """What is wrong with the command, or None when it parses (or is declared unchecked)."""
+    bad = [n for n in cmd.assigned if n.upper().startswith(ENV_PREFIX) and not is_env_var(n)]
+    if bad:
+        return f"{bad} name no setting"
+    if not cmd.words:
+        return None  # only assignments
+    line, program = " ".join(cmd.words), Path(cmd.words[0]).name
+    if any(line == prefix or line.startswith(prefix + " ") for prefix in UNCHECKED):
+        return None
+    if program == "trustgap":
+        return check_trustgap(cmd.words[1:])
+    if program == "make":
+        missing = [t for t in cmd.words[1:] if not t.startswith("-") and "=" not in t and t not in make_targets()]
+        return f"no target {missing} in the Makefile" if missing else None
+    if re.fullmatch(r"python3?(\.\d+)?", program):
+        return check_python(cmd.words[1:])
+    return (f"unknown program {cmd.words[0]!r}: check it here, or add it to UNCHECKED in tests/test_docs.py with "
+            "the reason it cannot be checked offline")
+
+
+def test_every_command_in_the_docs_shell_blocks_parses() -> None:
+    commands = doc_commands()
+    assert any(c.words[:1] == ("trustgap",) for c in commands), "no `trustgap` command found in any shell block"
+    assert [f"{c}: {problem}" for c in commands if (problem := check(c))] == []
+
+
+@pytest.mark.parametrize(("block", "problem"), [
+    ("trustgap frobnicate", "invalid choice"),  # no such command
+    ("trustgap gate --modle claims", "the following arguments are required: --model"),  # a misspelt option
+    ("trustgap status --windows many", "invalid int value"),  # a value of the wrong type
+    ("trustgap up && trustgap stauts --json", "invalid choice"),  # the second command of a list
+    ("trustgap status --json | jq . | trustgap rport", "invalid choice"),  # the end of a pipeline
+    ("python train.py --exclude <(trustgap exclusions --model claims --format xml)", "invalid choice"),  # <(...)
+    ("make deploy", "no target ['deploy']"),  # not in the Makefile
+    ("python -m stream.nope", "no module stream.nope"),
+    ("python scripts/nope.py", "no file"),
+    ("python -c 'import ('", "does not compile"),
+    ("python -m pytest tests/test_nope.py -q", "no test file"),
+    ("TRUSTGAP_BROKER=kafka://kafka:9092 trustgap worker", "['TRUSTGAP_BROKER'] name no setting"),  # not a setting
+    ("TRUSTGAP_MODELS__CLAIMS__WINDOW=60", "name no setting"),  # a model's field that does not exist
+    ("frobnicate --all", "unknown program 'frobnicate'"),  # not declared unchecked
+    ("trustgap gate \\\n  --model", "expected one argument"),  # a continuation line
+])
+def test_a_bogus_command_is_caught(block: str, problem: str) -> None:
+    problems = [check(c) or "" for c in commands_in(f"```sh\n{block}\n```\n", "bogus.md")]
+    assert any(problem in p for p in problems), problems
+
+
+@pytest.mark.parametrize("block", [
+    "```sh\ntrustgap status --json | jq '.models[].model'   # a comment\n```",
+    "```console\n$ trustgap gate --model claims\nhold: trustgap frobnicate is output, not a command\n```",
+    "```bash\nTRUSTGAP_MODELS__CLAIMS__WINDOW_SECONDS=60 TRUSTGAP_TOPICS__ALERTS=a trustgap worker 2>&1 >log\n```",
+    "```sh\ncat > trustgap.yaml <<'EOF'\nnot: a command\nEOF\ntrustgap worker --config trustgap.yaml\n```",
+    "```yaml\n- run: trustgap frobnicate   # not a shell block\n```",
+    "```sh\nmake demo && .venv/bin/python -m deploy.generate --check && python -m pytest tests/test_docs.py -q\n```",
+])
+def test_a_good_block_passes(block: str) -> None:
+    # `cat` is no known program: a block whose here-document is read as commands fails on it
+    commands = [c for c in commands_in(block + "\n", "good.md") if c.words[:1] != ("cat",)]
+    assert [f"{c}: {p}" for c in commands if (p := check(c))] == []
+
+
+# --- the same commands through real processes ---------------------------------------------------------------------
+
+def argparse_modules() -> list[str]:
+    """The repo's modules the docs run as `python -m MODULE` that parse their arguments with argparse."""
+    out = set()
+    for c in doc_commands():
+        words = c.words
+        if words and re.fullmatch(r"python3?(\.\d+)?", Path(words[0]).name) and words[1:2] == ("-m",):
+            spec = importlib.util.find_spec(words[2])
+            origin = spec.origin if spec and spec.origin else ""
+            if origin.endswith("__init__.py"):
+                origin = origin.removesuffix("__init__.py") + "__main__.py"
+            if origin.startswith(str(ROOT)) and "argparse" in Path(origin).read_text():
+                out.add(words[2])
+    return sorted(out)
+
+
+@pytest.mark.integration
+def test_the_installed_entry_point_and_the_docs_modules_answer_help() -> None:
+    entry = Path(sys.executable).parent / "trustgap"
+    runs = [[str(entry), "--help"]] + [[sys.executable, "-m", m, "--help"] for m in argparse_modules()]
+    failed = []
+    for argv in runs:
+        done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=120)
+        if done.returncode != 0 or "usage:" not in done.stdout:
+            failed.append(f"{shlex.join(argv)}: exit {done.returncode} {done.stderr.strip()[-300:]}")
+    assert failed == []
