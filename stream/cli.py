@@ -108,7 +108,7 @@ def _check_redis(settings: Settings) -> None:
     if found is None or found.decode() != keys.LAYOUT_VERSION:
         raise OldLayout(f"redis holds trustgap state of layout {found.decode() if found else 1}, this worker writes "
                         f"layout {keys.LAYOUT_VERSION}: drain the old workers until their windows are judged, or "
-                        "start on a fresh Redis and replay the topics (README: Upgrading)")
+                        "start on a fresh Redis and replay the topics (docs/operations.md: Upgrading)")
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
