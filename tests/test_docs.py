@@ -1,6 +1,6 @@
 """The docs against the code: the generated reference pages equal what `python -m scripts.docs_reference` writes;
-every setting, metric, alert, CLI command and env var the code has is named in the docs, and every env var the docs
-name exists; every command in the docs' shell blocks parses.
+every setting, metric, alert and CLI command the code has is named in the docs; every env var and every
+`trustgap COMMAND --option` the docs name exists; every command in the docs' shell blocks parses.
 
 The docs are README.md and docs/**/*.md. A shell block is a fenced ```bash, ```sh, ```shell or ```console block
 (in a console block only the `$ ` lines are commands). Each command is checked offline and in-process, without a
@@ -20,7 +20,7 @@ import re
 import shlex
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,9 +101,17 @@ def setting_names() -> list[str]:
         list(ModelSettings.model_fields)
 
 
-def cli_commands() -> list[str]:
+def subcommands() -> dict[str, argparse.ArgumentParser]:
     (sub,) = [a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
-    return list(sub.choices)
+    return dict(sub.choices)
+
+
+def metric_names() -> list[str]:
+    return [row[0] for row in docs_reference.metric_rows()]
+
+
+def alert_names() -> list[str]:
+    return [a.name for area in AREAS.values() for a in area]
 
 
 def env_vars() -> set[str]:
@@ -119,32 +127,95 @@ def is_env_var(name: str) -> bool:
                                                            re.IGNORECASE))
 
 
-def test_the_docs_name_every_setting() -> None:
-    text = docs_text()
-    assert [n for n in setting_names() if f"`{n}`" not in text] == []
+# kind: (the names the code has, how the docs spell one as a regex, files read besides the docs)
+NAMED: dict[str, tuple[Callable[[], list[str]], Callable[[str], str], tuple[Path, ...]]] = {
+    "setting": (setting_names, lambda n: f"`{re.escape(n)}`", ()),
+    "metric": (metric_names, lambda n: rf"\b{n}\b", ()),
+    "alert": (alert_names, lambda n: rf"\b{n}\b", (ROOT / "deploy" / "RUNBOOK.md",)),
+    "CLI command": (lambda: list(subcommands()), lambda n: rf"\btrustgap {n}\b", ()),
+}
 
 
-def test_the_docs_name_every_metric() -> None:
-    text = docs_text()
-    names = [row[0] for row in docs_reference.metric_rows()]
-    assert [n for n in names if not re.search(rf"\b{n}\b", text)] == []
+def unnamed(kind: str, names: list[str]) -> list[str]:
+    _, spelled, extra = NAMED[kind]
+    text = docs_text(*extra)
+    return [n for n in names if not re.search(spelled(n), text)]
 
 
-def test_the_docs_or_the_runbook_name_every_alert() -> None:
-    text = docs_text(ROOT / "deploy" / "RUNBOOK.md")
-    assert [a.name for area in AREAS.values() for a in area if not re.search(rf"\b{a.name}\b", text)] == []
+@pytest.mark.parametrize("kind", NAMED)
+def test_the_docs_name_every(kind: str) -> None:
+    assert unnamed(kind, NAMED[kind][0]()) == [], f"no doc names these {kind}s"
 
 
-def test_the_docs_name_every_cli_command() -> None:
-    text = docs_text()
-    assert [c for c in cli_commands() if not re.search(rf"\btrustgap {c}\b", text)] == []
+@pytest.mark.parametrize("kind", NAMED)
+def test_a_name_the_docs_lack_is_reported(kind: str) -> None:
+    assert unnamed(kind, [*NAMED[kind][0](), "frobnicate_nope"]) == ["frobnicate_nope"]
+
+
+def unknown_env_vars(text: str) -> list[str]:
+    """The `TRUSTGAP_*` names in the text that are no env var of trustgap's. Placeholders (`TRUSTGAP_<SETTING>`,
+    `TRUSTGAP_*`) and bare prefixes (`TRUSTGAP_DEFAULTS__`) are not names."""
+    found = re.findall(r"TRUSTGAP_[A-Za-z0-9_]*(?![A-Za-z0-9_<*])", text)
+    return sorted({n for n in found if not n.endswith("_") and not is_env_var(n)})
 
 
 def test_every_env_var_the_docs_name_exists() -> None:
-    # placeholders (`TRUSTGAP_<SETTING>`, `TRUSTGAP_*`) and bare prefixes (`TRUSTGAP_DEFAULTS__`) are not names
-    found = {(f.relative_to(ROOT).as_posix(), m) for f in doc_files()
-             for m in re.findall(r"TRUSTGAP_[A-Za-z0-9_]*(?![A-Za-z0-9_<*])", f.read_text())}
-    assert sorted((f, n) for f, n in found if not n.endswith("_") and not is_env_var(n)) == []
+    assert {f.relative_to(ROOT).as_posix(): bad for f in doc_files() if (bad := unknown_env_vars(f.read_text()))} \
+        == {}
+
+
+def test_an_env_var_that_is_no_setting_is_reported() -> None:
+    text = ("`TRUSTGAP_<SETTING>`, `TRUSTGAP_*`, TRUSTGAP_DEFAULTS__, TRUSTGAP_MODELS__<NAME>__ALPHA, "
+            "TRUSTGAP_MODELS__claims__alpha, TRUSTGAP_TOPICS__ALERTS, TRUSTGAP_CONFIG and TRUSTGAP_BROKER, "
+            "TRUSTGAP_MODELS__CLAIMS__WINDOW")
+    assert unknown_env_vars(text) == ["TRUSTGAP_BROKER", "TRUSTGAP_MODELS__CLAIMS__WINDOW"]
+
+
+def code_in(text: str) -> Iterator[str]:
+    """The text's code: each fenced block's lines (shell comments left out) and each inline code span."""
+    fence = ""
+    for line in text.splitlines():
+        stripped = line.strip()
+        if m := re.match(r"(`{3,}|~{3,})\s*([\w-]*)", stripped):
+            if not fence:
+                fence, lang = m.group(1), m.group(2).lower()
+                continue
+            if not stripped.strip(fence[0]):
+                fence = ""
+                continue
+        if fence:
+            yield re.sub(r"(^|\s)#.*", "", line) if lang in SHELL_LANGS else line
+        else:
+            yield from re.findall(r"`([^`]+)`", line)
+
+
+def cli_mistakes(text: str) -> list[str]:
+    """`trustgap COMMAND --option` in the text's code where COMMAND is no command or --option none of its options;
+    synopses (`trustgap status [--json]`) included, placeholders (`trustgap COMMAND`, `trustgap <cmd>`) not."""
+    commands, out = subcommands(), []
+    for code in code_in(text):
+        for m in re.finditer(r"\btrustgap ([a-z][\w-]*)([^|;&)]*)", code):
+            name, rest = m.groups()
+            if name not in commands:
+                out.append(f"{m.group(0).strip()}: no command {name!r}")
+                continue
+            options = {o for a in commands[name]._actions for o in a.option_strings}
+            out += [f"{m.group(0).strip()}: {name} has no {o}" for o in re.findall(r"(?<![\w-])--[a-z][\w-]*", rest)
+                    if o not in options]
+    return out
+
+
+def test_every_cli_command_and_option_the_docs_write_exists() -> None:
+    assert {f.relative_to(ROOT).as_posix(): bad for f in doc_files() if (bad := cli_mistakes(f.read_text()))} == {}
+
+
+def test_a_cli_option_that_does_not_exist_is_reported() -> None:
+    text = ("Run `trustgap status [--json] [--windows N]` or `trustgap COMMAND --help`; `trustgap gate --model M "
+            "--format csv` and `trustgap stats`.\n```yaml\n- run: trustgap exclusions --model m --since x | "
+            "trustgap replay --dry --dry-run\n```\n")
+    assert cli_mistakes(text) == ["trustgap gate --model M --format csv: gate has no --format",
+                                  "trustgap stats: no command 'stats'",
+                                  "trustgap replay --dry --dry-run: replay has no --dry"]
 
 
 # --- (c) every command in the docs' shell blocks parses ------------------------------------------------------------
@@ -235,7 +306,7 @@ def doc_commands() -> list[Command]:
 
 def make_targets() -> set[str]:
     rules = re.findall(r"^([\w. -]+?)\s*:(?![=:])", (ROOT / "Makefile").read_text(), re.M)
-    return {target for rule in rules for target in rule.split()}
+    return {target for rule in rules for target in rule.split() if not target.startswith(".")}
 
 
 def check_trustgap(args: tuple[str, ...]) -> str | None:
@@ -247,7 +318,8 @@ def check_trustgap(args: tuple[str, ...]) -> str | None:
     except SystemExit as exit_:
         return None if exit_.code == 0 else f"the CLI refuses it: {err.getvalue().strip().splitlines()[-1]}"
     if parsed.command == "replay" and parsed.dry_run and all((ROOT / f).is_file() for f in parsed.files):
-        with contextlib.chdir(ROOT), contextlib.redirect_stdout(io.StringIO()) as out:
+        out = io.StringIO()
+        with contextlib.chdir(ROOT), contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
             code = cli.main(list(args))
         if code not in (0, 3):
             return f"the dry run exits {code}: {out.getvalue().strip()}"
@@ -337,6 +409,14 @@ def test_a_good_block_passes(block: str) -> None:
     # `cat` is no known program: a block whose here-document is read as commands fails on it
     commands = [c for c in commands_in(block + "\n", "good.md") if c.words[:1] != ("cat",)]
     assert [f"{c}: {p}" for c in commands if (p := check(c))] == []
+
+
+def test_a_replay_dry_run_whose_files_exist_is_run(tmp_path: Path) -> None:
+    events = tmp_path / "events.jsonl"
+    events.write_text('{"not": "an event"}\n')
+    assert check_trustgap(("replay", str(events), "--dry-run")) is None  # exit 3, an invalid line: it ran
+    assert "exits 2: trustgap: --rate must be above 0" in str(check_trustgap(("replay", str(events), "--dry-run",
+                                                                             "--rate", "0")))
 
 
 # --- the same commands through real processes ---------------------------------------------------------------------
