@@ -62,11 +62,12 @@ One object, `stream.settings.Settings`, read from these sources, the first that 
    `TRUSTGAP_DEFAULTS__WINDOW_SECONDS`); their names are case-insensitive, and lists and maps are JSON
    (`TRUSTGAP_DEFAULTS__BAND_CUTS='[0.3, 0.7]'`);
 2. a YAML file: `--config FILE` or `TRUSTGAP_CONFIG=FILE`;
-3. the addresses of the embedded stack (`trustgap up`), while it runs: `broker_url` and `redis_url` only;
+3. the `broker_url` and `redis_url` of the embedded stack `trustgap up` started (recorded in `.trustgap/`, or in
+   `TRUSTGAP_STATE_DIR`, until `trustgap down`);
 4. the defaults below.
 
-A bad value stops the worker (and any command) at start with one line naming the setting, its env var and what is
-expected; the exit code is 2.
+A bad value stops the worker, or the command that reads the settings, at start with one line naming the setting,
+its env var and what is expected; the exit code is 2.
 
 ```yaml
 {example}```
@@ -221,6 +222,8 @@ def metric_rows() -> Iterator[tuple[str, str, tuple[str, ...], str, str]]:
     """(exported name, type, labels, help, buckets) of every metric, in the order stream/metrics.py declares them."""
     from prometheus_client.metrics import MetricWrapperBase
 
+    # prometheus_client exposes a metric's name, type and help publicly (describe()) but its label names only on
+    # the wrapper, so the wrapper's attributes are read
     for metric in vars(Metrics()).values():
         if isinstance(metric, MetricWrapperBase):
             kind = metric._type
