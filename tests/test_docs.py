@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import importlib.util
 import io
+import os
 import re
 import shlex
 import subprocess
@@ -25,13 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 from prometheus_client import Counter
 
 from deploy.alerts import AREAS
 from scripts import docs_reference
 from stream import cli
 from stream.metrics import Metrics
-from stream.settings import ENV_PREFIX, ModelSettings, Settings
+from stream.settings import ENV_PREFIX, ConfigError, ModelSettings, Settings, load
 
 ROOT = Path(__file__).resolve().parents[1]
 REGENERATE = f"run `{docs_reference.COMMAND}` and commit the result"
@@ -171,22 +173,38 @@ def test_an_env_var_that_is_no_setting_is_reported() -> None:
     assert unknown_env_vars(text) == ["TRUSTGAP_BROKER", "TRUSTGAP_MODELS__CLAIMS__WINDOW"]
 
 
+@dataclass(frozen=True)
+class Block:
+    lang: str  # the fence's info string, lowercased; "" for the prose between blocks
+    start: int  # line number of its first line
+    lines: list[str]
+
+
+def blocks(text: str) -> Iterator[Block]:
+    """The text as fenced code blocks and the prose runs between them, in order."""
+    fence, lang, start, lines = "", "", 1, []
+    for no, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        opening = re.match(r"(`{3,}|~{3,})\s*([\w-]*)", stripped)
+        if not fence and opening:
+            yield Block("", start, lines)
+            fence, lang, start, lines = opening.group(1), opening.group(2).lower() or "text", no + 1, []
+        elif fence and stripped.startswith(fence) and not stripped.strip(fence[0]):
+            yield Block(lang, start, lines)
+            fence, lang, start, lines = "", "", no + 1, []
+        else:
+            lines.append(line)
+    yield Block(lang, start, lines)
+
+
 def code_in(text: str) -> Iterator[str]:
     """The text's code: each fenced block's lines (shell comments left out) and each inline code span."""
-    fence = ""
-    for line in text.splitlines():
-        stripped = line.strip()
-        if m := re.match(r"(`{3,}|~{3,})\s*([\w-]*)", stripped):
-            if not fence:
-                fence, lang = m.group(1), m.group(2).lower()
-                continue
-            if not stripped.strip(fence[0]):
-                fence = ""
-                continue
-        if fence:
-            yield re.sub(r"(^|\s)#.*", "", line) if lang in SHELL_LANGS else line
-        else:
-            yield from re.findall(r"`([^`]+)`", line)
+    for block in blocks(text):
+        for line in block.lines:
+            if not block.lang:
+                yield from re.findall(r"`([^`]+)`", line)
+            else:
+                yield re.sub(r"(^|\s)#.*", "", line) if block.lang in SHELL_LANGS else line
 
 
 def cli_mistakes(text: str) -> list[str]:
@@ -218,6 +236,43 @@ def test_a_cli_option_that_does_not_exist_is_reported() -> None:
                                   "trustgap replay --dry --dry-run: replay has no --dry"]
 
 
+def settings_examples(text: str, name: str) -> Iterator[tuple[str, dict[str, object]]]:
+    """(file:line, document) of each YAML block that sets at least one setting: a trustgap config file."""
+    for block in blocks(text):
+        if block.lang in ("yaml", "yml"):
+            try:
+                doc = yaml.safe_load("\n".join(block.lines))
+            except yaml.YAMLError:
+                continue  # a template or a fragment, not a config file
+            if isinstance(doc, dict) and set(doc) & set(Settings.model_fields):
+                yield f"{name}:{block.start}", doc
+
+
+def example_problems(text: str, name: str) -> list[str]:
+    problems = []
+    for where, doc in settings_examples(text, name):
+        try:
+            load(**doc)
+        except ConfigError as err:
+            problems.append(f"{where}: {err}")
+    return problems
+
+
+def test_every_settings_example_in_the_docs_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in [v for v in os.environ if v.upper().startswith(ENV_PREFIX)]:
+        monkeypatch.delenv(var)  # env vars would win over the example
+    docs = [(f.read_text(), f.relative_to(ROOT).as_posix()) for f in doc_files()]
+    assert [where for d in docs for where, _ in settings_examples(*d)], "no YAML block of the docs sets a setting"
+    assert [p for d in docs for p in example_problems(*d)] == []
+
+
+def test_a_settings_example_with_a_wrong_key_is_reported() -> None:
+    text = "```yaml\nbroker_url: kafka://k:9092\ndefaults:\n  window_second: 60\n```\n"
+    assert example_problems(text, "bad.md") == ["bad.md:2: bad setting defaults.window_second: Extra inputs are not "
+                                                "permitted (config key 'defaults.window_second' or env "
+                                                "TRUSTGAP_DEFAULTS__WINDOW_SECOND)"]
+
+
 # --- (c) every command in the docs' shell blocks parses ------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -233,33 +288,27 @@ class Command:
 def shell_lines(text: str, name: str) -> Iterator[tuple[str, str]]:
     """(file:line, command line) of every command line in the text's shell blocks: continuation lines joined,
     console output and here-document bodies left out."""
-    fence, lang, pending, start, heredoc = "", "", "", 0, ""
-    for no, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
-        if not fence:
-            if m := re.match(r"(`{3,}|~{3,})\s*([\w-]*)", line):
-                fence, lang = m.group(1), m.group(2).lower()
+    for block in blocks(text):
+        if block.lang not in SHELL_LANGS:
             continue
-        if line.startswith(fence) and not line.strip(fence[0]):
-            fence = ""
-            continue
-        if lang not in SHELL_LANGS:
-            continue
-        if heredoc:
-            heredoc = "" if line == heredoc else heredoc
-            continue
-        if not pending:
-            if lang == "console" and not line.startswith("$"):
-                continue  # the command's output
-            line, start = line.removeprefix("$").strip(), no
-        if line.endswith("\\"):
-            pending += line[:-1] + " "
-            continue
-        line, pending = pending + line, ""
-        if m := re.search(r"<<-?\s*['\"]?(\w+)", line):
-            heredoc = m.group(1)
-        if line:
-            yield f"{name}:{start}", line
+        pending, start, heredoc = "", 0, ""
+        for no, raw in enumerate(block.lines, block.start):
+            line = raw.strip()
+            if heredoc:
+                heredoc = "" if line == heredoc else heredoc
+                continue
+            if not pending:
+                if block.lang == "console" and not line.startswith("$"):
+                    continue  # the command's output
+                line, start = line.removeprefix("$").strip(), no
+            if line.endswith("\\"):
+                pending += line[:-1] + " "
+                continue
+            line, pending = pending + line, ""
+            if m := re.search(r"<<-?\s*['\"]?(\w+)", line):
+                heredoc = m.group(1)
+            if line:
+                yield f"{name}:{start}", line
 
 
 def split_commands(where: str, line: str) -> Iterator[Command]:
