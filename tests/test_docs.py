@@ -1,6 +1,7 @@
 """The docs against the code: the generated reference pages equal what `python -m scripts.docs_reference` writes;
 every setting, metric, alert and CLI command the code has is named in the docs; every env var and every
-`trustgap COMMAND --option` the docs name exists; every command in the docs' shell blocks parses.
+`trustgap COMMAND --option` the docs name exists; every YAML block that sets a setting loads; every command in the
+docs' shell blocks parses.
 
 The docs are README.md and docs/**/*.md. A shell block is a fenced ```bash, ```sh, ```shell or ```console block
 (in a console block only the `$ ` lines are commands). Each command is checked offline and in-process, without a
