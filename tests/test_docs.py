@@ -1,7 +1,7 @@
 """The docs against the code: the generated reference pages equal what `python -m scripts.docs_reference` writes;
 every setting, metric, alert and CLI command the code has is named in the docs; every env var and every
-`trustgap COMMAND --option` the docs name exists; every YAML block that sets a setting loads; every command in the
-docs' shell blocks parses.
+`trustgap COMMAND --option` the docs name exists; every YAML block that sets a setting loads; every relative link
+resolves; every command in the docs' shell blocks parses.
 
 The docs are README.md and docs/**/*.md. A shell block is a fenced ```bash, ```sh, ```shell or ```console block
 (in a console block only the `$ ` lines are commands). Each command is checked offline and in-process, without a
@@ -272,6 +272,45 @@ def test_a_settings_example_with_a_wrong_key_is_reported() -> None:
     assert example_problems(text, "bad.md") == ["bad.md:2: bad setting defaults.window_second: Extra inputs are not "
                                                 "permitted (config key 'defaults.window_second' or env "
                                                 "TRUSTGAP_DEFAULTS__WINDOW_SECOND)"]
+
+
+def anchors(page: Path) -> set[str]:
+    """The link targets a page offers: its headings as GitHub spells their anchors, and its `<a id=...>` tags."""
+    out = set()
+    for block in blocks(page.read_text()):
+        for line in block.lines if not block.lang else []:
+            if m := re.match(r"#{1,6}\s+(.*)", line):
+                out.add(re.sub(r"[^\w\- ]", "", m.group(1).strip().lower()).replace(" ", "-"))
+            out.update(re.findall(r'<a (?:name|id)="([^"]+)"', line))
+    return out
+
+
+def broken_links(page: Path) -> list[str]:
+    """The relative links of a page's prose whose file, or heading, does not exist."""
+    out = []
+    for block in blocks(page.read_text()):
+        for no, line in enumerate(block.lines if not block.lang else [], block.start):
+            for target in re.findall(r"\]\(([^)\s]+)\)", line):
+                if re.match(r"[a-z]+:", target):
+                    continue  # http:, https:, mailto:
+                path, _, anchor = target.partition("#")
+                dest = (page.parent / path).resolve() if path else page
+                if not dest.exists():
+                    out.append(f"{page.name}:{no}: {target}: no such file")
+                elif anchor and dest.suffix == ".md" and anchor not in anchors(dest):
+                    out.append(f"{page.name}:{no}: {target}: no such heading")
+    return out
+
+
+def test_every_relative_link_in_the_docs_resolves() -> None:
+    assert [b for f in [*doc_files(), ROOT / "deploy" / "RUNBOOK.md"] for b in broken_links(f)] == []
+
+
+def test_a_broken_link_is_reported(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text("# A `trustgap gate` heading\n[ok](#a-trustgap-gate-heading) [web](https://x.org/nope) "
+                    "[gone](nope.md) [lost](#nope)\n```sh\n[not](a-link.md)\n```\n")
+    assert broken_links(page) == ["page.md:2: nope.md: no such file", "page.md:2: #nope: no such heading"]
 
 
 # --- (c) every command in the docs' shell blocks parses ------------------------------------------------------------
