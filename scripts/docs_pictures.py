@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -32,6 +30,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
+from stream.embedded import stop
 from stream.settings import ModelSettings, Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -332,6 +331,7 @@ def screenshot(page: Path, png: Path, timeout: float = 60.0) -> None:
     """The first screen of a local HTML page as PNG, from a fresh headless Chromium with its own profile."""
     if CHROMIUM is None:
         raise SystemExit("chromium is not installed (Debian: apt-get install chromium)")
+    png.unlink(missing_ok=True)  # so that a file left from before is never taken for this run's
     with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
         cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run",
                "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -339,12 +339,9 @@ def screenshot(page: Path, png: Path, timeout: float = 60.0) -> None:
                f"--screenshot={png.resolve()}", page.resolve().as_uri()]
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
         try:
-            _, err = proc.communicate(timeout=timeout)
+            _, err = proc.communicate(timeout=timeout)  # headless Chromium exits once it wrote the file
         finally:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)  # helpers that outlived the main process
-            except ProcessLookupError:
-                pass
+            stop(proc)  # only when it did not: the one way trustgap stops a process (its whole group)
     if proc.returncode != 0 or not png.exists():
         raise RuntimeError(f"chromium exited with {proc.returncode}: {err.decode(errors='replace')[-2000:]}")
 
