@@ -10,8 +10,8 @@ write on this machine's two cores):
   `trustgap worker`; events/s from its first progress to the last offset, read from Redis as the worker wrote it.
 
 Both Redis setups run on the same two cores as the worker and the broker, so the figures compare the two setups
-here; they do not show a cluster's scale-out, which needs a core per master (docs/operations.md, Sizing, says how to read
-them).
+here; they do not show a cluster's scale-out, which needs a core per master (docs/operations.md, Sizing, says how
+to read them).
 """
 
 from __future__ import annotations
