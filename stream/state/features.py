@@ -9,11 +9,13 @@ the same pipeline; PFADD is idempotent, so they need no guard.
 from __future__ import annotations
 
 import math
+import struct
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import redis.asyncio as aioredis
 
 from .. import features
@@ -21,7 +23,7 @@ from ..features import STRING_MAX as STRING_MAX, cut
 from ..events import PredictionEvent
 from ..settings import Settings
 from ..windows import window_start
-from . import keys
+from . import keys, scripts
 from .labels import admit_names
 
 
@@ -32,9 +34,10 @@ class FeaturePlan:
 
     # model -> its tracked names (the apply script counts their values)
     tracked: dict[str, frozenset[str]] = field(default_factory=dict)
-    # HLL key -> its elements, as bytes: redis-py passes bytes through where each str costs it an encoding step,
-    # and a batch carries an element per distinct value (the largest part of packing the apply pipeline)
-    distinct: dict[str, set[bytes]] = field(default_factory=dict)
+    # HLL key -> its distinct numbers packed as 8-byte doubles and its distinct strings as a JSON array (see
+    # distinct.lua): a batch carries a value per prediction of a continuous feature, and two arguments per HLL
+    # cost redis-py two packing steps where an argument per value cost it one each
+    distinct: dict[str, tuple[bytes, bytes]] = field(default_factory=dict)
     ttl: dict[str, int] = field(default_factory=dict)
     untracked: dict[str, int] = field(default_factory=dict)  # model -> feature values not tracked (over the cap)
 
@@ -97,17 +100,17 @@ class FeatureStore:
             for name in plan.tracked[model]:
                 distinct = {v for fx in values if (v := fx.get(name)) is not None}
                 if distinct:
+                    strings = [cut(v) for v in distinct if isinstance(v, str)]
+                    numbers = [v for v in distinct if not isinstance(v, str)] if strings else list(distinct)
                     hll = keys.feature_distinct(model, start, name)
-                    plan.distinct[hll] = {b"s:" + cut(v).encode() if isinstance(v, str) else b"n:%r" % float(v)
-                                          for v in distinct}
+                    plan.distinct[hll] = (struct.pack(f"<{len(numbers)}d", *numbers), orjson.dumps(strings))
                     plan.ttl[hll] = ttl
         return plan
 
     def queue(self, pipe: Any, plan: FeaturePlan) -> None:
         """Add a batch's distinct-count writes to the apply pipeline (after the counters, before the offsets)."""
-        for hll, elements in plan.distinct.items():
-            pipe.pfadd(hll, *elements)  # idempotent: a replayed or duplicate value adds nothing
-            pipe.expire(hll, plan.ttl[hll])
+        for hll, (numbers, strings) in plan.distinct.items():
+            pipe.eval(scripts.DISTINCT.source, 1, hll, plan.ttl[hll], numbers, strings)
 
     async def read(self, model: str, start_ms: int, stats: Sequence[Mapping[bytes, bytes]] | None = None
                    ) -> tuple[int, dict[str, features.FeatureStats]]:

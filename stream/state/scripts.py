@@ -21,7 +21,8 @@ PRELUDES = {"apply": ("guard", "progress", "slot"), "offsets": ("guard", "progre
 record progress (they must refuse to run on a Redis process other than the one reconciled with), the migration
 check for those that touch keys they do not name."""
 
-NAMES = ("guard", "progress", "slot", "apply", "offsets", "idle", "admit", "close", "commit", "lease", "sweep")
+NAMES = ("guard", "progress", "slot", "apply", "offsets", "idle", "admit", "close", "commit", "lease", "sweep",
+         "distinct")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,5 +56,6 @@ CLOSE = _build("close")
 COMMIT = _build("commit")
 LEASE = _build("lease")
 SWEEP = _build("sweep")
+DISTINCT = _build("distinct")
 
-ALL = (APPLY, OFFSETS, IDLE, ADMIT, CLOSE, COMMIT, LEASE, SWEEP)
+ALL = (APPLY, OFFSETS, IDLE, ADMIT, CLOSE, COMMIT, LEASE, SWEEP, DISTINCT)
