@@ -417,7 +417,7 @@ def check_trustgap(args: tuple[str, ...]) -> str | None:
 
 def check_python(args: tuple[str, ...]) -> str | None:
     while args and args[0].startswith("-") and args[0] not in ("-m", "-c"):
-        args = args[1:]  # interpreter options (-u, -X dev, ...)
+        args = args[1:]  # interpreter flags (-u, -O, -B)
     if args[:1] == ("-c",):
         try:
             compile(args[1], "<doc>", "exec")
