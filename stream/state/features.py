@@ -72,28 +72,36 @@ class FeatureStore:
         here the work is per distinct value, not per value."""
         plan = FeaturePlan()
         settings = self.settings
-        seen: dict[str, set[str]] = defaultdict(set)
-        for p in predictions:
+        # one pass over the batch: the window size of each model it names, the feature names each model sent, and
+        # the features objects per (model, window)
+        sizes: dict[str, int] = {}
+        seen: dict[str, set[str]] = {}
+        groups: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
+        for p, ts in zip(predictions, stamps, strict=True):
+            model = p.model
+            size = sizes.get(model)
+            if size is None:
+                size = sizes[model] = settings.for_model(model).window_seconds * 1000
+                seen[model] = set()
             if p.features:
-                seen[p.model].update(p.features)
+                seen[model].update(p.features)
+                groups[(model, window_start(ts, size))].append(p.features)
         over: dict[str, set[str]] = {}  # per model: watched names this batch carries that are not tracked
         for model, names in seen.items():
+            if not names:
+                continue
             watched = {f for f in names if features.watched(f, settings.for_model(model))}
             untracked = watched - await self.tracked(model, watched)
             if untracked:
                 over[model] = untracked
-        sizes: dict[str, int] = {}
-        groups: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
-        for p, ts in zip(predictions, stamps, strict=True):
-            if p.model not in plan.tracked:
-                if not self._tracked.get(p.model):
-                    continue  # a model that never sent a watched feature keeps no feature statistics
-                plan.tracked[p.model] = frozenset(self._tracked[p.model])
-                sizes[p.model] = settings.for_model(p.model).window_seconds * 1000
-            if p.features:
-                groups[(p.model, window_start(ts, sizes[p.model]))].append(p.features)
-                if p.model in over:
-                    plan.untracked[p.model] = plan.untracked.get(p.model, 0) + len(over[p.model] & p.features.keys())
+        for model in sizes:
+            if self._tracked.get(model):  # a model that never sent a watched feature keeps no feature statistics
+                plan.tracked[model] = frozenset(self._tracked[model])
+        groups = {g: values for g, values in groups.items() if g[0] in plan.tracked}
+        for (model, _), values in groups.items():
+            if model in over:
+                plan.untracked[model] = plan.untracked.get(model, 0) + sum(len(over[model] & fx.keys())
+                                                                           for fx in values)
         for (model, start), values in groups.items():
             ms = settings.for_model(model)
             ttl = keys.window_ttl(ms)

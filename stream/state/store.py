@@ -229,8 +229,11 @@ class Store:
         labels, overflow = await self.labels.admit(preds) if preds else ([], Counter[str]())
         stamps = [epoch_ms(p.ts) for p in preds]
         # features only for models admitted under their own name: a capped-away model keeps no feature keys
-        own = [(p, ts) for p, got, ts in zip(preds, labels, stamps, strict=True) if got.model == p.model]
-        feature_plan = await self.features.plan([p for p, _ in own], [ts for _, ts in own])
+        if overflow["model"]:  # counts every prediction admitted under another name
+            own = [(p, ts) for p, got, ts in zip(preds, labels, stamps, strict=True) if got.model == p.model]
+            feature_plan = await self.features.plan([p for p, _ in own], [ts for _, ts in own])
+        else:
+            feature_plan = await self.features.plan(preds, stamps)
         encoded = encode(events, labels, stamps, feature_plan.tracked, self.settings.state_buckets)
         return Prepared(encoded, feature_plan, {got.model for got in labels}, overflow)
 
