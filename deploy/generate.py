@@ -31,25 +31,36 @@ def generated() -> dict[Path, str]:
     return files
 
 
+def stale(files: dict[Path, str]) -> list[Path]:
+    """Of {path: content}, the paths whose committed content differs (or that are missing)."""
+    return [path for path, text in files.items() if not path.exists() or path.read_text() != text]
+
+
+def write_or_check(files: dict[Path, str], check: bool, command: str) -> int:
+    """Every generator's command line: `--check` lists the stale files and exits 1; otherwise write them all."""
+    root = DEPLOY.parent
+    if check:
+        differ = stale(files)
+        for path in differ:
+            print(f"stale: {path.relative_to(root)} (run `{command}`)", file=sys.stderr)
+        return 1 if differ else 0
+    for path, text in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        print(path.relative_to(root))
+    return 0
+
+
 def drift() -> list[Path]:
     """Generated files whose committed content differs from what the code generates now."""
-    return [path for path, text in generated().items() if not path.exists() or path.read_text() != text]
+    return stale(generated())
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m deploy.generate", description=__doc__.splitlines()[0])
     p.add_argument("--check", action="store_true", help="only report files that differ")
     args = p.parse_args(argv)
-    if args.check:
-        stale = drift()
-        for path in stale:
-            print(f"stale: {path.relative_to(DEPLOY.parent)}", file=sys.stderr)
-        return 1 if stale else 0
-    for path, text in generated().items():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-        print(path.relative_to(DEPLOY.parent))
-    return 0
+    return write_or_check(generated(), args.check, "python -m deploy.generate")
 
 
 if __name__ == "__main__":

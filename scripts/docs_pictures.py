@@ -32,6 +32,7 @@ from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
 from stream.embedded import stop
 from stream.settings import ModelSettings, Settings
+from deploy.generate import stale, write_or_check
 
 ROOT = Path(__file__).resolve().parents[1]
 IMG = ROOT / "docs" / "img"
@@ -366,7 +367,7 @@ def generated(img: Path = IMG) -> dict[Path, str]:
 
 def drift(img: Path = IMG) -> list[Path]:
     """Generated SVGs whose committed content differs from what the code draws now."""
-    return [path for path, text in generated(img).items() if not path.exists() or path.read_text() != text]
+    return stale(generated(img))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -374,18 +375,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--check", action="store_true", help="only report SVGs that differ")
     p.add_argument("--screenshot", action="store_true", help="also rewrite docs/img/report.png (headless Chromium)")
     args = p.parse_args(argv)
-    if args.check:
-        stale = drift()
-        for path in stale:
-            print(f"stale: {path.relative_to(ROOT)}", file=sys.stderr)
-        return 1 if stale else 0
-    IMG.mkdir(parents=True, exist_ok=True)
-    for path, text in generated().items():
-        path.write_text(text)
-        print(path.relative_to(ROOT))
-    if args.screenshot:
-        report_png(IMG / "report.png")
-        print((IMG / "report.png").relative_to(ROOT))
+    written = write_or_check(generated(), args.check, "python -m scripts.docs_pictures")
+    if args.check or not args.screenshot:
+        return written
+    report_png(IMG / "report.png")
+    print((IMG / "report.png").relative_to(ROOT))
     return 0
 
 

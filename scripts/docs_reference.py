@@ -28,6 +28,7 @@ from pydantic.fields import FieldInfo
 
 from stream.metrics import Metrics
 from stream.settings import ENV_PREFIX, ModelSettings, Settings
+from deploy.generate import stale, write_or_check
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -254,23 +255,14 @@ def generated() -> dict[Path, str]:
 
 def drift() -> list[Path]:
     """Generated pages whose committed content differs from what the code generates now."""
-    return [path for path, text in generated().items() if not path.exists() or path.read_text() != text]
+    return stale(generated())
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog=COMMAND, description=(__doc__ or "").splitlines()[0])
     p.add_argument("--check", action="store_true", help="only report pages that differ")
     args = p.parse_args(argv)
-    if args.check:
-        stale = drift()
-        for path in stale:
-            print(f"stale: {path.relative_to(ROOT)} (run `{COMMAND}`)", file=sys.stderr)
-        return 1 if stale else 0
-    for path, text in generated().items():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-        print(path.relative_to(ROOT))
-    return 0
+    return write_or_check(generated(), args.check, COMMAND)
 
 
 if __name__ == "__main__":
