@@ -19,6 +19,7 @@ the rate signals. No I/O: the store reads the statistics, the evaluator in app.p
 from __future__ import annotations
 
 import math
+import operator
 import statistics
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -55,6 +56,39 @@ def cut(value: str) -> str:
     if len(value) * 4 <= STRING_MAX:  # at most 4 bytes per character in UTF-8
         return value
     return value.encode()[:STRING_MAX].decode("utf-8", "ignore")
+
+
+def summarize(snapshots: Sequence[Mapping[str, Any]]) -> dict[str, list[Any]] | None:
+    """What a group of `features` snapshots adds to a window's statistics, per feature name: [numbers, their sum,
+    their sum of squares, min, max, strings, nulls sent, [value, count, ...]], the string values cut (`cut`) and in
+    first-seen order. The apply script adds it as a whole where every snapshot of the group was newly stored, and
+    counts snapshot by snapshot, into the same shape, where some were not. None when a sum is not finite (JSON
+    carries no infinity): the script then counts the snapshots one by one.
+
+    One pass per name over the group, in list operations rather than a Python step per value: this runs on the
+    worker's main thread for every prediction."""
+    out: dict[str, list[Any]] = {}
+    for name in set().union(*snapshots):
+        values = [fx[name] for fx in snapshots if name in fx]
+        nulls = values.count(None)
+        strings = [v for v in values if type(v) is str]
+        if strings:
+            numbers = [v for v in values if v is not None and type(v) is not str]
+        else:
+            numbers = [v for v in values if v is not None] if nulls else values
+        total = sum(numbers)
+        squares = sum(map(operator.mul, numbers, numbers))
+        if not (math.isfinite(total) and math.isfinite(squares)):
+            return None
+        counts = Counter(strings)
+        if any(len(v) * 4 > STRING_MAX for v in counts):
+            cut_counts: Counter[str] = Counter()
+            for v, c in counts.items():
+                cut_counts[cut(v)] += c
+            counts = cut_counts
+        out[name] = [len(numbers), total, squares, min(numbers, default=None), max(numbers, default=None),
+                     len(strings), nulls, [x for pair in counts.items() for x in pair]]
+    return out
 
 
 def watched(name: str, ms: ModelSettings) -> bool:

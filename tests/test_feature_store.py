@@ -83,6 +83,59 @@ def test_window_statistics_are_exact_despite_duplicates_and_replayed_batches(sta
     assert country.distinct == 3
 
 
+def feature_hashes(client: Any) -> dict[bytes, dict[bytes, bytes]]:
+    """Every feature statistics and top-value hash in Redis (keys.feature_stats, keys.feature_top)."""
+    return {k: client.hgetall(k) for k in client.keys("*") if b":f:" in k or b":fv:" in k}
+
+
+def test_a_group_with_duplicates_is_counted_one_by_one_to_the_same_statistics(stack: StackInfo,
+                                                                              redis_client: Any) -> None:
+    # The apply script adds a group's summary (one model's predictions of one window in a bucket) whole when it newly
+    # stored every prediction of it, and summarises the new ones itself when some were duplicates: both paths must
+    # end in the same hashes. Two windows, four buckets, numbers, strings (one cut), nulls and absent features.
+    rng = random.Random(5)
+    events = []
+    for i in range(300):
+        f: dict[str, Any] = {"n": rng.choice([float(rng.randint(-50, 50)), None]),
+                             "s": rng.choice(["a", "b", "c", "é" * 200 + str(rng.randint(0, 1))])}
+        if rng.random() < 0.2:
+            del f["n"]
+        events.append(prediction(i, f, minutes=rng.uniform(0, 119.9)))
+    some = [e for e in events if rng.random() < 0.3]
+
+    async def at_once(store: Store) -> Any:
+        return (await store.apply(events, Progress(), 0)).applied
+
+    async def after_some(store: Store) -> Any:
+        await store.apply(some, Progress(), 0)
+        return (await store.apply(events, Progress(), 0)).applied
+
+    assert run(stack, at_once) == 300
+    whole = feature_hashes(redis_client)
+    redis_client.flushall()
+    assert run(stack, after_some) == 300 - len(some)
+    parts = feature_hashes(redis_client)
+    assert len(whole) == 2 * 4 * 2  # (statistics + the string feature's tops) per window and bucket
+    assert parts.keys() == whole.keys()
+    for key, fields in whole.items():
+        assert parts[key].keys() == fields.keys(), key
+        for name, value in fields.items():  # the sums are added in another order: equal up to rounding
+            assert float(parts[key][name]) == pytest.approx(float(value), rel=1e-12), (key, name)
+
+
+def test_a_batch_whose_sums_overflow_is_still_counted(stack: StackInfo, redis_client: Any) -> None:
+    # Squares beyond a double's range cannot travel in the worker's summary (JSON has no infinity): the script
+    # counts those snapshots itself, as it would any value.
+    async def steps(store: Store) -> Any:
+        await store.apply([prediction(0, {"x": 1e200}), prediction(1, {"x": 2e200}), prediction(2, {"x": None})],
+                          Progress(), 0)
+        return await store.features.read("claims", START)
+
+    n, stats = run(stack, steps)
+    assert (n, stats["x"].values, stats["x"].explicit_nulls, stats["x"].hi) == (3, 2, 1, 2e200)
+    assert stats["x"].total == pytest.approx(3e200)
+
+
 def test_space_saving_keeps_the_top_value_among_many_distinct_strings(stack: StackInfo, redis_client: Any) -> None:
     # 60% one value, the rest spread over 200 others: more than FEATURE_TOP_K distinct per bucket
     rng = random.Random(4)
@@ -186,7 +239,7 @@ def test_only_tracked_feature_values_travel_to_redis(stack: StackInfo, redis_cli
         return prepared, await store.features.read("claims", START)
 
     prepared, (n, stats) = run(stack, steps, defaults={"max_features": 2})
-    sent = [x for recs, _ in prepared.buckets.values() for x in orjson.loads(recs) if isinstance(x, dict)]
+    sent = [fx for call in prepared.buckets.values() for group in orjson.loads(call.snapshots) for fx in group]
     assert sorted(map(sorted, sent)) == [["a"], ["a", "b"]]
     assert n == 3 and sorted(stats) == ["a", "b"]
     assert (stats["a"].values, stats["a"].total, stats["b"].strings) == (3, 4.0, 2)

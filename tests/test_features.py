@@ -314,3 +314,21 @@ def test_rate_alert_without_broken_features_keeps_its_recommendation() -> None:
     [(signal, recommendation, diagnosis)] = _detect([])
     assert (signal, recommendation) == ("outcome_mismatch", "exclude_window_from_training")
     assert "feature" not in " ".join(diagnosis)
+
+
+def test_summarize_gives_each_feature_its_counts_sums_extremes_and_cut_values_in_first_seen_order() -> None:
+    long_a, long_b = "é" * 200 + "a", "é" * 200 + "b"  # one value once cut to 256 bytes
+    snapshots = [{"x": 2.0, "s": "b"}, {"x": None, "s": long_a}, {"s": "a"}, {"x": 3, "s": "b"},
+                 {"x": -1.5, "s": long_b, "y": None}, {}]
+    assert features.summarize(snapshots) == {
+        "x": [3, 3.5, 4.0 + 9 + 2.25, -1.5, 3, 0, 1, []],
+        "s": [0, 0, 0, None, None, 5, 0, ["b", 2, "é" * 128, 2, "a", 1]],
+        "y": [0, 0, 0, None, None, 0, 1, []],
+    }
+    assert features.summarize([{}]) == {}
+
+
+def test_summarize_gives_up_on_sums_json_cannot_carry() -> None:
+    # finite values whose squares overflow: the apply script then counts the snapshots one by one
+    assert features.summarize([{"x": 1e200}, {"x": 1e200}]) is None
+    assert features.summarize([{"x": 1e150}]) is not None

@@ -2,7 +2,8 @@
 closed window's statistics summed over buckets.
 
 A prediction's window statistics are written by the apply script itself, in the call that newly stores it (see
-`record_features` in apply.lua): being newly stored is the once-guard. The distinct-count HyperLogLogs follow in
+`record_features` in apply.lua, and store.encode, which sends them summed per group): being newly stored is the
+once-guard. The distinct-count HyperLogLogs follow in
 the same pipeline; PFADD is idempotent, so they need no guard.
 """
 
@@ -40,6 +41,7 @@ class FeaturePlan:
     distinct: dict[str, tuple[bytes, bytes]] = field(default_factory=dict)
     ttl: dict[str, int] = field(default_factory=dict)
     untracked: dict[str, int] = field(default_factory=dict)  # model -> feature values not tracked (over the cap)
+    window_ms: dict[str, int] = field(default_factory=dict)  # tracked model -> its window size (store.encode groups)
 
 
 class FeatureStore:
@@ -68,8 +70,8 @@ class FeatureStore:
     async def plan(self, predictions: Sequence[PredictionEvent], stamps: Sequence[int]) -> FeaturePlan:
         """Register new feature names, list the tracked ones per model, and collect the HLL elements per window.
 
-        The statistics themselves are counted by the apply script from each prediction's `features` object, so
-        here the work is per distinct value, not per value."""
+        The statistics themselves are summed per group by store.encode and added by the apply script, so here the
+        work is per distinct value, not per value."""
         plan = FeaturePlan()
         settings = self.settings
         # one pass over the batch: the window size of each model it names, the feature names each model sent, and
@@ -94,9 +96,10 @@ class FeatureStore:
             untracked = watched - await self.tracked(model, watched)
             if untracked:
                 over[model] = untracked
-        for model in sizes:
+        for model, size in sizes.items():
             if self._tracked.get(model):  # a model that never sent a watched feature keeps no feature statistics
                 plan.tracked[model] = frozenset(self._tracked[model])
+                plan.window_ms[model] = size
         groups = {g: values for g, values in groups.items() if g[0] in plan.tracked}
         for (model, _), values in groups.items():
             if model in over:

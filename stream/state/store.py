@@ -15,11 +15,12 @@ import hashlib
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import orjson
 import redis.asyncio as aioredis
 
+from ..features import summarize
 from ..events import Annotation, Event, HumanActionEvent, OutcomeEvent, PredictionEvent
 from ..settings import Settings
 from ..times import epoch_ms
@@ -76,11 +77,20 @@ class ApplyResult:
                 f.beyond_horizon += beyond
 
 
+class Call(NamedTuple):
+    """One bucket's share of a batch as apply.lua reads it (JSON each): ARGV[2] to ARGV[5]."""
+
+    records: bytes
+    triples: bytes
+    groups: bytes     # per feature group: [its size, summarize(its snapshots)]
+    snapshots: bytes  # per feature group: its snapshots, read only where the summary cannot be added whole
+
+
 @dataclass(frozen=True, slots=True)
 class Prepared:
     """A batch encoded for the apply pipeline (Store.prepare), sendable again as is after a Redis restart."""
 
-    buckets: dict[int, tuple[bytes, bytes]]  # bucket -> its records and triples for apply.lua (JSON)
+    buckets: dict[int, Call]  # bucket -> its arguments for apply.lua
     features: FeaturePlan
     models: set[str]           # admitted model names the batch touches
     overflow: Counter[str]
@@ -102,15 +112,20 @@ def follower_record(event: HumanActionEvent | OutcomeEvent) -> tuple[Any, ...]:
 
 
 def encode(events: Sequence[Event], labels: Sequence[Labels], stamps: Sequence[int],
-           tracked: Mapping[str, frozenset[str]], buckets: int) -> dict[int, tuple[bytes, bytes]]:
-    """Each bucket's records and triples as apply.lua reads them: one flat JSON array of records, predictions
-    naming their (model, version, scopes) by index into the bucket's table of triples and carrying their
-    `features` object as it came (only the tracked names), so the script counts them itself.
+           tracked: Mapping[str, frozenset[str]], window_ms: Mapping[str, int], buckets: int) -> dict[int, Call]:
+    """Each bucket's arguments to apply.lua: one flat JSON array of records, predictions naming their (model,
+    version, scopes) by index into the bucket's table of triples and their feature group by number (0: none); per
+    group, its size and `features.summarize` of its snapshots; and the snapshots themselves (only the tracked
+    names), which the script reads only for a group some of whose predictions it did not newly store.
 
-    `labels` and `stamps` belong to the predictions of `events`, in order."""
+    A group is one model's predictions of one window in the bucket: the statistics the script adds at once.
+    `labels` and `stamps` belong to the predictions of `events`, in order; `window_ms` holds each tracked model's
+    window size."""
     records: dict[int, list[Any]] = defaultdict(list)
     triples: dict[int, dict[int, int]] = defaultdict(dict)  # bucket -> id(labels) -> index in `table_of`
     table_of: dict[int, list[Labels]] = defaultdict(list)  # (`labels` keeps every one alive meanwhile)
+    groups: dict[int, dict[tuple[str, int], int]] = defaultdict(dict)  # bucket -> (model, window start) -> number
+    snapshots: dict[int, list[list[dict[str, Any]]]] = defaultdict(list)  # bucket -> per group, its snapshots
     j = 0
     for event in events:
         if not isinstance(event, PredictionEvent):
@@ -125,20 +140,30 @@ def encode(events: Sequence[Event], labels: Sequence[Labels], stamps: Sequence[i
             index = table[id(got)] = len(table)
             table_of[b].append(got)
         # recorded by apply.lua exactly when it newly stores the prediction; {} still counts it (missing)
-        fx: dict[str, Any] | bool = False
-        if got.model == event.model and got.model in tracked:
+        g = 0
+        model = got.model
+        if model == event.model and model in tracked:
             fx = event.features or {}
-            names = tracked[got.model]
+            names = tracked[model]
             if not fx.keys() <= names:  # a wide snapshot: only the tracked values travel to Redis
                 fx = {k: v for k, v in fx.items() if k in names}
+            numbered = groups[b]
+            key = (model, ts - ts % window_ms[model])
+            g = numbered.get(key, 0)
+            if not g:
+                g = numbered[key] = len(numbered) + 1
+                snapshots[b].append([])
+            snapshots[b][g - 1].append(fx)
         # no event_id: a prediction is deduplicated by prediction_id in the slot of its ts
-        records[b] += ("p", event.prediction_id, index, ts, event.label, fx)
-    return {b: (orjson.dumps(recs), orjson.dumps([[t.model, t.version, t.scopes] for t in table_of[b]]))
+        records[b] += ("p", event.prediction_id, index, ts, event.label, g)
+    return {b: Call(orjson.dumps(recs), orjson.dumps([[t.model, t.version, t.scopes] for t in table_of[b]]),
+                    orjson.dumps([[len(s), summarize(s)] for s in snapshots[b]]),
+                    orjson.dumps(snapshots[b]))
             for b, recs in records.items()}
 
 
 def bucket_args(bucket: int) -> tuple[str, ...]:
-    """apply.lua's ARGV[4:]: the prefixes of the bucket's keys it names itself (keys.py spells them)."""
+    """apply.lua's ARGV[6:10]: the prefixes of the bucket's keys it names itself (keys.py spells them)."""
     return (keys.context_prefix(bucket), keys.parked_prefix(bucket), keys.window_prefix(bucket),
             keys.feature_stats_prefix(bucket), keys.feature_top_prefix(bucket))
 
@@ -234,7 +259,8 @@ class Store:
             feature_plan = await self.features.plan([p for p, _ in own], [ts for _, ts in own])
         else:
             feature_plan = await self.features.plan(preds, stamps)
-        encoded = encode(events, labels, stamps, feature_plan.tracked, self.settings.state_buckets)
+        encoded = encode(events, labels, stamps, feature_plan.tracked, feature_plan.window_ms,
+                         self.settings.state_buckets)
         return Prepared(encoded, feature_plan, {got.model for got in labels}, overflow)
 
     async def send(self, prepared: Prepared, progress: Progress, now_ms: int) -> ApplyResult:
@@ -249,7 +275,7 @@ class Store:
         offsets_run_id = self.run_id
         result = ApplyResult(overflow=prepared.overflow)
         async with self.redis.pipeline(transaction=False) as pipe:
-            for bucket, (recs, tri) in prepared.buckets.items():
+            for bucket, call in prepared.buckets.items():
                 meta = keys.bucket_meta(bucket)
                 record = (keys.bucket_offsets(bucket), keys.bucket_event_time(bucket)) if self.cluster else ()
                 # EVAL, not EVALSHA: a script object in a pipeline makes redis-py send SCRIPT EXISTS first, a
@@ -257,7 +283,7 @@ class Store:
                 # offsets queued behind it still apply. Redis caches the compiled body by its SHA, so a repeated
                 # EVAL costs the body's transfer and hashing, not a compile.
                 pipe.eval(scripts.APPLY.source, 2 + len(record), meta, keys.bucket_pending(bucket), *record, cfg,
-                          recs, tri, *self._bucket_args[bucket], run_ids[bucket], self._slots[bucket], *claims)
+                          *call, *self._bucket_args[bucket], run_ids[bucket], self._slots[bucket], *claims)
             self.features.queue(pipe, prepared.features)
             if prepared.models:
                 pipe.sadd(keys.MODELS, *prepared.models)

@@ -1,14 +1,14 @@
 -- Apply one bucket's share of a batch: dedup, join, count, park, record features; one call per bucket per batch.
 -- Runs behind the restart guard and the migration check (scripts.py prepends guard.lua, progress.lua, slot.lua).
 -- KEYS: the bucket's meta hash, its pending set, and on a Redis Cluster its progress record (offsets hash,
--- event-time hash). ARGV: cfg JSON, records JSON, triples JSON, the five key prefixes below, the run id the worker
--- reconciled with for this bucket's shard, the bucket's cluster slot ('' on one node), then (a cluster) the
--- progress triples of the chunk (record_progress).
+-- event-time hash). ARGV: cfg JSON, records JSON, triples JSON, feature groups JSON, their snapshots JSON (see
+-- store.encode), the five key prefixes below, the run id the worker reconciled with for this bucket's shard, the
+-- bucket's cluster slot ('' on one node), then (a cluster) the progress triples of the chunk (record_progress).
 local meta, pendz = KEYS[1], KEYS[2]
 local record_offsets, record_event_time = KEYS[3], KEYS[4]
 local cfg = cjson.decode(ARGV[1])
-local run_id, slot = ARGV[9], ARGV[10]
-local CLAIMS = 11  -- the first ARGV of the progress triples
+local run_id, slot = ARGV[11], ARGV[12]
+local CLAIMS = 13  -- the first ARGV of the progress triples
 if not same_server(run_id) then return redis.error_reply('TGRESTART redis restarted') end
 if migrating(slot) then return redis.error_reply('TGMIGRATING slot moving') end
 -- The records, one flat JSON array (see encode in store.py): a flat array of scalars decodes into one Lua table,
@@ -16,9 +16,9 @@ if migrating(slot) then return redis.error_reply('TGMIGRATING slot moving') end
 local recs = cjson.decode(ARGV[2])
 local tri = cjson.decode(ARGV[3])
 -- The bucket's key prefixes, from keys.py: the script appends only the parts keys.py documents for each.
-local context_prefix, parked_prefix = ARGV[4], ARGV[5]
-local window_prefix = {w = ARGV[6], f = ARGV[7]}  -- window counters, feature statistics
-local top_prefix = ARGV[8]
+local context_prefix, parked_prefix = ARGV[6], ARGV[7]
+local window_prefix = {w = ARGV[8], f = ARGV[9]}  -- window counters, feature statistics
+local top_prefix = ARGV[10]
 
 local applied, dup, pending, late, drained, beyond = 0, 0, 0, 0, 0, 0
 local closed, touched, first, slots = {}, {}, {}, {}
@@ -45,12 +45,12 @@ local function closed_of(model, stage)
   return c
 end
 
-local function flow(model, kind, what)
+local function flow(model, kind, what, by)
   local f = flows[model]
   if f == nil then f = {}; flows[model] = f end
   local k = f[kind]
   if k == nil then k = {0, 0, 0}; f[kind] = k end
-  k[what] = k[what] + 1
+  k[what] = k[what] + (by or 1)
 end
 
 -- Names a batch builds thousands of times from a few parts are built once per call: Lua strings are interned, so
@@ -95,10 +95,10 @@ local function window_of(kind, model, ts)
   return w
 end
 
--- count one event into window w for the model, its version and every scope
-local function count(w, model, version, scopes, counter)
-  local c = w.counts
-  for _, f in ipairs(fields_of(version, scopes, counter)) do c[f] = (c[f] or 0) + 1 end
+-- count one event (or `by` of them) into window w for the model, its version and every scope
+local function count(w, model, version, scopes, counter, by)
+  local c, k = w.counts, by or 1
+  for _, f in ipairs(fields_of(version, scopes, counter)) do c[f] = (c[f] or 0) + k end
   touched[w.key] = w.ttl
   if first[model] == nil or w.start < first[model] then first[model] = w.start end
 end
@@ -148,9 +148,9 @@ local function spread_values()
 end
 
 -- a late event of window w (its stage of the window was judged), counted in the window as keys.LATE_FIELD says
-local function count_late(w, kind)
+local function count_late(w, kind, by)
   local f = cfg.late_field .. kind
-  w.counts[f] = (w.counts[f] or 0) + 1
+  w.counts[f] = (w.counts[f] or 0) + (by or 1)
   touched[w.key] = w.ttl
 end
 
@@ -321,10 +321,16 @@ local function follow(model, version, scopes, label, pts, r)
   end
 end
 
--- Feature statistics of a prediction this call newly stored in an open window; being newly stored is the
--- once-guard, so a duplicate, a replay after a crash, or two workers racing record them once. Like the window
--- counters they are summed per (key, field) in the call and written once at its end: counts into `incr`, float
--- sums, minima and maxima here, string values per top-value hash in first-seen order.
+-- Feature statistics of the predictions this call newly stored in an open window; being newly stored is the
+-- once-guard, so a duplicate, a replay after a crash, or two workers racing record them once. The worker sends
+-- them by group (one model's predictions of one window, see store.encode): each group's summary, added whole when
+-- every prediction of the group was newly stored (the common case), and the group's snapshots, decoded and
+-- summarised here over the new ones only when some were not. Like the window counters they are summed per (key,
+-- field) in the call and written once at its end: counts into `incr`, float sums, minima and maxima here, string
+-- values per top-value hash in first-seen order.
+local groups = cjson.decode(ARGV[4])  -- per group: {size, summary or null (summarise its snapshots here)}
+local snapshots_json = ARGV[5]  -- per group, its snapshots: decoded only for a group with predictions not new
+local members = {}  -- group -> {model, ts, seen = its records so far, new = positions of the newly stored ones}
 local flo, fhi, tops, top_keys = {}, {}, {}, {}
 local fnames = {}  -- feature name -> its field names in the statistics hash
 local function names_of(f)
@@ -353,42 +359,98 @@ local function cut(v)
   end
   return string.sub(v, 1, n)
 end
-local function record_features(m, ts, fx)
-  local w = window_of('f', m, ts)
-  local key, ttl, counts = w.key, w.ttl, w.counts
-  touched[key] = ttl
-  local sums, lo, hi = w.sums, w.lo, w.hi
-  if sums == nil then
-    sums, lo, hi = memo_table(fsum, key), memo_table(flo, key), memo_table(fhi, key)
-    w.sums, w.lo, w.hi = sums, lo, hi
-  end
-  counts['_n'] = (counts['_n'] or 0) + 1
-  local wanted = tracked[m] or {}
-  for f, x in pairs(fx) do
-    if wanted[f] then
-      local n = names_of(f)
+
+-- features.summarize over the snapshots at `positions`: name -> {numbers, sum, squares, min, max, strings, nulls,
+-- {value, count, ...}} (min and max nil without numbers)
+local function summarize(snapshots, positions)
+  local out, where = {}, {}  -- where: name -> value -> its count's index in the summary's value list
+  for _, pos in ipairs(positions) do
+    for f, x in pairs(snapshots[pos]) do
+      local a = out[f]
+      if a == nil then a = {0, 0, 0, nil, nil, 0, 0, {}}; out[f] = a; where[f] = {} end
       local kind = type(x)
       if kind == 'number' then
-        counts[n.c] = (counts[n.c] or 0) + 1
-        sums[n.s] = (sums[n.s] or 0) + x
-        sums[n.q] = (sums[n.q] or 0) + x * x
-        if lo[n.lo] == nil or x < lo[n.lo] then lo[n.lo] = x end
-        if hi[n.hi] == nil or x > hi[n.hi] then hi[n.hi] = x end
+        a[1], a[2], a[3] = a[1] + 1, a[2] + x, a[3] + x * x
+        if a[4] == nil or x < a[4] then a[4] = x end
+        if a[5] == nil or x > a[5] then a[5] = x end
       elseif kind == 'string' then
-        local v = cut(x)
-        counts[n.k] = (counts[n.k] or 0) + 1
-        local tk = n.top[key]
+        local v, top = cut(x), a[8]
+        a[6] = a[6] + 1
+        local at = where[f][v]
+        if at == nil then
+          top[#top + 1] = v; top[#top + 1] = 0
+          at = #top
+          where[f][v] = at
+        end
+        top[at] = top[at] + 1
+      else  -- cjson.null: sent as null
+        a[7] = a[7] + 1
+      end
+    end
+  end
+  return out
+end
+
+-- add a summary of n predictions to the model's statistics of window w
+local function add_features(m, w, n, summary)
+  local key, ttl, counts = w.key, w.ttl, w.counts
+  touched[key] = ttl
+  local sums, lo, hi = memo_table(fsum, key), memo_table(flo, key), memo_table(fhi, key)
+  counts['_n'] = (counts['_n'] or 0) + n
+  local wanted = tracked[m] or {}
+  for f, a in pairs(summary) do
+    if wanted[f] then
+      local nm = names_of(f)
+      if a[1] > 0 then
+        counts[nm.c] = (counts[nm.c] or 0) + a[1]
+        sums[nm.s] = (sums[nm.s] or 0) + a[2]
+        sums[nm.q] = (sums[nm.q] or 0) + a[3]
+        if lo[nm.lo] == nil or a[4] < lo[nm.lo] then lo[nm.lo] = a[4] end
+        if hi[nm.hi] == nil or a[5] > hi[nm.hi] then hi[nm.hi] = a[5] end
+      end
+      if a[6] > 0 then
+        counts[nm.k] = (counts[nm.k] or 0) + a[6]
+        local tk = nm.top[key]
         if tk == nil then
           tk = top_prefix .. m .. ':' .. fmt(w.start) .. ':' .. f
-          n.top[key] = tk
+          nm.top[key] = tk
           touched[tk] = ttl
         end
         local t = tops[tk]
         if t == nil then t = {order = {}, n = {}}; tops[tk] = t; top_keys[#top_keys + 1] = tk end
-        if t.n[v] == nil then t.order[#t.order + 1] = v; t.n[v] = 0 end
-        t.n[v] = t.n[v] + 1
-      else  -- cjson.null: sent as null
-        counts[n.z] = (counts[n.z] or 0) + 1
+        local top = a[8]
+        for i = 1, #top, 2 do
+          local v = top[i]
+          if t.n[v] == nil then t.order[#t.order + 1] = v; t.n[v] = 0 end
+          t.n[v] = t.n[v] + top[i + 1]
+        end
+      end
+      if a[7] > 0 then counts[nm.z] = (counts[nm.z] or 0) + a[7] end
+    end
+  end
+end
+
+-- a prediction of feature group g, in record order; `new`: this call newly stored it
+local function member(g, model, ts, new)
+  local m = members[g]
+  if m == nil then m = {model = model, ts = ts, seen = 0, new = {}}; members[g] = m end
+  m.seen = m.seen + 1
+  if new then m.new[#m.new + 1] = m.seen end
+end
+
+local function record_features()
+  local snapshots = nil
+  for g = 1, #groups do
+    local m = members[g]
+    -- a group's predictions share their window, so its lateness too
+    if m ~= nil and #m.new > 0 and window_of('w', m.model, m.ts).stop > closed_of(m.model, 'n') then
+      local w = window_of('f', m.model, m.ts)
+      local size, summary = groups[g][1], groups[g][2]
+      if #m.new == size and summary ~= cjson.null then
+        add_features(m.model, w, size, summary)
+      else
+        snapshots = snapshots or cjson.decode(snapshots_json)
+        add_features(m.model, w, #m.new, summarize(snapshots[g], m.new))
       end
     end
   end
@@ -453,12 +515,36 @@ local function write_tops()
   end
 end
 
+-- The predictions this call newly stored, counted per window and triple: into the window, or as late when the
+-- window's predictions stage was judged already.
+local function count_predictions()
+  for model, by_start in pairs(windows.w) do
+    for _, w in pairs(by_start) do
+      if w.new ~= nil then
+        local is_late = w.stop <= closed_of(model, 'n')
+        for index, k in pairs(w.new) do
+          if is_late then
+            late = late + k
+            flow(model, 'n', 2, k)
+            count_late(w, 'n', k)
+          else
+            local t = tri[index + 1]
+            count(w, model, t[2], t[3], 'n', k)
+            applied = applied + k
+            flow(model, 'n', 1, k)
+          end
+        end
+      end
+    end
+  end
+end
+
 local any_parked = redis.call('ZCARD', pendz) > 0  -- parking adds to it, draining and the sweep remove
 local ids = intern_all(tri)  -- triple index -> interned id
 
--- a prediction: store its context once (dedup by prediction_id in the slot of its ts), count it, record its
--- features, and drain what was parked for it
-local function predict(pid, index, ts, label, features)
+-- a prediction: store its context once (dedup by prediction_id in the slot of its ts), note it for counting and
+-- for its features, and drain what was parked for it
+local function predict(pid, index, ts, label, g)
   local t = tri[index + 1]
   local model, version, scopes = t[1], t[2], t[3]
   local id = ids[index]
@@ -467,20 +553,16 @@ local function predict(pid, index, ts, label, features)
   local at = fmt(ts % cfg.span)
   if redis.call('HSETNX', sk, pid, pack(id, at, '', label)) == 0 then
     dup = dup + 1
+    if g > 0 then member(g, model, ts, false) end
     return
   end
   slots[sk] = true
+  -- counted at the end of the call (count_predictions), per window and triple
   local w = window_of('w', model, ts)
-  if w.stop <= closed_of(model, 'n') then
-    late = late + 1
-    flow(model, 'n', 2)
-    count_late(w, 'n')
-  else
-    count(w, model, version, scopes, 'n')
-    applied = applied + 1
-    flow(model, 'n', 1)
-    if features then record_features(model, ts, features) end
-  end
+  local new = w.new
+  if new == nil then new = {}; w.new = new end
+  new[index] = (new[index] or 0) + 1
+  if g > 0 then member(g, model, ts, true) end
   -- nothing is parked in a bucket whose pending set is empty (the common case: predictions come first)
   if not any_parked then return end
   local qk = parked_prefix .. pid
@@ -528,7 +610,7 @@ local function join(r)
   pending = pending + 1
 end
 
--- the records: 'p', prediction_id, triple index, ts, label, features object or false (the model tracks none)
+-- the records: 'p', prediction_id, triple index, ts, label, feature group (0: the model tracks none)
 --            | 'a', prediction_id, event_id, token, ts, action
 --            | 'o', prediction_id, event_id, token, ts, label, outcome kind, value (a number or null)
 local i, last = 1, #recs
@@ -548,6 +630,8 @@ while i <= last do
   end
 end
 
+count_predictions()
+record_features()
 spread_values()
 for key, c in pairs(incr) do write_hash(key, c, fsum[key], flo[key], fhi[key]) end
 write_tops()
