@@ -58,37 +58,62 @@ def cut(value: str) -> str:
     return value.encode()[:STRING_MAX].decode("utf-8", "ignore")
 
 
-def summarize(snapshots: Sequence[Mapping[str, Any]]) -> dict[str, list[Any]] | None:
-    """What a group of `features` snapshots adds to a window's statistics, per feature name: [numbers, their sum,
-    their sum of squares, min, max, strings, nulls sent, [value, count, ...]], the string values cut (`cut`) and in
-    first-seen order. The apply script adds it as a whole where every snapshot of the group was newly stored, and
-    counts snapshot by snapshot, into the same shape, where some were not. None when a sum is not finite (JSON
-    carries no infinity): the script then counts the snapshots one by one.
+_ABSENT = object()  # a feature a snapshot does not carry (None is one sent as null)
 
-    One pass per name over the group, in list operations rather than a Python step per value: this runs on the
-    worker's main thread for every prediction."""
-    out: dict[str, list[Any]] = {}
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """What a group of `features` snapshots adds to a window's statistics (`summarize`)."""
+
+    # per feature name: [numbers, their sum, their sum of squares, min, max, strings, nulls sent, [value, count, ...]],
+    # the string values cut (`cut`) and in first-seen order; None when a sum is not finite (JSON carries no
+    # infinity): the apply script then counts the snapshots one by one
+    stats: dict[str, list[Any]] | None
+    numbers: dict[str, set[float]]  # per feature name: its distinct numbers (the window's HyperLogLog)
+    strings: dict[str, list[str]]   # per feature name: its distinct strings, cut
+
+
+def summarize(snapshots: Sequence[Mapping[str, Any]]) -> Summary:
+    """A group's feature statistics as the apply script adds them whole where every snapshot of the group was newly
+    stored (it counts snapshot by snapshot, into the same shape, where some were not).
+
+    This runs on the worker's main thread for every prediction, so each feature's values go through C-level list,
+    sum and Counter calls, and a Python step per value only where numbers and strings mix in one feature."""
+    stats: dict[str, list[Any]] | None = {}
+    numbers: dict[str, set[float]] = {}
+    strings: dict[str, list[str]] = {}
     for name in set().union(*snapshots):
-        values = [fx[name] for fx in snapshots if name in fx]
+        values = list(map(operator.methodcaller("get", name, _ABSENT), snapshots))
         nulls = values.count(None)
-        strings = [v for v in values if type(v) is str]
-        if strings:
-            numbers = [v for v in values if v is not None and type(v) is not str]
-        else:
-            numbers = [v for v in values if v is not None] if nulls else values
-        total = sum(numbers)
-        squares = sum(map(operator.mul, numbers, numbers))
+        if nulls or values.count(_ABSENT):
+            values = [v for v in values if v is not None and v is not _ABSENT]
+        counts: Counter[str] = Counter()
+        try:  # numbers only (the common case): a string makes the sum raise
+            nums, total = values, sum(values)
+        except TypeError:
+            counts = Counter(values)
+            if any(type(v) is not str for v in counts):
+                nums = [v for v in values if type(v) is not str]
+                counts = Counter(v for v in values if type(v) is str)
+            else:
+                nums = []
+            total = sum(nums)
+        squares = sum(map(operator.mul, nums, nums))
         if not (math.isfinite(total) and math.isfinite(squares)):
-            return None
-        counts = Counter(strings)
+            stats = None
         if any(len(v) * 4 > STRING_MAX for v in counts):
             cut_counts: Counter[str] = Counter()
             for v, c in counts.items():
                 cut_counts[cut(v)] += c
             counts = cut_counts
-        out[name] = [len(numbers), total, squares, min(numbers, default=None), max(numbers, default=None),
-                     len(strings), nulls, [x for pair in counts.items() for x in pair]]
-    return out
+        if nums:
+            numbers[name] = set(nums)
+        if counts:
+            strings[name] = list(counts)
+        if stats is not None:
+            stats[name] = [len(nums), total, squares, min(nums, default=None), max(nums, default=None),
+                           len(values) - len(nums), nulls, [x for pair in counts.items() for x in pair]]
+    return Summary(stats, numbers, strings)
 
 
 def watched(name: str, ms: ModelSettings) -> bool:

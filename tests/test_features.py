@@ -319,16 +319,22 @@ def test_rate_alert_without_broken_features_keeps_its_recommendation() -> None:
 def test_summarize_gives_each_feature_its_counts_sums_extremes_and_cut_values_in_first_seen_order() -> None:
     long_a, long_b = "é" * 200 + "a", "é" * 200 + "b"  # one value once cut to 256 bytes
     snapshots = [{"x": 2.0, "s": "b"}, {"x": None, "s": long_a}, {"s": "a"}, {"x": 3, "s": "b"},
-                 {"x": -1.5, "s": long_b, "y": None}, {}]
-    assert features.summarize(snapshots) == {
+                 {"x": -1.5, "s": long_b, "y": None}, {"m": 1.0}, {"m": "one"}, {"m": None}, {"m": 2}, {}]
+    summary = features.summarize(snapshots)
+    assert summary.stats == {
         "x": [3, 3.5, 4.0 + 9 + 2.25, -1.5, 3, 0, 1, []],
         "s": [0, 0, 0, None, None, 5, 0, ["b", 2, "é" * 128, 2, "a", 1]],
         "y": [0, 0, 0, None, None, 0, 1, []],
+        "m": [2, 3.0, 5.0, 1.0, 2, 1, 1, ["one", 1]],  # numbers and strings in one feature
     }
-    assert features.summarize([{}]) == {}
+    assert summary.numbers == {"x": {2.0, 3, -1.5}, "m": {1.0, 2}}
+    assert summary.strings == {"s": ["b", "é" * 128, "a"], "m": ["one"]}
+    assert features.summarize([{}]).stats == {}
 
 
 def test_summarize_gives_up_on_sums_json_cannot_carry() -> None:
     # finite values whose squares overflow: the apply script then counts the snapshots one by one
-    assert features.summarize([{"x": 1e200}, {"x": 1e200}]) is None
-    assert features.summarize([{"x": 1e150}]) is not None
+    overflowing = features.summarize([{"x": 1e200, "s": "a"}, {"x": 1e200}])
+    assert overflowing.stats is None
+    assert (overflowing.numbers, overflowing.strings) == ({"x": {1e200}}, {"s": ["a"]})  # the HyperLogLog's still
+    assert features.summarize([{"x": 1e150}]).stats is not None

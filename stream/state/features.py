@@ -20,10 +20,9 @@ import orjson
 import redis.asyncio as aioredis
 
 from .. import features
-from ..features import STRING_MAX as STRING_MAX, cut
+from ..features import STRING_MAX as STRING_MAX, Summary, cut as cut
 from ..events import PredictionEvent
 from ..settings import Settings
-from ..windows import window_start
 from . import keys, scripts
 from .labels import admit_names
 
@@ -67,27 +66,20 @@ class FeatureStore:
             self._full[model] = len(got) < len(unknown) or len(known) >= cap
         return names & known
 
-    async def plan(self, predictions: Sequence[PredictionEvent], stamps: Sequence[int]) -> FeaturePlan:
-        """Register new feature names, list the tracked ones per model, and collect the HLL elements per window.
+    async def plan(self, predictions: Sequence[PredictionEvent]) -> FeaturePlan:
+        """Register new feature names and list the tracked ones per model, with the window size of each.
 
-        The statistics themselves are summed per group by store.encode and added by the apply script, so here the
-        work is per distinct value, not per value."""
+        The statistics themselves are summed per group by store.encode and added by the apply script; the
+        distinct values follow from those sums (`add_distinct`)."""
         plan = FeaturePlan()
         settings = self.settings
-        # one pass over the batch: the window size of each model it names, the feature names each model sent, and
-        # the features objects per (model, window)
-        sizes: dict[str, int] = {}
-        seen: dict[str, set[str]] = {}
-        groups: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
-        for p, ts in zip(predictions, stamps, strict=True):
-            model = p.model
-            size = sizes.get(model)
-            if size is None:
-                size = sizes[model] = settings.for_model(model).window_seconds * 1000
-                seen[model] = set()
+        seen: dict[str, set[str]] = {}  # the feature names each model sent
+        for p in predictions:
+            names = seen.get(p.model)
+            if names is None:
+                names = seen[p.model] = set()
             if p.features:
-                seen[model].update(p.features)
-                groups[(model, window_start(ts, size))].append(p.features)
+                names.update(p.features)
         over: dict[str, set[str]] = {}  # per model: watched names this batch carries that are not tracked
         for model, names in seen.items():
             if not names:
@@ -96,27 +88,26 @@ class FeatureStore:
             untracked = watched - await self.tracked(model, watched)
             if untracked:
                 over[model] = untracked
-        for model, size in sizes.items():
+        for model in seen:
             if self._tracked.get(model):  # a model that never sent a watched feature keeps no feature statistics
                 plan.tracked[model] = frozenset(self._tracked[model])
-                plan.window_ms[model] = size
-        groups = {g: values for g, values in groups.items() if g[0] in plan.tracked}
-        for (model, _), values in groups.items():
-            if model in over:
-                plan.untracked[model] = plan.untracked.get(model, 0) + sum(len(over[model] & fx.keys())
-                                                                           for fx in values)
-        for (model, start), values in groups.items():
-            ms = settings.for_model(model)
-            ttl = keys.window_ttl(ms)
-            for name in plan.tracked[model]:
-                distinct = {v for fx in values if (v := fx.get(name)) is not None}
-                if distinct:
-                    strings = [cut(v) for v in distinct if isinstance(v, str)]
-                    numbers = [v for v in distinct if not isinstance(v, str)] if strings else list(distinct)
-                    hll = keys.feature_distinct(model, start, name)
-                    plan.distinct[hll] = (struct.pack(f"<{len(numbers)}d", *numbers), orjson.dumps(strings))
-                    plan.ttl[hll] = ttl
+                plan.window_ms[model] = settings.for_model(model).window_seconds * 1000
+        for p in predictions:
+            if p.features and p.model in over and p.model in plan.tracked:
+                plan.untracked[p.model] = plan.untracked.get(p.model, 0) + len(over[p.model] & p.features.keys())
         return plan
+
+    def add_distinct(self, plan: FeaturePlan, summaries: Mapping[tuple[str, int], Sequence[Summary]]) -> None:
+        """The HyperLogLog elements of each (model, window start) from its groups' summaries (one per bucket)."""
+        for (model, start), sums in summaries.items():
+            ttl = keys.window_ttl(self.settings.for_model(model))
+            for name in plan.tracked[model]:
+                numbers = set().union(*(s.numbers.get(name, ()) for s in sums))
+                strings = set().union(*(s.strings.get(name, ()) for s in sums))
+                if numbers or strings:
+                    hll = keys.feature_distinct(model, start, name)
+                    plan.distinct[hll] = (struct.pack(f"<{len(numbers)}d", *numbers), orjson.dumps(list(strings)))
+                    plan.ttl[hll] = ttl
 
     def queue(self, pipe: Any, plan: FeaturePlan) -> None:
         """Add a batch's distinct-count writes to the apply pipeline (after the counters, before the offsets)."""

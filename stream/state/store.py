@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, cast
 import orjson
 import redis.asyncio as aioredis
 
-from ..features import summarize
+from ..features import Summary, summarize
 from ..events import Annotation, Event, HumanActionEvent, OutcomeEvent, PredictionEvent
 from ..settings import Settings
 from ..times import epoch_ms
@@ -112,13 +112,15 @@ def follower_record(event: HumanActionEvent | OutcomeEvent) -> tuple[Any, ...]:
 
 
 def encode(events: Sequence[Event], labels: Sequence[Labels], stamps: Sequence[int],
-           tracked: Mapping[str, frozenset[str]], window_ms: Mapping[str, int], buckets: int) -> dict[int, Call]:
-    """Each bucket's arguments to apply.lua: one flat JSON array of records, predictions naming their (model,
-    version, scopes) by index into the bucket's table of triples and their feature group by number (0: none); per
-    group, its size and `features.summarize` of its snapshots; and the snapshots themselves (only the tracked
-    names), which the script reads only for a group some of whose predictions it did not newly store.
+           tracked: Mapping[str, frozenset[str]], window_ms: Mapping[str, int], buckets: int
+           ) -> tuple[dict[int, Call], dict[tuple[str, int], list[Summary]]]:
+    """Each bucket's arguments to apply.lua, and the feature summaries of each (model, window start), one per bucket.
 
-    A group is one model's predictions of one window in the bucket: the statistics the script adds at once.
+    A bucket's records are one flat JSON array, predictions naming their (model, version, scopes) by index into the
+    bucket's table of triples and their feature group by number (0: none). A group is one model's predictions of one
+    window in the bucket: the script adds its summary (`features.summarize`) whole, or, where it did not newly store
+    every prediction of the group, sums the new ones' snapshots (only the tracked names), sent beside it.
+
     `labels` and `stamps` belong to the predictions of `events`, in order; `window_ms` holds each tracked model's
     window size."""
     records: dict[int, list[Any]] = defaultdict(list)
@@ -156,10 +158,17 @@ def encode(events: Sequence[Event], labels: Sequence[Labels], stamps: Sequence[i
             snapshots[b][g - 1].append(fx)
         # no event_id: a prediction is deduplicated by prediction_id in the slot of its ts
         records[b] += ("p", event.prediction_id, index, ts, event.label, g)
-    return {b: Call(orjson.dumps(recs), orjson.dumps([[t.model, t.version, t.scopes] for t in table_of[b]]),
-                    orjson.dumps([[len(s), summarize(s)] for s in snapshots[b]]),
-                    orjson.dumps(snapshots[b]))
-            for b, recs in records.items()}
+    calls: dict[int, Call] = {}
+    summaries: dict[tuple[str, int], list[Summary]] = defaultdict(list)
+    for b, recs in records.items():
+        summary = []
+        for key, snaps in zip(groups[b], snapshots[b], strict=True):
+            s = summarize(snaps)
+            summaries[key].append(s)
+            summary.append([len(snaps), s.stats])
+        calls[b] = Call(orjson.dumps(recs), orjson.dumps([[t.model, t.version, t.scopes] for t in table_of[b]]),
+                        orjson.dumps(summary), orjson.dumps(snapshots[b]))
+    return calls, summaries
 
 
 def bucket_args(bucket: int) -> tuple[str, ...]:
@@ -255,12 +264,13 @@ class Store:
         stamps = [epoch_ms(p.ts) for p in preds]
         # features only for models admitted under their own name: a capped-away model keeps no feature keys
         if overflow["model"]:  # counts every prediction admitted under another name
-            own = [(p, ts) for p, got, ts in zip(preds, labels, stamps, strict=True) if got.model == p.model]
-            feature_plan = await self.features.plan([p for p, _ in own], [ts for _, ts in own])
+            feature_plan = await self.features.plan([p for p, got in zip(preds, labels, strict=True)
+                                                     if got.model == p.model])
         else:
-            feature_plan = await self.features.plan(preds, stamps)
-        encoded = encode(events, labels, stamps, feature_plan.tracked, feature_plan.window_ms,
-                         self.settings.state_buckets)
+            feature_plan = await self.features.plan(preds)
+        encoded, summaries = encode(events, labels, stamps, feature_plan.tracked, feature_plan.window_ms,
+                                    self.settings.state_buckets)
+        self.features.add_distinct(feature_plan, summaries)
         return Prepared(encoded, feature_plan, {got.model for got in labels}, overflow)
 
     async def send(self, prepared: Prepared, progress: Progress, now_ms: int) -> ApplyResult:
