@@ -26,6 +26,7 @@ extends nor breaks its streak nor counts as clean: no data is not evidence.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -72,6 +73,17 @@ class Summary:
     scopes: dict[str, dict[str, float]]  # counts are whole; `v:` counters are sums of outcome values
     excluded: frozenset[str] = frozenset()  # "signal|scope" keys kept out of later baselines
     decided: frozenset[str] = frozenset()   # "signal|scope" keys whose state machine this window already stepped
+    # (scope, kind, look) -> at_look of the scope's counters: a window is a baseline for every look of many later
+    # windows, each of which would sum its counters again
+    _looks: dict[tuple[str, str, int], dict[str, float]] = field(default_factory=dict, compare=False, repr=False)
+
+    def at_look(self, scope: str, kind: str, k: int) -> Mapping[str, float]:
+        """`at_look` of one scope's counters (read only: it is remembered)."""
+        key = (scope, kind, k)
+        got = self._looks.get(key)
+        if got is None:
+            got = self._looks[key] = at_look(self.scopes.get(scope, {}), kind, k)
+        return got
 
     def to_json(self) -> dict[str, Any]:
         out = {"start": self.start, "end": self.end, "version": self.version, "scopes": self.scopes,
@@ -107,15 +119,24 @@ def at_look(counts: Mapping[str, float], kind: str, k: int) -> dict[str, float]:
     The sums are exact once look k was judged: the store counts a later follow-up of index <= k into a later
     checkpoint (and as late). A follow-up counter without an index counts from the first look on."""
     out: dict[str, float] = {}
-    prefixes = KIND_COUNTERS[kind]
     for name, n in counts.items():
-        cut = name.find("#")
-        if cut >= 0:
-            if not name.startswith(prefixes) or int(name[cut + 1:]) > k:
+        base, of_kind, index = _counter(name)
+        if index >= 0:
+            if of_kind != kind or index > k:
                 continue
-            name = name[:cut]
-        out[name] = out.get(name, 0) + n
+        out[base] = out.get(base, 0) + n
     return out
+
+
+@functools.lru_cache(maxsize=4096)
+def _counter(name: str) -> tuple[str, str, int]:
+    """(name without its checkpoint index, the follow-up kind whose counter it is or '', index or -1): counter names
+    are a small set that every window repeats, so each is parsed once."""
+    base, _, index = name.partition("#")
+    if not index:
+        return name, "", -1
+    kind = next((k for k, prefixes in KIND_COUNTERS.items() if name.startswith(prefixes)), "")
+    return base, kind, int(index)
 
 
 def totals(counts: Mapping[str, float]) -> dict[str, float]:
@@ -610,8 +631,8 @@ def _measure_all(summary: Summary, baseline_windows: Sequence[Summary], annotati
                 overlapping[key] = [a for a in annotations if _covers(a, window, share)]
             continue
         for scope in scopes:
-            current = at_look(summary.scopes.get(scope, {}), kind, look.index)
-            looked = [(h.excluded, at_look(h.scopes.get(scope, {}), kind, look.index)) for h in baseline_windows]
+            current = summary.at_look(scope, kind, look.index)
+            looked = [(h.excluded, h.at_look(scope, kind, look.index)) for h in baseline_windows]
             for signal in KIND_SIGNALS[kind]:
                 key = f"{signal}|{scope}"
                 overlapping[key] = [a for a in annotations if _overlaps(a, window, scope)]

@@ -62,7 +62,7 @@ _ABSENT = object()  # a feature a snapshot does not carry (None is one sent as n
 
 
 @dataclass(frozen=True, slots=True)
-class Summary:
+class GroupStats:
     """What a group of `features` snapshots adds to a window's statistics (`summarize`)."""
 
     # per feature name: [numbers, their sum, their sum of squares, min, max, strings, nulls sent, [value, count, ...]],
@@ -73,7 +73,7 @@ class Summary:
     strings: dict[str, list[str]]   # per feature name: its distinct strings, cut
 
 
-def summarize(snapshots: Sequence[Mapping[str, Any]]) -> Summary:
+def summarize(snapshots: Sequence[Mapping[str, Any]]) -> GroupStats:
     """A group's feature statistics as the apply script adds them whole where every snapshot of the group was newly
     stored (it counts snapshot by snapshot, into the same shape, where some were not).
 
@@ -113,7 +113,7 @@ def summarize(snapshots: Sequence[Mapping[str, Any]]) -> Summary:
         if stats is not None:
             stats[name] = [len(nums), total, squares, min(nums, default=None), max(nums, default=None),
                            len(values) - len(nums), nulls, [x for pair in counts.items() for x in pair]]
-    return Summary(stats, numbers, strings)
+    return GroupStats(stats, numbers, strings)
 
 
 def watched(name: str, ms: ModelSettings) -> bool:

@@ -20,7 +20,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from .. import features
-from ..features import STRING_MAX as STRING_MAX, Summary, cut as cut
+from ..features import STRING_MAX as STRING_MAX, GroupStats, cut as cut
 from ..events import PredictionEvent
 from ..settings import Settings
 from . import keys, scripts
@@ -97,7 +97,7 @@ class FeatureStore:
                 plan.untracked[p.model] = plan.untracked.get(p.model, 0) + len(over[p.model] & p.features.keys())
         return plan
 
-    def add_distinct(self, plan: FeaturePlan, summaries: Mapping[tuple[str, int], Sequence[Summary]]) -> None:
+    def add_distinct(self, plan: FeaturePlan, summaries: Mapping[tuple[str, int], Sequence[GroupStats]]) -> None:
         """The HyperLogLog elements of each (model, window start) from its groups' summaries (one per bucket)."""
         for (model, start), sums in summaries.items():
             ttl = keys.window_ttl(self.settings.for_model(model))

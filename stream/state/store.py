@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, cast
 import orjson
 import redis.asyncio as aioredis
 
-from ..features import Summary, summarize
+from ..features import GroupStats, summarize
 from ..events import Annotation, Event, HumanActionEvent, OutcomeEvent, PredictionEvent
 from ..settings import Settings
 from ..times import epoch_ms
@@ -113,7 +113,7 @@ def follower_record(event: HumanActionEvent | OutcomeEvent) -> tuple[Any, ...]:
 
 def encode(events: Sequence[Event], labels: Sequence[Labels], stamps: Sequence[int],
            tracked: Mapping[str, frozenset[str]], window_ms: Mapping[str, int], buckets: int
-           ) -> tuple[dict[int, Call], dict[tuple[str, int], list[Summary]]]:
+           ) -> tuple[dict[int, Call], dict[tuple[str, int], list[GroupStats]]]:
     """Each bucket's arguments to apply.lua, and the feature summaries of each (model, window start), one per bucket.
 
     A bucket's records are one flat JSON array, predictions naming their (model, version, scopes) by index into the
@@ -159,7 +159,7 @@ def encode(events: Sequence[Event], labels: Sequence[Labels], stamps: Sequence[i
         # no event_id: a prediction is deduplicated by prediction_id in the slot of its ts
         records[b] += ("p", event.prediction_id, index, ts, event.label, g)
     calls: dict[int, Call] = {}
-    summaries: dict[tuple[str, int], list[Summary]] = defaultdict(list)
+    summaries: dict[tuple[str, int], list[GroupStats]] = defaultdict(list)
     for b, recs in records.items():
         summary = []
         for key, snaps in zip(groups[b], snapshots[b], strict=True):
