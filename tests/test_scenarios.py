@@ -221,19 +221,20 @@ def test_every_scenario_publishes_its_alerts_through_broker_and_redis(deployment
     producer.send_all(in_time_order([generate(s, DAYS, RATE, SEED, model=s, end=END) for s in BROKER_SCENARIOS]))
     sent = producer.sent  # cumulative over the calls
     producer.close()
+    # one last prediction per model pushes the watermark past the end of the run: every window closes now
+    flush = END + timedelta(seconds=LATENESS, hours=1)
+    ms = settings.for_model("quiet")
+    # the in-memory twin's alerts at the worker's watermark (the flush minus the lateness), computed while the
+    # worker applies the events
+    expected = {s: replayed(s, ms, watermark=flush - timedelta(seconds=LATENESS)) for s in BROKER_SCENARIOS}
+    total = sum(len(v) for v in expected.values())
     port = worker.web_port  # type: ignore[attr-defined]
     wait_for(lambda: metric_value(metrics_text(port), "trustgap_events_total", result="applied") == sent, 300,
              interval=1.0, what=f"all {sent} events to be applied")
-    # one last prediction per model pushes the watermark past the end of the run: every window closes now
-    flush = END + timedelta(seconds=LATENESS, hours=1)
     deployment.send("predictions", [{"schema_version": 1, "event_id": f"flush-{s}", "prediction_id": f"flush-{s}",
                                      "model": s, "model_version": "v1", "ts": flush.isoformat().replace("+00:00", "Z"),
                                      "label": "approve", "band": "low", "segment": {"region": "eu", "channel": "web"}}
                                     for s in BROKER_SCENARIOS])
-    ms = settings.for_model("quiet")
-    # the worker's watermark: the flush minus the lateness
-    expected = {s: replayed(s, ms, watermark=flush - timedelta(seconds=LATENESS)) for s in BROKER_SCENARIOS}
-    total = sum(len(v) for v in expected.values())
     got = deployment.read("alerts", total, timeout=120)
     assert len(got) == total
     text = metrics_text(port)
