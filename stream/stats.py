@@ -80,7 +80,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from scipy.special import stdtr, stdtrit
-from scipy.stats import hypergeom
 
 _SQRT2 = math.sqrt(2.0)
 
@@ -121,6 +120,10 @@ ZTEST_ONLY_ABOVE = 0.1
 
 def fisher_rise(k: int, n: int, bk: int, bn: int) -> float:
     """Fisher's exact one-sided p-value: P(X >= k) for X hypergeometric given the pooled margins."""
+    # imported here: scipy.stats takes ~0.7 s to import, which every worker start and CLI command would pay
+    # (`trustgap worker` loads it in the background while it starts: stream.cli)
+    from scipy.stats import hypergeom
+
     return float(hypergeom.sf(k - 1, n + bn, k + bk, n))
 
 
