@@ -150,13 +150,15 @@ def scale_out(stack: StackInfo, logdir: Path, n_workers: int, events: int, seed:
     try:
         for _ in range(n_workers):
             w.start()
-        # One message per partition proves every partition is assigned and consumed; the sleep outlasts the
-        # session timeout, so a rebalance triggered by the last worker's join is over before the bulk arrives.
+        # One message per partition proves every partition is assigned and consumed; with several workers the sleep
+        # outlasts the session timeout, so a rebalance triggered by the last one's join is over before the bulk
+        # arrives (a lone worker's group has no other member to rebalance with).
         warm = [(f"{p}".encode(), v) for p, (_, v) in
                 enumerate(encode_batched(predictions(PARTITIONS * 10, seed=seed + 1), 10))]
         sent = produce_to_partitions(stack, topic, warm)
         wait_for(lambda: w.applied_messages() >= sent, 120, "warm-up messages")
-        time.sleep(SESSION_TIMEOUT_S + 1)
+        if n_workers > 1:
+            time.sleep(SESSION_TIMEOUT_S + 1)
         bulk = encode_batched(predictions(events, seed=seed), BATCH)
         producer = threading.Thread(target=produce, args=(stack, topic, bulk))
         producer.start()
