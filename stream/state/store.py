@@ -24,7 +24,7 @@ from ..features import GroupStats, summarize
 from ..events import Annotation, Event, HumanActionEvent, OutcomeEvent, PredictionEvent
 from ..settings import Settings
 from ..times import epoch_ms
-from ..windows import STAGE_SIGNAL
+from ..windows import STAGE_SIGNAL, window_start
 from . import keys, scripts
 from .evaluation import ClosedWindow, Evaluation, Tick
 from .features import STRING_MAX, FeaturePlan, FeatureStore
@@ -150,7 +150,7 @@ def encode(events: Sequence[Event], labels: Sequence[Labels], stamps: Sequence[i
             if not fx.keys() <= names:  # a wide snapshot: only the tracked values travel to Redis
                 fx = {k: v for k, v in fx.items() if k in names}
             numbered = groups[b]
-            key = (model, ts - ts % window_ms[model])
+            key = (model, window_start(ts, window_ms[model]))
             g = numbered.get(key, 0)
             if not g:
                 g = numbered[key] = len(numbered) + 1
