@@ -81,10 +81,16 @@ class Twin:
     first: int | None = None   # earliest window start with data
     cursor: Cursor | None = None
     memory: Memory = field(default_factory=lambda: decode(None, {}))
-    _predictions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # prediction id -> (the event, its time in ms, the (version, scope) pairs it counts under)
+    _predictions: dict[str, tuple[dict[str, Any], int, tuple[tuple[str, str], ...]]] = field(default_factory=dict)
     _closed: set[tuple[int, str]] = field(default_factory=set)  # (window start, stage name) judged
     _features: dict[int, Features] = field(default_factory=dict)  # window start -> its statistics until judged
     _tracked: dict[str, None] = field(default_factory=dict)  # feature names, first come first tracked (ordered)
+    _checkpoints: dict[str, tuple[int, ...]] = field(default_factory=dict)  # kind (a/o) -> ms.checkpoints_ms(kind)
+
+    def __post_init__(self) -> None:
+        # once per twin: every follow-up reads its kind's twice
+        self._checkpoints = {"a": self.ms.checkpoints_ms("a"), "o": self.ms.checkpoints_ms("o")}
 
     @property
     def size(self) -> int:
@@ -99,42 +105,46 @@ class Twin:
         self.newest = ts if self.newest is None else max(self.newest, ts)
         if kind == "prediction":
             start = window_start(ts, self.size)
-            self._predictions[event["prediction_id"]] = event  # its follow-ups still count at open checkpoints
+            # its follow-ups still count at open checkpoints; its time and scopes are found once, not per follow-up
+            scoped = self._scoped(event)
+            self._predictions[event["prediction_id"]] = (event, ts, scoped)
             if (start, "n") in self._closed:
                 self.late["n"] += 1
                 return
             self.first = start if self.first is None else min(self.first, start)
-            self._bump(event, start, "n")
+            self._bump(scoped, start, "n")
             self._record(start, event.get("features"))
             return
-        p = self._predictions.get(event["prediction_id"])
-        if p is None:
+        known = self._predictions.get(event["prediction_id"])
+        if known is None:
             return  # an orphan: the store parks it and sweeps it when its prediction never comes
+        p, p_ts, scoped = known
         short: Literal["a", "o"] = "a" if kind == "action" else "o"
-        index = checkpoint_of(ts - parse_ms(p["ts"]), self.ms.checkpoints_ms(short))
+        checkpoints = self._checkpoints[short]
+        index = checkpoint_of(ts - p_ts, checkpoints)
         if index is None:
             self.beyond_horizon[short] += 1
             return
-        start = window_start(parse_ms(p["ts"]), self.size)
+        start = window_start(p_ts, self.size)
         if (start, f"{short}{index}") in self._closed:
             self.late[short] += 1
-        into = next((j for j in range(index, len(self.ms.checkpoints_ms(short)))
+        into = next((j for j in range(index, len(checkpoints))
                      if (start, f"{short}{j}") not in self._closed), None)
         if into is None:
             return
         if kind == "action":
-            self._bump(p, start, f"a:{event['action']}#{into}")
+            self._bump(scoped, start, f"a:{event['action']}#{into}")
         else:
-            self._bump(p, start, f"o:{event['kind']}#{into}")
+            self._bump(scoped, start, f"o:{event['kind']}#{into}")
             if event["label"] != p["label"]:
-                self._bump(p, start, f"m:{event['kind']}#{into}")
+                self._bump(scoped, start, f"m:{event['kind']}#{into}")
             x = event.get("value")
             if x is not None:
-                self._bump(p, start, f"v:{event['kind']}#{into}", x)
+                self._bump(scoped, start, f"v:{event['kind']}#{into}", x)
                 if x > 0:
-                    self._bump(p, start, f"vn:{event['kind']}#{into}")
-                    self._bump(p, start, f"vl:{event['kind']}#{into}", math.log(x))
-                    self._bump(p, start, f"vq:{event['kind']}#{into}", math.log(x) ** 2)
+                    self._bump(scoped, start, f"vn:{event['kind']}#{into}")
+                    self._bump(scoped, start, f"vl:{event['kind']}#{into}", math.log(x))
+                    self._bump(scoped, start, f"vq:{event['kind']}#{into}", math.log(x) ** 2)
 
     def _record(self, start: int, fx: dict[str, Any] | None) -> None:
         """A counted prediction's features, as the apply script records them: tracked names only (first come up to
@@ -145,11 +155,17 @@ class Twin:
         if self._tracked:
             self._features.setdefault(start, Features()).add(fx or {}, self._tracked)
 
-    def _bump(self, p: dict[str, Any], start: int, counter: str, by: float = 1) -> None:
-        w = self.counts.setdefault(start, {})
+    def _scoped(self, p: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+        """The (version, scope) pairs a prediction's counters are kept under: the whole model, its band and each
+        segment dimension=value."""
         band = p.get("band") or self.ms.band_for(p.get("score"))  # as Settings.band_of
-        for scope in ["", f"band={band}", *(f"{k}={v}" for k, v in sorted(p["segment"].items()))]:
-            key = (p["model_version"], scope, counter)
+        scopes = ["", f"band={band}", *(f"{k}={v}" for k, v in sorted(p["segment"].items()))]
+        return tuple((p["model_version"], scope) for scope in scopes)
+
+    def _bump(self, scoped: tuple[tuple[str, str], ...], start: int, counter: str, by: float = 1) -> None:
+        w = self.counts.setdefault(start, {})
+        for version, scope in scoped:
+            key = (version, scope, counter)
             w[key] = w.get(key, 0) + by
 
     def advance(self, watermark_ms: int) -> list[tuple[Due, Verdict]]:
