@@ -79,9 +79,23 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
-from scipy.special import stdtr, stdtrit
-
 _SQRT2 = math.sqrt(2.0)
+
+
+def t_sf(df: float, t: float) -> float:
+    """P(T > t) for Student's t with `df` degrees of freedom."""
+    # scipy is imported at first use: scipy.special alone costs ~0.45 s, which every worker start and CLI command would
+    # pay (`trustgap worker` loads scipy in the background while it starts: stream.cli)
+    from scipy.special import stdtr
+
+    return float(stdtr(df, -t))
+
+
+def t_isf(df: float, q: float) -> float:
+    """t with P(T > t) = q for Student's t with `df` degrees of freedom."""
+    from scipy.special import stdtrit
+
+    return float(stdtrit(df, 1 - q))
 
 
 def normal_sf(z: float) -> float:
@@ -218,7 +232,7 @@ def share_rise(k: int, n: int, windows: Sequence[tuple[int, int]]) -> ShareTest:
     if var <= 0:  # every baseline window exactly at the pooled share: nothing scatters
         return ShareTest(exact, exact, dispersion, df)
     t = (math.log(share / (1 - share)) - math.log(p0 / (1 - p0))) / math.sqrt(var)
-    quasi = float(stdtr(df, -t))  # P(T > t)
+    quasi = t_sf(df, t)
     return ShareTest(max(exact, quasi), quasi, dispersion, df)
 
 
@@ -231,7 +245,7 @@ def share_interval(k: int, n: int, windows: Sequence[tuple[int, int]], dispersio
     if dispersion <= 1:
         return lo, hi
     gap = k / n - bk / bn
-    widen = math.sqrt(dispersion) * float(stdtrit(df, 1 - (1 - confidence) / 2)) / normal_isf((1 - confidence) / 2)
+    widen = math.sqrt(dispersion) * t_isf(df, (1 - confidence) / 2) / normal_isf((1 - confidence) / 2)
     return gap - (gap - lo) * widen, gap + (hi - gap) * widen
 
 
@@ -287,7 +301,7 @@ def amount_rise(current: Amounts, baseline: Amounts, higher: bool = True) -> Amo
         var = max(0.0, ss) / df * (1 / c1 + 1 / c0)
         if var > 0:
             t = (m1 - m0) / math.sqrt(var)
-            p_sev = float(stdtr(df, -t)) if higher else float(stdtr(df, t))
+            p_sev = t_sf(df, t) if higher else t_sf(df, -t)
     return AmountTest(min(1.0, 2 * min(p_freq, p_sev)), p_freq, p_sev)
 
 
@@ -308,6 +322,6 @@ def amount_interval(current: Amounts, baseline: Amounts, confidence: float) -> t
     df = max(1, c1 + c0 - 2)
     s2 = max(0.0, (current.log_sq - c1 * m1 * m1) + (baseline.log_sq - c0 * m0 * m0)) / df
     var = sum((1 - min(1.0, c / n)) / c + math.expm1(s2) / c for c, n in ((c1, current.n), (c0, baseline.n)))
-    half = float(stdtrit(df, 1 - (1 - confidence) / 2)) * math.sqrt(var)
+    half = t_isf(df, (1 - confidence) / 2) * math.sqrt(var)
     ratio = (current.total / current.n) / rate0
     return rate0 * (ratio * math.exp(-half) - 1), rate0 * (ratio * math.exp(half) - 1)
