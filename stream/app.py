@@ -20,7 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from . import evaluator, ingest, partitions, reconcile
 from .events import TOPIC_OF, EventKind
-from .faust_patches import App, Wiring
+from .faust_patches import App, NoTables, Wiring
 from .metrics import Metrics
 from .runtime import Runtime
 from .settings import Settings
@@ -79,6 +79,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         producer_acks=-1,
         # messages Faust buffers per stream before it pauses fetching: batch messages can be ~200 kB each
         stream_buffer_maxsize=2 * settings.take_max_messages,
+        TableManager=NoTables,  # no table: no pause for one at start-up (stream.faust_patches)
         **faust_broker_options(settings),
     )
     runtime = Runtime(settings, Store.from_settings(settings), metrics, app=app)

@@ -75,9 +75,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
         ensure_topics(settings)
     except BrokerUnreachable as err:
         raise BrokerUnreachable(f"{err}; check broker_url / TRUSTGAP_BROKER_URL") from None
-    import faust
-
     from .app import create_app
+    from .faust_patches import Worker
 
     app = create_app(settings)
     # Parsed batches allocate tens of thousands of short-lived objects, and with CPython's default settings the
@@ -86,10 +85,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
     # in bench/run.py; the young-generation threshold itself mattered little (700, 5k and 20k measured alike).
     gc.freeze()
     gc.set_threshold(settings.gc_threshold, 50, 1000)
-    # scipy.stats (the exact tests' hypergeometric tail) costs ~0.7 s of CPU to import: in a thread while the
-    # worker waits to join its group, rather than before it starts or in the first evaluation (stream.stats)
+    # scipy.stats (the exact tests' hypergeometric tail; scipy.special with it) costs ~1 s of CPU to import: in a
+    # thread while the worker waits to join its group, not before it starts or in the first evaluation (stream.stats)
     threading.Thread(target=importlib.import_module, args=("scipy.stats",), name="preload", daemon=True).start()
-    worker = faust.Worker(app, loglevel=args.loglevel, quiet=True, redirect_stdouts=False)
+    worker = Worker(app, loglevel=args.loglevel, quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()
     return 0
 

@@ -29,6 +29,13 @@ that fails when it breaks):
   every other worker it knows no topic, so an evaluator there saw no partition and never closed a window.
   `partition_count` raises if the path is gone; tests/test_evaluation.py (two workers, either may evaluate)
   stalls when it returns nothing.
+- `TableManager.on_start` and its `_update_channels` (Faust): the manager pauses a second at start-up for agents to
+  declare tables; trustgap declares none (its state is in Redis), so `NoTables` starts without the pause and a
+  worker joins its group a second sooner. `NoTables` raises at start if `_update_channels` is gone;
+  tests/test_worker_start.py fails if the pause comes back.
+- `Worker._sentinel_task` (mode): the last task run before the event loop closes, a one-second sleep that every
+  stop waited out. `Worker` runs a tenth of one: enough turns of the loop for cancelled tasks to finish;
+  tests/test_worker_start.py stops a worker and fails on a task left pending or an exception after the signal.
 """
 
 from __future__ import annotations
@@ -37,7 +44,10 @@ from collections.abc import Awaitable, Callable, Container, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import asyncio
+
 import faust
+from faust.tables import TableManager
 
 
 @dataclass(frozen=True)
@@ -115,3 +125,20 @@ class App(faust.App):
         consumer: Any = super()._new_consumer()
         wire_consumer(consumer, self.wiring)
         return consumer
+
+
+class NoTables(TableManager):
+    """Faust's table manager without its start-up pause (see the module docstring): trustgap declares no table."""
+
+    async def on_start(self) -> None:
+        _require(self, "_update_channels")
+        if not self.should_stop:
+            await self._update_channels()
+            await self.recovery.start()
+
+
+class Worker(faust.Worker):
+    """Faust's worker, whose event loop closes a tenth of a second after the last task stopped, not a second."""
+
+    async def _sentinel_task(self) -> None:
+        await asyncio.sleep(0.1)

@@ -1,14 +1,20 @@
-"""A worker with a bad setting or an unreachable dependency stops at once with one line that says what to fix."""
+"""A worker with a bad setting or an unreachable dependency stops at once with one line that says what to fix; a
+worker starts without Faust's pause for tables it has none of, and stops cleanly."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import random
 import subprocess
 import sys
+from collections.abc import Callable
 
 import pytest
 
-from stream.embedded import StackInfo, free_port
+from stream.embedded import StackInfo, free_port, stop
+from tests.support.harness import Deployment, metric_value, metrics_text, wait_for
+from tests.support.truth import generate
 
 
 def run_worker(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -55,3 +61,45 @@ def test_a_session_timeout_the_broker_would_refuse_exits_2_with_one_line(stack: 
     assert "accepts consumer sessions of 6s to 1800s" in result.stderr
     assert "TRUSTGAP_BROKER_SESSION_TIMEOUT" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+@pytest.mark.integration  # building Faust's app starts a process
+def test_the_worker_declares_no_table_and_its_table_manager_starts_without_faust_s_pause(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from unittest.mock import AsyncMock
+
+    from stream.app import create_app
+    from stream.faust_patches import NoTables
+    from stream.settings import Settings
+
+    app = create_app(Settings(web_port=free_port()))  # builds the app and its agents; connects to nothing
+    tables = app.tables
+    assert isinstance(tables, NoTables) and len(tables) == 0
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    update, recovery = AsyncMock(), AsyncMock()
+    monkeypatch.setattr(tables, "sleep", sleep)
+    monkeypatch.setattr(tables, "_update_channels", update)
+    monkeypatch.setattr(type(tables), "recovery", property(lambda _: recovery))
+    asyncio.run(tables.on_start())
+    assert slept == [] and update.await_count == 1 and recovery.start.await_count == 1
+
+
+@pytest.mark.integration
+def test_a_worker_asked_to_stop_exits_0_with_every_task_finished(deploy: Callable[..., Deployment]) -> None:
+    dep = deploy()
+    worker = dep.start_worker()
+    dep.send("predictions", generate(random.Random(3), 20)[0])
+    port = worker.web_port  # type: ignore[attr-defined]
+    wait_for(lambda: metric_value(metrics_text(port), "trustgap_events_total", result="applied") == 20, 60,
+             what="the predictions to be applied")
+    stop(worker, 20)
+    assert worker.returncode == 0
+    log = "\n".join(p.read_text() for p in dep.logdir.glob(f"{dep.name}-worker*.log"))
+    assert "Closing event loop" in log
+    # (the broker may answer a new group's first coordinator request with an error: aiokafka logs it and retries)
+    assert "Traceback" not in log and "destroyed but it is pending" not in log, log[-3000:]
+    assert "Exception" not in log.split("Signal received: 15")[-1], log[-3000:]
