@@ -14,7 +14,6 @@ import importlib
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -83,11 +82,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
     # collections they trigger keep walking the long-lived Faust/aiokafka objects. Freezing those (they are set up
     # by now) and collecting the older generations less often took batched throughput from 32.5k to 48.9k ev/s
     # in bench/run.py; the young-generation threshold itself mattered little (700, 5k and 20k measured alike).
+    # scipy.stats (the exact tests' tails; scipy.special with it) costs ~1 s of CPU to import: here, before the
+    # freeze, so its objects are frozen too. Imported in a thread while the worker joined its group instead, it
+    # overlapped the first second of consumption once the join takes less than the import (NoTables), slowing
+    # a backlog's first events (the single-event bench figure fell by a quarter).
+    importlib.import_module("scipy.stats")
     gc.freeze()
     gc.set_threshold(settings.gc_threshold, 50, 1000)
-    # scipy.stats (the exact tests' hypergeometric tail; scipy.special with it) costs ~1 s of CPU to import: in a
-    # thread while the worker waits to join its group, not before it starts or in the first evaluation (stream.stats)
-    threading.Thread(target=importlib.import_module, args=("scipy.stats",), name="preload", daemon=True).start()
     worker = Worker(app, loglevel=args.loglevel, quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()
     return 0

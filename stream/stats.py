@@ -84,8 +84,8 @@ _SQRT2 = math.sqrt(2.0)
 
 def t_sf(df: float, t: float) -> float:
     """P(T > t) for Student's t with `df` degrees of freedom."""
-    # scipy is imported at first use: scipy.special alone costs ~0.45 s, which every worker start and CLI command would
-    # pay (`trustgap worker` loads scipy in the background while it starts: stream.cli)
+    # scipy is imported at first use: scipy.special alone costs ~0.3 s, which every worker start and CLI command would
+    # pay (`trustgap worker` loads scipy before it joins its group: stream.cli)
     from scipy.special import stdtr
 
     return float(stdtr(df, -t))
@@ -135,7 +135,7 @@ ZTEST_ONLY_ABOVE = 0.1
 def fisher_rise(k: int, n: int, bk: int, bn: int) -> float:
     """Fisher's exact one-sided p-value: P(X >= k) for X hypergeometric given the pooled margins."""
     # imported here: scipy.stats takes ~0.7 s to import, which every worker start and CLI command would pay
-    # (`trustgap worker` loads it in the background while it starts: stream.cli)
+    # (`trustgap worker` loads it before it joins its group: stream.cli)
     from scipy.stats import hypergeom
 
     return float(hypergeom.sf(k - 1, n + bn, k + bk, n))
