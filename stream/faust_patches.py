@@ -30,9 +30,9 @@ that fails when it breaks):
   `partition_count` raises if the path is gone; tests/test_evaluation.py (two workers, either may evaluate)
   stalls when it returns nothing.
 - `TableManager.on_start` and its `_update_channels` (Faust): the manager pauses a second at start-up for agents to
-  declare tables; trustgap declares none (its state is in Redis), so `NoTables` starts without the pause and a
-  worker joins its group a second sooner. `NoTables` raises at start if `_update_channels` is gone;
-  tests/test_worker_start.py fails if the pause comes back.
+  declare tables; trustgap declares none (its state is in Redis), so `NoTables` starts without the pause (the
+  worker spends that second importing scipy before its freeze instead: stream.cli). `NoTables` raises at start if
+  `_update_channels` is gone; tests/test_worker_start.py fails if the pause comes back.
 - `Worker._sentinel_task` (mode): the last task run before the event loop closes, a one-second sleep that every
   stop waited out. `Worker` runs a tenth of one: enough turns of the loop for cancelled tasks to finish;
   tests/test_worker_start.py stops a worker and fails on a task left pending or an exception after the signal.
@@ -40,11 +40,10 @@ that fails when it breaks):
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Container, Mapping
 from dataclasses import dataclass
 from typing import Any
-
-import asyncio
 
 import faust
 from faust.tables import TableManager
