@@ -52,10 +52,10 @@ class Metrics:
         self.partition_idle = Gauge("trustgap_partition_idle", "1 while a partition of the event topics is idle "
                                     "(read to its end, nothing new for idle_timeout): it does not hold the "
                                     "watermark back", ["topic", "partition"], registry=r)
-        # exported by the partition's owner only, and removed when it loses it, so a sum over workers counts each
-        # partition once
         self.consumer_lag = Gauge("trustgap_consumer_lag", "Messages of an input partition this worker owns not "
-                                  "applied yet: the broker's end offset minus the offset Redis holds as applied",
+                                  "applied yet: the broker's end offset minus the offset Redis holds as applied. "
+                                  "Only the partition's owner exports it, and drops it when the partition is "
+                                  "revoked, so a sum over workers counts each partition once",
                                   ["topic", "partition"], registry=r)
         self.watermark_lag = Gauge("trustgap_watermark_lag_seconds", "Wall clock minus the watermark per model",
                                    ["model"], registry=r)
