@@ -7,6 +7,7 @@ publication time), plus each scenario's expected story.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import math
 from collections.abc import Callable, Iterator
@@ -123,9 +124,18 @@ def _same(x: Any, y: Any) -> bool:
     return bool(x == y)
 
 
+@functools.cache
+def profiled_run(scenario: str, bands: bool = True) -> Run:
+    """A scenario with a profile, run with its own settings and length to its own watermark. Several tests read
+    the same run (they never change it), and these are the slowest to judge: weeks of traffic."""
+    return replay(scenario, seed=SEED, end=END, model=scenario, bands=bands)
+
+
 def replayed_run(scenario: str, ms: ModelSettings, watermark: datetime | None = None) -> Run:
     """The in-memory twin's run; a scenario with a profile runs with its own settings and length."""
     if scenario in PROFILES:
+        if watermark is None:
+            return profiled_run(scenario)
         return replay(scenario, seed=SEED, end=END, model=scenario, watermark=watermark)
     return replay(scenario, ms, DAYS, RATE, SEED, END, model=scenario, watermark=watermark)
 
@@ -165,7 +175,7 @@ def test_scenario_story_in_memory(scenario: str) -> None:
 def test_a_model_without_bands_tells_the_same_story(scenario: str) -> None:
     # no band in any prediction: band=all is the model itself, tested once, and the pages are the same
     if scenario in PROFILES:
-        run = replay(scenario, seed=SEED, end=END, model=scenario, bands=False)
+        run = profiled_run(scenario, bands=False)
     else:
         run = replay(scenario, ModelSettings(), DAYS, RATE, SEED, END, model=scenario, bands=False)
     alerts = [a.model_dump(mode="json") for a in run.twin.published()]
@@ -175,7 +185,7 @@ def test_a_model_without_bands_tells_the_same_story(scenario: str) -> None:
 
 
 def test_a_two_day_campaign_with_outcomes_hours_later_names_exactly_its_two_prediction_days() -> None:
-    run = replay("flash_sale", seed=SEED, end=END, model="flash_sale")
+    run = profiled_run("flash_sale")
     assert run.change_ms is not None
     day = 86_400_000
     alerts = run.twin.published()
@@ -189,7 +199,7 @@ def test_a_two_day_campaign_with_outcomes_hours_later_names_exactly_its_two_pred
 
 
 def test_a_slow_outcome_shift_is_seen_at_the_first_look_with_enough_outcomes() -> None:
-    run = replay("slow_claims", seed=SEED, end=END, model="slow_claims")
+    run = profiled_run("slow_claims")
     ms = settings_for("slow_claims")
     due, alert = next((d, a) for d, a in run.alerts() if a.signal == "outcome_mismatch" and not a.scope)
     assert (due.window.start, due.stage.name) == (run.change_ms, "o1")  # the change's window, at age 2 days
