@@ -129,6 +129,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     started = time.monotonic()
     try:
         sent = producer.send_all(generate(args.scenario, args.days, args.rate, args.seed, args.model))
+        producer.close()
     except ClientError as err:
         raise CliError(f"simulate failed: {err}") from None
     print(f"sent {sent} events of scenario {args.scenario} in {time.monotonic() - started:.1f}s")

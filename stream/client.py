@@ -132,12 +132,15 @@ class Client:
             raise ClientError("no broker given: pass bootstrap_servers='host:9092' or use Client.from_settings()")
         if not 0 < max_batch_events or max_batch_bytes < max_event_bytes + 2:
             raise ClientError("max_batch_events must be > 0 and max_batch_bytes must hold one max-size event")
-        # the broker's refusals (a password, a certificate) are kept for check() to say what to fix
-        self._errors: deque[Any] = deque(maxlen=32)
+        # the broker's refusals (a password, a certificate) are kept for check() to say what to fix; the callback
+        # holds the deque, not the client: a client the producer referred back to would be freed only by the
+        # cycle collector, and its closed producer would keep reconnecting to the broker until then
+        errors: deque[Any] = deque(maxlen=32)
+        self._errors = errors
         user_error_cb = full_conf.get("error_cb")
 
         def on_error(err: Any) -> None:
-            self._errors.append(err)
+            errors.append(err)
             if user_error_cb is not None:
                 user_error_cb(err)
 

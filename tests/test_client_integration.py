@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import random
 import zlib
 from collections.abc import Callable
@@ -121,3 +122,28 @@ def test_the_readme_quickstart_works_when_pasted(deployment: Deployment, tmp_pat
     for topic in ("predictions", "actions", "outcomes", "annotations"):
         [message] = deployment.read(topic, 1)
         assert len(message) == 1 and message[0]["schema_version"] == 1
+
+
+def test_a_closed_client_is_freed_once_dropped_not_left_to_the_cycle_collector(deployment: Deployment) -> None:
+    # A client its own producer (or a delivery callback) referred back to would live until a full collection,
+    # and its closed producer would go on reconnecting to the broker, logging each refusal, until then.
+    from confluent_kafka import Producer
+
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)  # what the collector frees stays in gc.garbage, to be looked at
+    try:
+        tg = Client.from_settings(deployment.settings)
+        for i in range(50):
+            tg.log_prediction(f"p{i}", model="claims", model_version="v1", label="a", ts=T0)
+        tg.close()
+        delivered = tg.stats.delivered
+        del tg
+        gc.collect()
+        cyclic = [type(o).__name__ for o in gc.garbage if isinstance(o, (Client, Producer))]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert delivered == 50
+    assert cyclic == []
